@@ -1,0 +1,44 @@
+# The two commands a fresh machine needs:  `make demo` (main job on built-in synthetic data) and `make test`.
+# Both create or refresh the virtual environment in .venv first.
+#   GPU=1 make ...   installs PyTorch's default (CUDA) build and the `gpu` extra (CuPy, xFormers) instead of the
+#                    CPU build of torch.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed$(if $(GPU),-gpu,)
+TORCH_SPEC ?= $(if $(GPU),torch,torch==2.13.0)
+EXTRAS := $(if $(GPU),dev$(comma)gpu,dev)
+comma := ,
+
+.PHONY: install demo test lint bench image clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: on a CPU machine this is the CPU build, never several GB of CUDA wheels.
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gapless demo --out runs/demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/gapless bench --quick --out runs/bench
+
+image:
+	bash docker/build_and_smoke.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

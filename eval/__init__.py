@@ -1,0 +1,1 @@
+"""Evaluation per magnification: multi-scale sets, features, RankMe, k-NN and linear probes, reports."""
