@@ -1,0 +1,69 @@
+"""Configuration schema of the data pipeline: sampling, tile geometry, multi-crop augmentation and loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.sampling.config import SamplingConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AugmentConfig:
+    """DINOv2 multi-crop augmentation; defaults are DINOv2's (per-crop probabilities included)."""
+
+    global_crops: int = 2
+    global_size: int = 224
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_crops: int = 8
+    local_size: int = 96
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p_global1: float = 1.0  # first global crop: always blurred
+    blur_p_global2: float = 0.1  # second global crop: rarely blurred, sometimes solarized
+    blur_p_local: float = 0.5
+    solarize_p_global2: float = 0.2
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class DataConfig:
+    """Where tiles come from and how they are loaded."""
+
+    index: str = ""  # slide index (.h5) written by `gapless index`
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tile_px: int = 224  # base tile made by crop-and-resize, before multi-crop
+    tissue_threshold: float = 0.5  # minimum tissue fraction of a tile's footprint at its sampled mpp
+    batch_size: int = 32  # per rank
+    iterations_per_epoch: int = 1000  # an epoch is a fixed number of iterations, not a pass over the slides
+    seed: int = 0
+    loader: str = "auto"  # auto | dali | baseline
+    device: str = "auto"  # auto | cpu | gpu (where crop-resize and augmentation run)
+    read_device: str = "auto"  # auto | cpu | cuda (where cuCIM decodes)
+    workers: int = 2  # worker processes (DALI parallel external source, or DataLoader workers)
+    prefetch: int = 2  # batches queued ahead per worker
+    handle_cache: int = 32  # open slide handles kept per process (bounded LRU)
+    max_read_retries: int = 8  # a failed read retries at another location this many times, then is skipped
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("loader", ("auto", "dali", "baseline")),
+            ("device", ("auto", "cpu", "gpu")),
+            ("read_device", ("auto", "cpu", "cuda")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")
+        if self.batch_size < 1 or self.iterations_per_epoch < 1 or self.tile_px < 16:
+            raise ValueError("batch_size, iterations_per_epoch must be >= 1 and tile_px >= 16")
+        if not 0.0 <= self.tissue_threshold <= 1.0:
+            raise ValueError(f"tissue_threshold: must be in [0, 1], got {self.tissue_threshold}")
