@@ -47,7 +47,7 @@ class DataConfig:
     batch_size: int = 32  # per rank
     iterations_per_epoch: int = 1000  # an epoch is a fixed number of iterations, not a pass over the slides
     seed: int = 0
-    loader: str = "auto"  # auto | dali | baseline
+    loader: str = "auto"  # auto | dali | baseline | synthetic (random in-memory tensors, no I/O)
     device: str = "auto"  # auto | cpu | gpu (where crop-resize and augmentation run)
     read_device: str = "auto"  # auto | cpu | cuda (where cuCIM decodes)
     workers: int = 2  # worker processes (DALI parallel external source, or DataLoader workers)
@@ -57,7 +57,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (
-            ("loader", ("auto", "dali", "baseline")),
+            ("loader", ("auto", "dali", "baseline", "synthetic")),
             ("device", ("auto", "cpu", "gpu")),
             ("read_device", ("auto", "cpu", "cuda")),
         ):
