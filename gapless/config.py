@@ -113,8 +113,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as exc:  # __post_init__ validation of the schema itself
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # __post_init__ validation; its message starts with the field name
+        raise ConfigError(f"{prefix}{exc}") from exc
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
