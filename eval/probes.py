@@ -1,0 +1,158 @@
+"""k-NN and linear probes per magnification, cross-validated over patient-disjoint folds.
+
+Protocol (REFERENCE.md §1): for each fold, probes train on embeddings pooled from the training mpps
+(default 0.25/0.5/1.0/2.0), choose their hyperparameter on the validation fold's balanced accuracy (pooled over the
+same mpps), are refitted on train + validation (``refit``), and are tested on the test fold at every mpp.
+
+- k-NN: cosine similarity, k in {1, 3, 5, 10, 20, 40, 80}. ``majority`` vote counts the k neighbours equally (ties
+  go to the smallest class index, as scikit-learn's ``KNeighborsClassifier`` does); ``weighted`` weights each
+  neighbour by ``exp(cos / T)`` (DINO's k-NN). All k are scored from one top-k search.
+- Linear: scikit-learn ``LogisticRegression`` (L-BFGS, multinomial, class_weight balanced, max_iter 1000) over a
+  C grid, swept from small to large C with warm starts (the same optimum, far fewer iterations).
+
+Metrics: balanced accuracy, accuracy and macro-F1; :func:`summarise` gives mean ± std over folds.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from eval.config import EvalConfig, mpp_key
+from eval.folds import fold_splits
+
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Balanced accuracy (mean recall over the classes present), accuracy, macro-F1 over all classes."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class absent from one fold's predictions is expected, not news
+        return {
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=range(n_classes), average="macro", zero_division=0)),
+        }
+
+
+def knn_predict(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    ks: list[int],
+    n_classes: int,
+    vote: str = "majority",
+    temperature: float = 0.07,
+    chunk: int = 2048,
+) -> dict[int, np.ndarray]:
+    """Predictions for every k in ``ks`` from one cosine top-k search (k larger than the train set is clipped)."""
+    train = torch.nn.functional.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
+    labels = torch.as_tensor(train_y, dtype=torch.int64)
+    k_max = min(max(ks), len(train))
+    preds: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
+    for start in range(0, len(test_x), chunk):
+        query = torch.nn.functional.normalize(torch.as_tensor(test_x[start : start + chunk], dtype=torch.float32))
+        sims, idx = (query @ train.T).topk(k_max, dim=1)  # sorted, most similar first
+        neighbour_labels = labels[idx]
+        weights = torch.exp(sims / temperature) if vote == "weighted" else torch.ones_like(sims)
+        one_hot = torch.nn.functional.one_hot(neighbour_labels, n_classes).to(weights.dtype)
+        # Cumulative votes over the ranked neighbours give the votes of every k at once.
+        votes = torch.cumsum(one_hot * weights.unsqueeze(-1), dim=1)
+        for k in ks:
+            preds[k].append(votes[:, min(k, k_max) - 1].argmax(dim=1))  # argmax: first (smallest) class on ties
+    return {k: torch.cat(p).numpy() for k, p in preds.items()}
+
+
+def _pool(features: dict[str, np.ndarray], labels: np.ndarray, rows: np.ndarray, mpps: list[float]):
+    x = np.concatenate([features[mpp_key(m)][rows] for m in mpps])
+    return x, np.tile(labels[rows], len(mpps))
+
+
+def _linear_model(c: float, max_iter: int, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    # lbfgs on several classes is the multinomial model (the `multi_class` argument is gone from recent sklearn).
+    return LogisticRegression(
+        C=c, solver="lbfgs", class_weight="balanced", max_iter=max_iter, warm_start=True, random_state=seed
+    )
+
+
+def _fit_quietly(model, x: np.ndarray, y: np.ndarray) -> int:
+    """Fit, counting (not printing) convergence warnings; returns 1 if it hit max_iter."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    return int(any(issubclass(w.category, ConvergenceWarning) for w in caught))
+
+
+def run_probes(
+    features: dict[str, np.ndarray],
+    labels: np.ndarray,
+    folds: np.ndarray,
+    cfg: EvalConfig,
+    test_mpps: list[float],
+    progress_callback=None,
+) -> dict:
+    """Cross-validated probes; returns ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores."""
+    labels = np.asarray(labels)
+    n_classes = int(labels.max()) + 1
+    results: dict[str, dict] = {p: {"folds": [], "chosen": [], "val_balanced_accuracy": []} for p in cfg.probes}
+    for split in fold_splits(folds):
+        train_x, train_y = _pool(features, labels, split.train, cfg.train_mpps)
+        val_x, val_y = _pool(features, labels, split.val, cfg.train_mpps)
+        fit_rows = np.concatenate([split.train, split.val]) if cfg.refit else split.train
+        fit_x, fit_y = _pool(features, labels, fit_rows, cfg.train_mpps)
+        if "knn" in cfg.probes:
+            val_pred = knn_predict(train_x, train_y, val_x, cfg.knn_ks, n_classes, cfg.knn_vote, cfg.knn_temperature)
+            val_scores = {k: scores(val_y, p, n_classes)["balanced_accuracy"] for k, p in val_pred.items()}
+            best_k = max(cfg.knn_ks, key=lambda k: (val_scores[k], -k))  # ties: the smaller k
+            per_mpp = {}
+            for m in test_mpps:
+                test_x = features[mpp_key(m)][split.test]
+                pred = knn_predict(fit_x, fit_y, test_x, [best_k], n_classes, cfg.knn_vote, cfg.knn_temperature)
+                per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes)
+            _record(results["knn"], per_mpp, best_k, val_scores)
+        if "linear" in cfg.probes:
+            model = _linear_model(1.0, cfg.linear_max_iter, cfg.seed)
+            val_scores, unconverged = {}, 0
+            for c in sorted(cfg.linear_cs):  # small C first: each fit warm-starts from the previous optimum
+                model.set_params(C=c)
+                unconverged += _fit_quietly(model, train_x, train_y)
+                val_scores[c] = scores(val_y, model.predict(val_x), n_classes)["balanced_accuracy"]
+            best_c = max(sorted(cfg.linear_cs), key=lambda c: val_scores[c])  # ties: the smaller (stronger) C
+            model = _linear_model(best_c, cfg.linear_max_iter, cfg.seed)
+            unconverged += _fit_quietly(model, fit_x, fit_y)
+            per_mpp = {
+                mpp_key(m): scores(labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes)
+                for m in test_mpps
+            }
+            _record(results["linear"], per_mpp, best_c, val_scores)
+            results["linear"].setdefault("unconverged_fits", 0)
+            results["linear"]["unconverged_fits"] += unconverged
+        if progress_callback is not None:
+            progress_callback()
+    return results
+
+
+def _record(result: dict, per_mpp: dict, chosen, val_scores: dict) -> None:
+    result["folds"].append(per_mpp)
+    result["chosen"].append(chosen)
+    result["val_balanced_accuracy"].append({str(k): v for k, v in val_scores.items()})
+
+
+def summarise(probe_result: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """``{metric: {mpp: {"mean", "std", "folds"}}}`` over folds (std: population std over the k folds)."""
+    folds = probe_result["folds"]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for metric in METRICS:
+        out[metric] = {}
+        for m in folds[0]:
+            values = np.array([f[m][metric] for f in folds])
+            out[metric][m] = {"mean": float(values.mean()), "std": float(values.std()), "folds": values.tolist()}
+    return out
