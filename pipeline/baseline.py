@@ -1,0 +1,148 @@
+"""The plain-CPU baseline loaders: a PyTorch DataLoader doing everything the DALI graph does, on the CPU.
+
+"DU" and "CU" are this loader with ``data.sampling.strategy=du`` or ``cu`` (any strategy works). It shares the tile
+source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with OpenCV ``INTER_AREA`` and
+augments with :class:`pipeline.augment.MultiCrop`.
+
+Tuned as one would tune it for real: each worker builds whole batches (``batch_size=None``: no per-sample IPC and
+no collate in the main process), OpenCV and torch are pinned to one thread per worker (no oversubscription),
+workers persist across epochs, each keeps ``prefetch`` batches in flight, and batches are pinned when a GPU will
+receive them. Worker ``w`` of ``n`` builds batches ``start + w, start + w + n, …``; the DataLoader returns worker
+outputs round-robin, so batches arrive in order and batch ``b`` is the same whatever the worker count.
+Augmentation is drawn from a generator seeded with (seed, g), so the baseline is resumable bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.augment import MultiCrop
+from pipeline.config import DataConfig
+from pipeline.resize import resize_square
+from pipeline.source import TileSource
+
+_STREAM_AUGMENT = 0x617567
+
+
+class BaselineDataset(IterableDataset):
+    """An endless stream of collated multi-crop batches for one rank, split across DataLoader workers."""
+
+    def __init__(self, cfg: DataConfig, source: TileSource, rank: int, world_size: int, start_iteration: int):
+        super().__init__()
+        self.cfg, self.source = cfg, source
+        self.rank, self.world_size, self.start = rank, world_size, int(start_iteration)
+        self.multicrop = MultiCrop(cfg.augment)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            import cv2
+
+            cv2.setNumThreads(1)
+            torch.set_num_threads(1)
+        b = self.start + worker
+        while True:
+            yield self.make_batch(b)
+            b += n_workers
+
+    def make_batch(self, b: int) -> dict[str, Any]:
+        """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata."""
+        cfg, aug = self.cfg, self.cfg.augment
+        B = cfg.batch_size
+        globals_ = np.empty((aug.global_crops, B, 3, aug.global_size, aug.global_size), dtype=np.float32)
+        locals_ = np.empty((aug.local_crops, B, 3, aug.local_size, aug.local_size), dtype=np.float32)
+        meta = np.zeros((4, B), dtype=np.float64)  # mpp, level, retries, skipped
+        for k in range(B):
+            g = TileSource.global_index(b * B + k, self.rank, self.world_size)
+            tile = self.source.read(g)
+            base = resize_square(tile.region, cfg.tile_px)
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.source.seed, _STREAM_AUGMENT, g])))
+            views_g, views_l = self.multicrop(base, rng)
+            for c, view in enumerate(views_g):
+                globals_[c, k] = view
+            for c, view in enumerate(views_l):
+                locals_[c, k] = view
+            meta[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
+        return {
+            "global_crops": torch.from_numpy(globals_.reshape(-1, 3, aug.global_size, aug.global_size)),
+            "local_crops": torch.from_numpy(locals_.reshape(-1, 3, aug.local_size, aug.local_size)),
+            "mpp": torch.from_numpy(meta[0].astype(np.float32)),
+            "level": torch.from_numpy(meta[1].astype(np.int64)),
+            "retries": torch.from_numpy(meta[2].astype(np.int64)),
+            "skipped": torch.from_numpy(meta[3].astype(np.int64)),
+        }
+
+
+class BaselineLoader:
+    """Iterable of training batches backed by a PyTorch DataLoader (same contract as the DALI loader)."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        source: TileSource,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iteration: int = 0,
+        skipped_slides: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.iterations_per_epoch = cfg.iterations_per_epoch
+        self.out_device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        dataset = BaselineDataset(cfg, source, rank, world_size, start_iteration)
+        workers = max(0, cfg.workers)
+        self.dataloader = DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.out_device.type == "cuda",
+            prefetch_factor=max(1, cfg.prefetch) if workers else None,
+            persistent_workers=workers > 0,
+            # spawn: cuCIM and OpenCV keep native thread pools that do not survive fork reliably.
+            multiprocessing_context="spawn" if workers else None,
+        )
+        self._it: Any = iter(self.dataloader)
+        self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
+
+    def __len__(self) -> int:
+        return self.iterations_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for _ in range(self.iterations_per_epoch):
+            yield self.next_batch()
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self._it is None:
+            raise RuntimeError("the loader is closed")
+        raw = next(self._it)
+        skipped, retries = raw.pop("skipped"), raw.pop("retries")
+        n_skipped = int(skipped.sum())
+        self._counts["reads"] += int(skipped.numel()) - n_skipped
+        self._counts["skipped_tiles"] += n_skipped
+        self._counts["retries"] += int(retries.sum())
+        if self.out_device.type == "cuda":
+            return {k: v.to(self.out_device, non_blocking=True) for k, v in raw.items()}
+        return raw
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def close(self) -> None:
+        """Stop the worker processes (idempotent)."""
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+    def __enter__(self) -> BaselineLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,138 @@
+"""The DALI loader: builds the pipeline for a rank and turns its outputs into the trainer's batches.
+
+An epoch is ``iterations_per_epoch`` batches counted here; the DALI stream itself never ends (the source never
+raises ``StopIteration``), so no tail batch is dropped and the next epoch continues the same deterministic stream.
+Batches are cloned out of DALI's buffers (``torch.cat`` copies), so a consumer may keep them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from pipeline.config import DataConfig
+from pipeline.dali import pipelines
+from pipeline.dali.gpu_source import GpuBatchReader
+from pipeline.source import SampleCallback, TileSource
+
+
+def build_dali_pipeline(
+    cfg: DataConfig,
+    source: TileSource,
+    rank: int,
+    world_size: int,
+    start_iteration: int,
+    device: str,
+    read_device: str,
+    evaluation: bool = False,
+    normalized: bool = True,
+    seed: int | None = None,
+) -> Any:
+    """Build (not run) the training or evaluation pipeline of ``rank`` starting at ``start_iteration``."""
+    offset = int(start_iteration) * cfg.batch_size
+    batched_gpu = read_device == "cuda"
+    if batched_gpu:
+        callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset)
+    else:
+        callback = SampleCallback(source, rank, world_size, offset)
+    parallel = not batched_gpu and cfg.workers > 0
+    common = dict(
+        batch_size=cfg.batch_size,
+        num_threads=max(1, cfg.workers),
+        device_id=(torch.cuda.current_device() if device == "gpu" else None),
+        # Augmentation randomness: seeded per (seed, rank, start) so ranks differ; tiles do not depend on it.
+        seed=int(seed if seed is not None else (cfg.seed * 1_000_003 + rank * 7919 + start_iteration) % (2**31)),
+        prefetch_queue_depth=max(1, cfg.prefetch),
+    )
+    if parallel:
+        common.update(py_num_workers=cfg.workers, py_start_method="spawn")
+    kwargs = dict(
+        source=callback,
+        device=device,
+        tile_px=cfg.tile_px,
+        aug=cfg.augment,
+        batched_gpu=batched_gpu,
+        parallel=parallel,
+        prefetch=cfg.prefetch,
+    )
+    if evaluation:
+        return pipelines.eval_pipeline(normalized=normalized, **kwargs, **common)
+    return pipelines.train_pipeline(**kwargs, **common)
+
+
+class DaliLoader:
+    """Iterable of training batches (the contract in :mod:`pipeline.loader`), backed by a DALI pipeline."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        source: TileSource,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iteration: int = 0,
+        device: str = "cpu",
+        read_device: str = "cpu",
+        skipped_slides: int = 0,
+    ) -> None:
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+        self.cfg = cfg
+        self.iterations_per_epoch = cfg.iterations_per_epoch
+        self.out_device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        self.pipe = build_dali_pipeline(cfg, source, rank, world_size, start_iteration, device, read_device)
+        self.pipe.build()
+        self.names = pipelines.output_names(cfg.augment)
+        self._it = DALIGenericIterator([self.pipe], self.names, auto_reset=False)
+        self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
+
+    def __len__(self) -> int:
+        return self.iterations_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for _ in range(self.iterations_per_epoch):
+            yield self.next_batch()
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self._it is None:
+            raise RuntimeError("the loader is closed")
+        out = next(self._it)[0]
+        aug = self.cfg.augment
+        dev = self.out_device
+        batch = {
+            # torch.cat copies: the batch owns its memory, DALI may reuse its buffers.
+            "global_crops": torch.cat([out[f"global{k}"] for k in range(aug.global_crops)]).to(dev),
+            "local_crops": torch.cat([out[f"local{k}"] for k in range(aug.local_crops)]).to(dev)
+            if aug.local_crops
+            else torch.empty(0, 3, aug.local_size, aug.local_size, device=dev),
+            "mpp": out["mpp"].reshape(-1).float().clone().to(dev),
+            "level": out["level"].reshape(-1).long().clone().to(dev),
+        }
+        self._count(out["retries"], out["skipped"])
+        return batch
+
+    def _count(self, retries: torch.Tensor, skipped: torch.Tensor) -> None:
+        n_skipped = int(skipped.sum())
+        self._counts["reads"] += int(skipped.numel()) - n_skipped
+        self._counts["skipped_tiles"] += n_skipped
+        self._counts["retries"] += int(retries.sum())
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def close(self) -> None:
+        """Stop the pipeline and its worker processes (idempotent)."""
+        if self._it is not None:
+            self._it = None
+            pipe, self.pipe = self.pipe, None
+            del pipe
+
+    def __enter__(self) -> DaliLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

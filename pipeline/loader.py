@@ -1,0 +1,119 @@
+"""The trainer's entry point to the data: ``build_loader(cfg, rank, world_size, start_iteration)``.
+
+Contract (both the DALI and the baseline loader keep it):
+
+- iterating yields exactly ``cfg.iterations_per_epoch`` batches per epoch; the stream continues across epochs;
+- each batch is a dict: ``global_crops`` float32 [n_global·B, 3, G, G] and ``local_crops`` [n_local·B, 3, L, L]
+  in crop-major order (all B samples of crop 0, then crop 1, …, as DINOv2 collates), normalised with the
+  configured mean/std; ``mpp`` float32 [B] (target mpp of each tile) and ``level`` int64 [B] (pyramid level read,
+  -1 for a skipped sample); on the GPU when there is one;
+- ``loader.stats()`` -> {reads, retries, skipped_tiles, skipped_slides}; ``loader.close()`` stops the workers
+  (also a context manager);
+- sample ``i`` of ``rank`` is a pure function of (seed, rank, i): see :mod:`pipeline.source`.
+
+``cfg.loader``: auto or dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline ->
+PyTorch DataLoader. "synthetic" is the trainer's own (no I/O) and is refused here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gapless.cli import UserError
+from gapless.config import ConfigError
+from pipeline.config import DataConfig
+from pipeline.source import SlideEntry, TileSource
+
+log = logging.getLogger(__name__)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_devices(cfg: DataConfig, has_cuda: bool | None = None) -> tuple[str, str]:
+    """(device, read_device): where the graph runs ("cpu"|"gpu") and where cuCIM decodes ("cpu"|"cuda").
+
+    auto picks the GPU for both when CUDA is present. GPU decoding feeds a GPU graph only (the regions never come
+    back to the host), so read_device=cuda with device=cpu is refused.
+    """
+    has_cuda = cuda_available() if has_cuda is None else has_cuda
+    device = cfg.device if cfg.device != "auto" else ("gpu" if has_cuda else "cpu")
+    if device == "gpu" and not has_cuda:
+        raise ConfigError("data.device: 'gpu' requested but CUDA is not available on this machine")
+    read_device = cfg.read_device if cfg.read_device != "auto" else ("cuda" if device == "gpu" else "cpu")
+    if read_device == "cuda" and device != "gpu":
+        raise ConfigError("data.read_device: 'cuda' decoding needs data.device=gpu (the graph runs where the data is)")
+    return device, read_device
+
+
+def load_slides(index_path: str | Path, check: bool = True) -> tuple[list[SlideEntry], int]:
+    """Readable slides of an index and how many were skipped (missing, unreadable, no tissue mask).
+
+    ``check`` opens each slide once (a header read) so that a bad file is skipped here, counted, and never drawn.
+    A file that goes bad later is handled by the source's retries.
+    """
+    from pipeline.slides import SlideIndex, open_slide
+
+    if not index_path:
+        raise ConfigError("data.index: no slide index given (write one with `gapless index`)")
+    if not Path(index_path).is_file():
+        raise UserError(f"{index_path}: slide index not found (write one with `gapless index`)")
+    index = SlideIndex.load(index_path)
+    entries, skipped = [], 0
+    for rec in index.records:
+        try:
+            if check:
+                open_slide(rec.path, mpp=rec.mpp).close()
+            tissue = rec.tissue
+            if tissue is None:
+                raise ValueError("no tissue mask")
+        except Exception as exc:  # a bad slide is skipped and counted, never fatal
+            log.warning("skipping slide %s: %s", rec.path, exc)
+            skipped += 1
+            continue
+        entries.append(SlideEntry(str(rec.path), tuple(rec.levels), float(rec.mpp), tissue))
+    if not entries:
+        raise UserError(f"{index_path}: none of the {len(index.records)} slides of the index is readable")
+    return entries, skipped
+
+
+def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
+    """The tile source of a data config and the number of slides skipped while loading its index."""
+    from pipeline.sampling import build_distribution
+
+    entries, skipped = load_slides(cfg.index, check)
+    source = TileSource(
+        entries,
+        build_distribution(cfg.sampling),
+        seed=cfg.seed,
+        tile_px=cfg.tile_px,
+        tissue_threshold=cfg.tissue_threshold,
+        max_retries=cfg.max_read_retries,
+        handle_cache=cfg.handle_cache,
+        fill=tuple(cfg.augment.mean),
+    )
+    return source, skipped
+
+
+def build_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1, start_iteration: int = 0) -> Any:
+    """The loader of ``rank`` (of ``world_size``) starting at iteration ``start_iteration`` (see module doc)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    if cfg.loader == "synthetic":
+        raise ConfigError("data.loader: 'synthetic' is generated by the trainer, not by pipeline.build_loader")
+    source, skipped = build_source(cfg)
+    if cfg.loader == "baseline":
+        from pipeline.baseline import BaselineLoader
+
+        return BaselineLoader(cfg, source, rank, world_size, start_iteration, skipped_slides=skipped)
+    from pipeline.dali.loader import DaliLoader
+
+    device, read_device = resolve_devices(cfg)
+    return DaliLoader(cfg, source, rank, world_size, start_iteration, device, read_device, skipped_slides=skipped)

@@ -1,0 +1,196 @@
+"""The tile source: which tile the pipeline makes for each sample, and reading it.
+
+Sample ``i`` of rank ``r`` (of ``W``) is the global sample ``g = i·W + r``; every random choice about it is drawn
+from generators seeded with ``(seed, stream, g[, attempt])`` (NumPy ``SeedSequence`` -> PCG64). So a tile is a pure
+function of ``(seed, rank, i)``: deterministic, disjoint across ranks (ranks own disjoint residues of ``g``),
+independent of worker count and call order, and resumable from any iteration without replaying the ones before.
+
+- The target mpp comes from the sampling distribution with a generator that depends on ``g`` only: retries keep
+  the mpp, so the mpp histogram is exactly the sampler's even when reads fail.
+- The slide is drawn uniformly over the readable slides of the index (each slide weighs the same, however large;
+  the paper samples slides this way), and the location with the slide's tissue mask so that the footprint *at the
+  sampled mpp* (``tile_px · mpp`` microns square) is at least ``tissue_threshold`` tissue.
+- A failed attempt (no tissue found, unreadable region, vanished file) is retried with ``attempt + 1``: another
+  slide and location, derived deterministically. After ``max_retries`` the sample is delivered as a flat tile of
+  the normalisation mean (zero after normalising) and counted as skipped, so the batch keeps its size: never fatal,
+  never a hang. Counts travel with every sample, so they come back from worker processes with the data.
+
+:class:`TileSource` is picklable and holds no open handles when pickled: the slide-handle cache is created lazily
+in each process (DALI workers are started with ``spawn``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.slides import Level, RegionPlan, SlideCache, plan_region
+
+log = logging.getLogger(__name__)
+
+# Stream tags keep the generators for the mpp and for the (slide, location) attempts independent.
+_STREAM_MPP = 0x6D7070
+_STREAM_ATTEMPT = 0x6C6F63
+
+
+@dataclass(frozen=True)
+class SlideEntry:
+    """What the source needs of one slide of the index."""
+
+    path: str
+    levels: tuple[Level, ...]
+    mpp: float
+    tissue: Any  # pipeline.slides.TissueMask
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Everything that defines one tile: which sample, which slide, and the region plan."""
+
+    index: int  # global sample index g
+    attempt: int
+    slide: int  # position in the source's slide list
+    path: str
+    plan: RegionPlan
+
+
+@dataclass
+class Tile:
+    """A read region with its provenance; ``region`` is uint8 HWC, read_size² (host numpy or CuPy)."""
+
+    region: Any
+    spec: TileSpec | None  # None when the sample was skipped
+    target_mpp: float
+    retries: int
+    skipped: bool
+
+    @property
+    def level(self) -> int:
+        return -1 if self.spec is None else self.spec.plan.level
+
+
+class TileSource:
+    """Maps a global sample index to a tile and reads it (see the module docstring for the contract)."""
+
+    def __init__(
+        self,
+        slides: list[SlideEntry],
+        distribution: Any,
+        seed: int,
+        tile_px: int = 224,
+        tissue_threshold: float = 0.5,
+        max_retries: int = 8,
+        handle_cache: int = 32,
+        mask_tries: int = 16,
+        fill: tuple[float, float, float] = (0.485, 0.456, 0.406),
+    ) -> None:
+        if not slides:
+            raise ValueError("the tile source needs at least one readable slide")
+        self.slides = list(slides)
+        self.distribution = distribution
+        self.seed = int(seed)
+        self.tile_px = int(tile_px)
+        self.tissue_threshold = float(tissue_threshold)
+        self.max_retries = int(max_retries)
+        self.handle_cache = int(handle_cache)
+        self.mask_tries = int(mask_tries)
+        self.fill = np.round(np.asarray(fill) * 255).astype(np.uint8)
+        self._cache: SlideCache | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None  # handles are per process; the worker opens its own
+        return state
+
+    @property
+    def cache(self) -> SlideCache:
+        if self._cache is None:
+            self._cache = SlideCache(self.handle_cache)
+        return self._cache
+
+    @staticmethod
+    def global_index(i: int, rank: int, world_size: int) -> int:
+        """Sample ``i`` of ``rank`` -> global sample index; ranks own disjoint residues modulo ``world_size``."""
+        return int(i) * int(world_size) + int(rank)
+
+    def _rng(self, stream: int, g: int, attempt: int = 0) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, stream, g, attempt])))
+
+    def target_mpp(self, g: int) -> float:
+        """The target mpp of global sample ``g``: depends on (seed, g) only, never on retries."""
+        return float(self.distribution.sample(1, self._rng(_STREAM_MPP, g))[0])
+
+    def plan(self, g: int, attempt: int = 0) -> TileSpec | None:
+        """Slide and region for attempt ``attempt`` of sample ``g``; None when no tissue location was found."""
+        rng = self._rng(_STREAM_ATTEMPT, g, attempt)
+        slide_idx = int(rng.integers(len(self.slides)))
+        entry = self.slides[slide_idx]
+        mpp = self.target_mpp(g)
+        side_um = self.tile_px * mpp
+        center = entry.tissue.sample_center(rng, side_um, self.tissue_threshold, self.mask_tries)
+        if center is None:
+            return None
+        plan = plan_region(list(entry.levels), mpp, self.tile_px, center)
+        return TileSpec(index=g, attempt=attempt, slide=slide_idx, path=entry.path, plan=plan)
+
+    def read_spec(self, spec: TileSpec, device: str = "cpu") -> Any:
+        """Read the planned region (raises on failure)."""
+        entry = self.slides[spec.slide]
+        slide = self.cache.get(entry.path, mpp=entry.mpp)
+        size = (spec.plan.read_size, spec.plan.read_size)
+        region = slide.read_region(location=spec.plan.location, level=spec.plan.level, size=size, device=device)
+        if tuple(region.shape) != (size[1], size[0], 3):
+            raise OSError(f"{entry.path}: region of shape {tuple(region.shape)}, expected {size[1]}x{size[0]}x3")
+        return region
+
+    def read(self, g: int, device: str = "cpu") -> Tile:
+        """Read sample ``g``, retrying failed attempts at other deterministic locations."""
+        mpp = self.target_mpp(g)
+        for attempt in range(self.max_retries + 1):
+            spec = self.plan(g, attempt)
+            if spec is None:
+                continue
+            try:
+                region = self.read_spec(spec, device)
+            except Exception as exc:  # any backend failure (I/O, decode, vanished file) -> another location
+                log.debug("sample %d attempt %d: %s", g, attempt, exc)
+                continue
+            return Tile(region, spec, mpp, retries=attempt, skipped=False)
+        region = np.broadcast_to(self.fill, (self.tile_px, self.tile_px, 3)).copy()
+        if device == "cuda":
+            import cupy
+
+            region = cupy.asarray(region)
+        return Tile(region, None, mpp, retries=self.max_retries + 1, skipped=True)
+
+
+class SampleCallback:
+    """Per-sample callback for DALI's parallel external source (``batch=False``): stateless and picklable.
+
+    Sample ``idx_in_epoch`` of the DALI stream is sample ``offset + idx_in_epoch`` of this rank (``offset`` is
+    ``start_iteration · batch_size``). The loader never ends a DALI epoch (it counts its own iterations), so
+    ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC), target mpp (float32),
+    level (int32), retries (int32), skipped (int32), each metadata a 1-element array.
+    """
+
+    def __init__(self, source: TileSource, rank: int, world_size: int, offset: int) -> None:
+        self.source, self.rank, self.world_size, self.offset = source, rank, world_size, int(offset)
+
+    def __call__(self, sample_info: Any) -> tuple[np.ndarray, ...]:
+        i = self.offset + int(sample_info.idx_in_epoch)
+        tile = self.source.read(TileSource.global_index(i, self.rank, self.world_size))
+        return tile_outputs(tile)
+
+
+def tile_outputs(tile: Tile, xp: Any = np) -> tuple[Any, ...]:
+    """The five per-sample outputs of a tile (``xp``: numpy, or cupy for the GPU source)."""
+    return (
+        xp.ascontiguousarray(tile.region),
+        xp.asarray([tile.target_mpp], dtype=xp.float32),
+        xp.asarray([tile.level], dtype=xp.int32),
+        xp.asarray([tile.retries], dtype=xp.int32),
+        xp.asarray([int(tile.skipped)], dtype=xp.int32),
+    )
