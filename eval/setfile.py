@@ -1,0 +1,141 @@
+"""The multi-scale benchmark set file (HDF5): layout, writer and reader.
+
+Layout of ``set.h5``::
+
+    attrs: format="gapless-bench-set", version, set_id (uuid), mpps, tile_px, classes (JSON), n_folds, seed
+    tiles/<mpp>   uint8 [N, tile_px, tile_px, 3], one chunk per tile, gzip   (e.g. tiles/0.375)
+    labels        int64 [N]     class index into attrs["classes"]
+    slides        str   [N]     slide (or region image) each region comes from
+    patients      str   [N]
+    folds         int64 [N]     patient-disjoint, stratified fold of each region
+    centres       float [N, 2]  region centre (x, y) in base-level pixels
+    base_mpp      float [N]     mpp of the pixels the tiles were made from
+
+Row ``i`` is the same region at every mpp. Files are written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from eval.config import mpp_key
+from gapless.cli import UserError
+
+SET_FORMAT = "gapless-bench-set"
+SET_VERSION = 1
+
+
+class SetWriter:
+    """Appends regions (one tile per mpp) to a new set file; :meth:`close` adds labels, folds, and renames it."""
+
+    def __init__(self, path: str | Path, mpps: list[float], tile_px: int = 224) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.mpps = list(mpps)
+        self.tile_px = tile_px
+        self.file = h5py.File(self.tmp, "w")
+        shape = (0, tile_px, tile_px, 3)
+        chunk = (1, tile_px, tile_px, 3)
+        self.tiles = [
+            self.file.create_dataset(
+                f"tiles/{mpp_key(m)}", shape, np.uint8, maxshape=(None, *shape[1:]), chunks=chunk, compression="gzip"
+            )
+            for m in self.mpps
+        ]
+        self.rows: list[tuple[str, str, str, float, float, float]] = []
+
+    def add(self, tiles: list[np.ndarray], slide: str, patient: str, label: str, centre, base_mpp: float) -> None:
+        n = len(self.rows)
+        for dataset, tile in zip(self.tiles, tiles):
+            dataset.resize(n + 1, axis=0)
+            dataset[n] = tile
+        self.rows.append((slide, patient, label, float(centre[0]), float(centre[1]), float(base_mpp)))
+
+    def close(self, folds: np.ndarray, classes: list[str], n_folds: int, seed: int) -> Path:
+        slides, patients, label_names, cx, cy, base = zip(*self.rows)
+        index = {c: i for i, c in enumerate(classes)}
+        f = self.file
+        f.attrs.update(
+            format=SET_FORMAT,
+            version=SET_VERSION,
+            set_id=uuid.uuid4().hex,
+            mpps=np.asarray(self.mpps, dtype=np.float64),
+            tile_px=self.tile_px,
+            classes=json.dumps(classes),
+            n_folds=n_folds,
+            seed=seed,
+        )
+        f["labels"] = np.array([index[c] for c in label_names], dtype=np.int64)
+        f.create_dataset("slides", data=np.array(slides, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("patients", data=np.array(patients, dtype=object), dtype=h5py.string_dtype())
+        f["folds"] = np.asarray(folds, dtype=np.int64)
+        f["centres"] = np.stack([cx, cy], axis=1).astype(np.float64)
+        f["base_mpp"] = np.asarray(base, dtype=np.float64)
+        f.close()
+        self.tmp.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class BenchSet:
+    """A loaded set's metadata; tiles stay on disk and are read in batches with :meth:`read_tiles`."""
+
+    path: Path
+    set_id: str
+    mpps: list[float]
+    tile_px: int
+    classes: list[str]
+    labels: np.ndarray
+    slides: np.ndarray
+    patients: np.ndarray
+    folds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchSet:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: benchmark set not found")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise UserError(f"{path}: not an HDF5 file ({exc})") from exc
+        with f:
+            if f.attrs.get("format") != SET_FORMAT:
+                raise UserError(f"{path}: not a benchmark set (make one with `gapless bench-set`)")
+            for name in ("labels", "folds", "patients", "slides"):
+                if name not in f:
+                    raise UserError(f"{path}: the set has no '{name}' (it cannot be evaluated; rebuild it)")
+            mpps = [float(m) for m in f.attrs["mpps"]]
+            missing = [mpp_key(m) for m in mpps if f"tiles/{mpp_key(m)}" not in f]
+            if missing:
+                raise UserError(f"{path}: tiles missing for mpp {', '.join(missing)}")
+            return cls(
+                path=path,
+                set_id=str(f.attrs["set_id"]),
+                mpps=mpps,
+                tile_px=int(f.attrs["tile_px"]),
+                classes=json.loads(f.attrs["classes"]),
+                labels=f["labels"][:],
+                slides=f["slides"].asstr()[:],
+                patients=f["patients"].asstr()[:],
+                folds=f["folds"][:],
+            )
+
+    def read_tiles(self, mpp: float, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Tiles ``start:stop`` at ``mpp`` as uint8 [n, tile_px, tile_px, 3]."""
+        with h5py.File(self.path, "r") as f:
+            return f[f"tiles/{mpp_key(mpp)}"][start:stop]

@@ -1,0 +1,127 @@
+"""Labelled regions sampled from slides for the benchmark set.
+
+Per slide, region centres are drawn on tissue with the slide's :class:`~pipeline.slides.TissueMask` so that the
+*coarsest* footprint (``tile_px · max(mpps)`` microns square) is at least ``tissue_threshold`` tissue; regions of one
+slide do not overlap (a centre closer than one footprint to an earlier one is redrawn). Each region is read once from
+the finest level (level 0) at that footprint, and every tile is cut from it (:func:`eval.resize.multiscale_tiles`).
+Slides without a label, whose finest level is coarser than the finest evaluation mpp, or that are too small for
+the coarsest footprint are skipped and counted; a slide that cannot be opened is skipped and counted too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.benchset import SLIDE_SUFFIXES, BuildStats, Region, lookup_label
+from eval.resize import crop_side
+from gapless.cli import UserError
+
+TRIES_PER_REGION = 20
+
+
+def _slide_records(inputs: list[Path], labels: dict | None) -> list[tuple[str, str, str, Any]]:
+    """(path, label, patient, tissue mask or None) for every slide named by the inputs."""
+    from pipeline.slides import SlideIndex
+
+    records = []
+    for item in inputs:
+        if item.suffix.lower() == ".h5":
+            for rec in SlideIndex.load(item).records:
+                found = lookup_label(labels, rec.path) if labels else None
+                label, patient = found or (getattr(rec, "label", "") or "", getattr(rec, "patient", "") or "")
+                records.append((str(rec.path), label, patient or str(rec.path), rec.tissue))
+        elif item.is_dir():
+            paths = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES)
+            if not paths:
+                raise UserError(f"{item}: no slides in this folder")
+            records.extend(_labelled(p, labels) for p in paths)
+        elif item.is_file():
+            records.append(_labelled(item, labels))
+        else:
+            raise UserError(f"{item}: no such slide, folder or index")
+    return records
+
+
+def _labelled(path: Path, labels: dict | None) -> tuple[str, str, str, Any]:
+    if labels is None:
+        raise UserError(f"{path}: slides need labels: pass --labels labels.csv (columns slide,label,patient)")
+    label, patient = lookup_label(labels, str(path)) or ("", "")
+    return str(path), label, patient, None
+
+
+def _tissue_mask(slide: Any) -> Any:
+    from pipeline.slides import TissueMask
+
+    return TissueMask.from_slide(slide)
+
+
+def slide_regions(
+    inputs: list[Path],
+    labels: dict | None,
+    mpps: list[float],
+    regions_per_slide: int,
+    seed: int,
+    tile_px: int,
+    tissue_threshold: float,
+    slide_mpp: float | None,
+    stats: BuildStats,
+    progress=None,
+) -> Iterator[Region]:
+    from pipeline.slides import open_slide
+
+    records = _slide_records(inputs, labels)
+    task = progress.add_task("regions", total=len(records) * regions_per_slide) if progress else None
+    side_um = tile_px * max(mpps)
+    for i, (path, label, patient, mask) in enumerate(records):
+        if not label:
+            stats.skipped["slide without a label"] += 1
+            continue
+        try:
+            slide = open_slide(path, mpp=slide_mpp)
+        except UserError:
+            stats.skipped["unreadable slide"] += 1
+            continue
+        with slide:
+            base = min(slide.levels, key=lambda lv: lv.mpp)
+            if crop_side(min(mpps), base.mpp, tile_px) < tile_px:
+                stats.skipped["slide coarser than the finest mpp"] += 1
+                continue
+            side = crop_side(max(mpps), base.mpp, tile_px)
+            if side > min(base.width, base.height):
+                stats.skipped["slide smaller than the coarsest footprint"] += 1
+                continue
+            mask = mask if mask is not None else _tissue_mask(slide)
+            rng = np.random.default_rng([seed, i])
+            for region in _sample(slide, base, mask, rng, side, side_um, tissue_threshold, regions_per_slide, stats):
+                yield Region(region[0], Path(path).name, patient, label, region[1], base.mpp)
+                if progress:
+                    progress.advance(task)
+
+
+def _sample(slide, base, mask, rng, side: int, side_um: float, threshold: float, n: int, stats: BuildStats):
+    """Up to ``n`` non-overlapping regions of ``side`` px at level ``base``: (pixels, centre in level-0 px)."""
+    corners: list[tuple[int, int]] = []
+    for _ in range(n * TRIES_PER_REGION):
+        if len(corners) == n:
+            return
+        centre = mask.sample_center(rng, side_um, threshold, 50)
+        if centre is None:
+            continue
+        ds = base.downsample
+        # Clamp inside the level (in level pixels), like the training pipeline's region planning.
+        lx = int(min(max(round(centre[0] / ds - side / 2), 0), base.width - side))
+        ly = int(min(max(round(centre[1] / ds - side / 2), 0), base.height - side))
+        if any(abs(lx - x) < side and abs(ly - y) < side for x, y in corners):
+            continue
+        try:
+            pixels = slide.read_region((round(lx * ds), round(ly * ds)), base.index, (side, side))
+        except UserError:
+            stats.skipped["unreadable region"] += 1
+            continue
+        corners.append((lx, ly))
+        yield np.asarray(pixels), ((lx + side / 2) * ds, (ly + side / 2) * ds)
+    stats.skipped["region without tissue room"] += n - len(corners)
