@@ -1,0 +1,99 @@
+"""Region planning: which level to read, how many pixels, and where, for a tile at a target mpp.
+
+A tile of ``out_px`` pixels at target mpp ``t`` covers ``out_px * t`` microns. It is read from the coarsest level
+whose mpp ``s`` is at most ``t`` (never upsampled), as a square of ``round(out_px * t / s)`` level pixels, and then
+resized to ``out_px``. Locations are level-0 pixels (x, y) of the region's top-left corner, snapped so that they
+map to whole pixels of the chosen level, and clamped so that no read leaves the slide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gapless.cli import UserError
+
+
+class _LevelLike(Protocol):
+    index: int
+    width: int
+    height: int
+    downsample: float
+    mpp: float
+
+
+class RegionTooLargeError(UserError):
+    """The slide is physically smaller than the region a tile needs."""
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    """What to read for one tile: ``read_size`` x ``read_size`` pixels of ``level`` at level-0 ``location``."""
+
+    level: int
+    location: tuple[int, int]
+    read_size: int
+    level_mpp: float
+    target_mpp: float
+    out_px: int
+
+    @property
+    def pixels_per_output_pixel(self) -> float:
+        """Decoded region pixels per output pixel (1.0 when the level matches the target exactly)."""
+        return (self.read_size / self.out_px) ** 2
+
+
+def choose_level(level_mpps: Sequence[float], target_mpp: float, tol: float = 1e-3) -> int:
+    """Index of the coarsest level with mpp <= target * (1 + tol); level 0 when every level is coarser.
+
+    The tolerance makes 0.2501 count as 0.25: scanners round their mpp, and a 0.04 % mismatch must not send a
+    read to a level four times larger.
+    """
+    if target_mpp <= 0:
+        raise ValueError(f"target mpp must be positive, got {target_mpp}")
+    limit = target_mpp * (1.0 + tol)
+    best = 0
+    for i, mpp in enumerate(level_mpps):
+        if mpp <= limit and mpp >= level_mpps[best]:
+            best = i
+    return best
+
+
+def read_size_px(out_px: int, target_mpp: float, level_mpp: float) -> int:
+    """Side in level pixels of the region that becomes an ``out_px`` tile at ``target_mpp``."""
+    return max(1, round(out_px * target_mpp / level_mpp))
+
+
+def footprint_level0(target_mpp: float, out_px: int, base_mpp: float) -> float:
+    """Side of a tile's footprint in level-0 pixels."""
+    return out_px * target_mpp / base_mpp
+
+
+def plan_region(
+    levels: Sequence[_LevelLike],
+    target_mpp: float,
+    out_px: int,
+    center_xy_level0: tuple[float, float],
+    tol: float = 1e-3,
+) -> RegionPlan:
+    """Plan the read for a tile centred (as nearly as the slide allows) on ``center_xy_level0``."""
+    index = choose_level([lv.mpp for lv in levels], target_mpp, tol)
+    lv = levels[index]
+    size = read_size_px(out_px, target_mpp, lv.mpp)
+    if size > lv.width or size > lv.height:
+        raise RegionTooLargeError(
+            f"a {out_px} px tile at {target_mpp:g} mpp needs {size} x {size} px of level {index} "
+            f"({out_px * target_mpp:.0f} um square) but the level is {lv.width} x {lv.height} px"
+        )
+    ds = lv.downsample
+    # Work in level pixels, then map back to level 0 with ceil so that location / ds floors to the same pixel.
+    lx = min(max(round(center_xy_level0[0] / ds - size / 2), 0), lv.width - size)
+    ly = min(max(round(center_xy_level0[1] / ds - size / 2), 0), lv.height - size)
+    location = (_to_level0(lx, ds), _to_level0(ly, ds))
+    return RegionPlan(index, location, size, float(lv.mpp), float(target_mpp), int(out_px))
+
+
+def _to_level0(coord: int, downsample: float) -> int:
+    return int(math.ceil(coord * downsample - 1e-6))

@@ -1,0 +1,159 @@
+"""One slide interface over two backends: cuCIM (default; CPU or GPU decode) and OpenSlide (other formats).
+
+A :class:`Slide` exposes its pyramid as :class:`Level` records (size, downsample and mpp per level) and reads
+regions with ``read_region(location, level, size)``: ``location`` in level-0 pixels (x, y), ``size`` (w, h) in
+pixels of the requested level, as cuCIM and OpenSlide both define it. Every failure caused by the file raises
+:class:`SlideError` (a :class:`gapless.cli.UserError`) naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gapless.cli import UserError
+from pipeline.slides.backends import CucimBackend, OpenSlideBackend, check_tiff_integrity
+from pipeline.slides.mpp import resolve_mpp
+
+BACKENDS = ("auto", "cucim", "openslide")
+
+
+class SlideError(UserError):
+    """A slide cannot be opened or read; the message names the file and the problem."""
+
+
+class SingleLevelWarning(UserWarning):
+    """A slide without a pyramid: readable, but every magnification decodes level-0 pixels (slow)."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level: its size in pixels, downsample from level 0, and physical pixel size."""
+
+    index: int
+    width: int
+    height: int
+    downsample: float
+    mpp: float
+
+
+class Slide:
+    """An open whole-slide image; not picklable (the handle is native): open one per process."""
+
+    def __init__(self, path: Path, backend: Any, base_mpp: float) -> None:
+        self.path = path
+        self.backend_name = backend.name
+        self._backend = backend
+        self.levels = [
+            Level(i, w, h, float(ds), base_mpp * float(ds))
+            for i, ((w, h), ds) in enumerate(zip(backend.dimensions, backend.downsamples))
+        ]
+        self.mpp = base_mpp
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{lv.width}x{lv.height}@{lv.mpp:.3g}" for lv in self.levels)
+        return f"Slide({self.path.name!r}, {self.backend_name}, levels=[{dims}])"
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.levels[0].width, self.levels[0].height
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int], device: str = "cpu") -> Any:
+        """Pixels (h, w, 3) uint8 of ``size`` at ``level``, top-left at level-0 ``location``.
+
+        ``device="cuda"`` decodes on the GPU with cuCIM and returns a CuPy array. Reads outside the level raise:
+        planning (``plan_region``) keeps regions inside, so an outside read is a bug worth hearing about.
+        """
+        if not 0 <= level < len(self.levels):
+            raise ValueError(f"{self.path}: level {level} does not exist (the slide has {len(self.levels)})")
+        lv = self.levels[level]
+        x, y = int(location[0]), int(location[1])
+        w, h = int(size[0]), int(size[1])
+        lx, ly = x / lv.downsample, y / lv.downsample
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or lx + w > lv.width + 1e-6 or ly + h > lv.height + 1e-6:
+            raise ValueError(
+                f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) lies outside level {level} ({lv.width}x{lv.height})"
+            )
+        try:
+            return self._backend.read(self.path, (x, y), level, (w, h), device)
+        except SlideError:
+            raise
+        except UserError as exc:
+            raise SlideError(str(exc)) from exc
+        except Exception as exc:  # native errors: name the file and the region
+            raise SlideError(f"{self.path}: cannot read {w}x{h} at level {level}, level-0 ({x}, {y}): {exc}") from exc
+
+    def read_level(self, level: int) -> np.ndarray:
+        """A whole level on the host (for thumbnails and tissue masks: use a coarse level)."""
+        lv = self.levels[level]
+        return self.read_region((0, 0), level, (lv.width, lv.height))
+
+    def thumbnail(self, max_side: int) -> np.ndarray:
+        """The whole slide, resized so its longer side is ``max_side`` pixels (from the coarsest level that suffices)."""
+        import cv2
+
+        suitable = [lv for lv in self.levels if max(lv.width, lv.height) >= max_side] or [self.levels[0]]
+        lv = suitable[-1]
+        image = self.read_level(lv.index)
+        scale = max_side / max(lv.width, lv.height)
+        out = (max(1, round(lv.width * scale)), max(1, round(lv.height * scale)))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(np.ascontiguousarray(image), out, interpolation=interp)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"Slide({self.path}) holds a native handle and cannot be pickled: pass the path instead")
+
+
+def _open_backend(path: Path, backend: str) -> Any:
+    errors = []
+    order = ("cucim", "openslide") if backend == "auto" else (backend,)
+    for name in order:
+        try:
+            return CucimBackend(path) if name == "cucim" else OpenSlideBackend(path)
+        except UserError:
+            raise
+        except Exception as exc:
+            errors.append(f"{name}: {exc}")
+    raise SlideError(f"{path}: not a readable whole-slide image ({'; '.join(errors)})")
+
+
+def open_slide(path: str | Path, mpp: float | None = None, backend: str = "auto") -> Slide:
+    """Open a slide. ``mpp`` overrides the file's metadata; ``backend`` is auto (cuCIM, then OpenSlide),
+    cucim or openslide. Raises :class:`SlideError` / :class:`~pipeline.slides.mpp.MppError` naming the file."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: '{backend}' is not one of {', '.join(BACKENDS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise SlideError(f"{path}: no such slide file")
+    if path.stat().st_size == 0:
+        raise SlideError(f"{path}: the file is empty")
+    check_tiff_integrity(path)
+    handle = _open_backend(path, backend)
+    try:
+        if not handle.dimensions or min(min(d) for d in handle.dimensions) <= 0:
+            raise SlideError(f"{path}: the image has no pixels")
+        base_mpp = resolve_mpp(path, mpp, handle.properties())
+    except Exception:
+        handle.close()
+        raise
+    slide = Slide(path, handle, base_mpp)
+    if len(slide.levels) == 1 and max(slide.dimensions) > 4096:
+        warnings.warn(
+            f"{path}: single-level image (no pyramid); every magnification decodes level-0 pixels",
+            SingleLevelWarning,
+            stacklevel=2,
+        )
+    return slide

@@ -1,0 +1,161 @@
+"""Synthetic whole-slide images: tiled, JPEG-compressed pyramidal TIFFs with correct mpp metadata.
+
+``write_slide`` renders level 0 band by band (never the whole slide in float), encodes 256 px JPEG tiles as it
+goes, and builds the coarser levels by exact box averaging. Generic TIFFs carry the mpp in resolution tags
+(centimetre units, per level); SVS-like files carry it Aperio-style in the ImageDescription (``|MPP = 0.25|``)
+and, like real Aperio files, have no physical resolution tags. ``make_dataset`` writes a set of labelled slides
+(a couple per patient) and ``labels.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.slides.render import Renderer, SlideSpec, he_texture
+
+TILE = 256
+CLASSES = ("regular", "atypia", "lobular")
+PRESETS = {  # name: (width_mm, height_mm, slides)
+    "tiny": (1.0, 0.8, 6),
+    "small": (2.0, 1.5, 12),
+    "demo": (4.0, 3.0, 24),
+}
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    paths: list[Path]
+    labels_csv: Path
+    labels: dict[str, str]  # file name -> label
+
+
+def pyramid_shape(width: int, height: int, step: int, min_side: int = 64) -> tuple[int, int, int]:
+    """(levels, width, height): level-0 size rounded to a multiple of step**(levels-1) so downsamples are exact."""
+    levels = 1
+    while min(width, height) // step**levels >= min_side:
+        levels += 1
+    unit = step ** (levels - 1)
+    return levels, max(unit, round(width / unit) * unit), max(unit, round(height / unit) * unit)
+
+
+def load_he_tile() -> np.ndarray:
+    """The real 240 x 240 H&E tile that the ``wsidicom-data`` package ships (RGB)."""
+    from importlib.resources import files
+
+    data = files("wsidicom_data").joinpath("data/test_tile.png").read_bytes()
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_slide(
+    path: str | Path,
+    spec: SlideSpec,
+    fmt: str = "tiff",
+    level_step: int = 4,
+    quality: int = 90,
+    use_he_texture: bool = False,
+    levels: int | None = None,
+) -> Path:
+    """Render ``spec`` and write it as a pyramidal TIFF (``fmt`` "tiff") or an Aperio-like SVS (``fmt`` "svs")."""
+    import tifffile
+
+    if fmt not in ("tiff", "svs"):
+        raise ValueError(f"format: '{fmt}' is not one of tiff, svs")
+    if level_step not in (2, 4):
+        raise ValueError(f"level step must be 2 or 4, got {level_step}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_levels, width, height = pyramid_shape(
+        round(spec.width_um / spec.base_mpp), round(spec.height_um / spec.base_mpp), level_step
+    )
+    n_levels = min(n_levels, levels) if levels else n_levels
+    texture = he_texture(load_he_tile(), spec.base_mpp) if use_he_texture else None
+    renderer = Renderer(spec, width, height, texture)
+    band = TILE * max(1, min(8, (8 << 20) // (width * TILE)))  # rows per band: about 8 M pixels
+    level1 = np.empty((height // level_step, width // level_step, 3), np.uint8) if n_levels > 1 else None
+
+    def level0_tiles():
+        cols = math.ceil(width / TILE)
+        for y0 in range(0, height, band):
+            y1 = min(y0 + band, height)
+            rows = renderer.rows(y0, y1)
+            if level1 is not None:
+                small = (width // level_step, (y1 - y0) // level_step)
+                level1[y0 // level_step : y1 // level_step] = cv2.resize(rows, small, interpolation=cv2.INTER_AREA)
+            padded = np.zeros((math.ceil((y1 - y0) / TILE) * TILE, cols * TILE, 3), np.uint8)
+            padded[: y1 - y0, :width] = rows
+            for ty in range(0, padded.shape[0], TILE):
+                for tx in range(0, padded.shape[1], TILE):
+                    yield padded[ty : ty + TILE, tx : tx + TILE]
+
+    common = dict(tile=(TILE, TILE), compression="jpeg", compressionargs={"level": quality}, photometric="rgb")
+    tmp = path.with_name(path.name + ".part")
+    with tifffile.TiffWriter(tmp, bigtiff=width * height > 2**31) as tw:
+        for index in range(n_levels):
+            mpp = spec.base_mpp * level_step**index
+            kw = dict(common, subfiletype=1 if index else 0, metadata=None)
+            if fmt == "svs":
+                if index == 0:
+                    kw["description"] = (
+                        f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] "
+                        f"({TILE}x{TILE}) JPEG/RGB Q={quality}|AppMag = {40 * 0.25 / spec.base_mpp:g}"
+                        f"|MPP = {spec.base_mpp:g}|Generator = gapless synth"
+                    )
+            else:
+                kw.update(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+            if index == 0:
+                tw.write(level0_tiles(), shape=(height, width, 3), dtype=np.uint8, **kw)
+            else:
+                if index > 1:
+                    size = (level1.shape[1] // level_step, level1.shape[0] // level_step)
+                    level1 = cv2.resize(level1, size, interpolation=cv2.INTER_AREA)
+                tw.write(level1, **kw)
+    tmp.replace(path)
+    return path
+
+
+def make_dataset(
+    out: str | Path,
+    slides: int = 6,
+    size_mm: tuple[float, float] = (1.0, 0.8),
+    base_mpp: float = 0.25,
+    fmt: str = "tiff",
+    seed: int = 0,
+    level_step: int = 4,
+    use_he_texture: bool = False,
+    slides_per_patient: int = 2,
+    classes: tuple[str, ...] = CLASSES,
+) -> SynthResult:
+    """Write ``slides`` labelled slides (classes cycle by patient) and ``labels.csv`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, labels, rows = [], {}, []
+    suffix = ".svs" if fmt == "svs" else ".tiff"
+    for i in range(slides):
+        patient = i // slides_per_patient
+        label = classes[patient % len(classes)]
+        spec = SlideSpec(size_mm[0] * 1000, size_mm[1] * 1000, base_mpp, label, seed * 100_003 + i)
+        name = f"slide_{i:03d}{suffix}"
+        paths.append(write_slide(out / name, spec, fmt, level_step, use_he_texture=use_he_texture))
+        labels[name] = label
+        rows.append((name, label, f"patient_{patient:03d}"))
+    labels_csv = out / "labels.csv"
+    with open(labels_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("slide", "label", "patient"))
+        writer.writerows(rows)
+    return SynthResult(paths, labels_csv, labels)
+
+
+def write_ruler(
+    path: str | Path, period_um: float, size_mm: tuple[float, float] = (1.0, 1.0), base_mpp: float = 0.25, **kw
+) -> Path:
+    """A slide of vertical stripes with a known physical period (dark half, light half), for scale checks."""
+    spec = SlideSpec(size_mm[0] * 1000, size_mm[1] * 1000, base_mpp, "ruler", 0, ruler_period_um=period_um)
+    return write_slide(path, spec, **kw)
