@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the gapless image and smoke-test it: `gapless --help`, then about a minute of synthetic pretraining through
-# the container's launcher (torchrun, GAPLESS_NPROC processes), then a second run on the same run directory that must
-# resume from its checkpoint. Needs Docker with a running engine; uses the GPUs when the NVIDIA container toolkit
+# the container's launcher (torchrun, SMOKE_NPROC processes) on synthetic slides, then the same run resumed from its
+# checkpoint at iteration 10. Needs Docker with a running engine; uses the GPUs when the NVIDIA container toolkit
 # is there, the CPU otherwise.   Usage: bash docker/build_and_smoke.sh   (what `make image` runs)
 #
 #   IMAGE=gapless:dev          tag to build (default gapless:latest)
@@ -51,18 +51,25 @@ grep -q "pretrain" "${smoke_dir}/help.txt" || fail "'gapless --help' does not li
 $(cat "${smoke_dir}/help.txt")"
 
 echo "== synthetic slides and their index"
-run synth --out /runs/slides --slides 2 --seed 0
+run synth --out /runs/slides --preset tiny --seed 0
 run index /runs/slides --out /runs/index.h5
 
+# The tiny model, fed by the real pipeline from the synthetic slides (DALI and the GPU when there is one).
 pretrain() {
     run pretrain --config /opt/gapless/configs/pretrain_tiny_cpu.yaml \
-        data.index=/runs/index.h5 data.iterations_per_epoch=20 checkpoint.every=10 "$@" --out /runs/run
+        data.index=/runs/index.h5 data.loader=auto device=auto precision=auto \
+        data.iterations_per_epoch=10 checkpoint.every=10 "$@" --out /runs/run
 }
 echo "== pretraining (${SMOKE_NPROC} processes under torchrun)"
 start=${SECONDS}
-pretrain epochs=1 || fail "pretraining failed in the image"
-echo "== resuming the same run for one more epoch"
+pretrain epochs=2 || fail "pretraining failed in the image"
+ckpts="${smoke_dir}/run/checkpoints"
+[[ -f "${ckpts}/ckpt_00000010.pt" && -f "${ckpts}/ckpt_00000020.pt" ]] \
+    || fail "expected checkpoints at iterations 10 and 20 in ${ckpts}"
+echo "== resuming: drop the last checkpoint, as if the job had died after iteration 10, and run again"
+rm "${ckpts}/ckpt_00000020.pt"
 pretrain epochs=2 || fail "resuming the pretraining run failed in the image"
+[[ -f "${ckpts}/ckpt_00000020.pt" ]] || fail "the resumed run did not reach iteration 20 again"
 echo "== pretraining took $((SECONDS - start)) s; run directory:"
 ls -la "${smoke_dir}/run"
 
