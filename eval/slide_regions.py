@@ -23,8 +23,11 @@ from gapless.cli import UserError
 TRIES_PER_REGION = 20
 
 
-def _slide_records(inputs: list[Path], labels: dict | None) -> list[tuple[str, str, str, Any]]:
-    """(path, label, patient, tissue mask or None) for every slide named by the inputs."""
+def _slide_records(inputs: list[Path], labels: dict | None) -> list[tuple[str, str, str, Any, float | None]]:
+    """(path, label, patient, tissue-mask getter or None, mpp or None) for every slide named by the inputs.
+
+    An index brings its labels, patients, mpps and tissue masks; ``--labels`` overrides its labels.
+    """
     from pipeline.slides import SlideIndex
 
     records = []
@@ -32,8 +35,8 @@ def _slide_records(inputs: list[Path], labels: dict | None) -> list[tuple[str, s
         if item.suffix.lower() == ".h5":
             for rec in SlideIndex.load(item).records:
                 found = lookup_label(labels, rec.path) if labels else None
-                label, patient = found or (getattr(rec, "label", "") or "", getattr(rec, "patient", "") or "")
-                records.append((str(rec.path), label, patient or str(rec.path), rec.tissue))
+                label, patient = found or (rec.label, rec.patient)
+                records.append((str(rec.path), label, patient or Path(rec.path).name, rec.tissue_mask, rec.mpp))
         elif item.is_dir():
             paths = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES)
             if not paths:
@@ -46,17 +49,11 @@ def _slide_records(inputs: list[Path], labels: dict | None) -> list[tuple[str, s
     return records
 
 
-def _labelled(path: Path, labels: dict | None) -> tuple[str, str, str, Any]:
+def _labelled(path: Path, labels: dict | None) -> tuple[str, str, str, Any, float | None]:
     if labels is None:
         raise UserError(f"{path}: slides need labels: pass --labels labels.csv (columns slide,label,patient)")
     label, patient = lookup_label(labels, str(path)) or ("", "")
-    return str(path), label, patient, None
-
-
-def _tissue_mask(slide: Any) -> Any:
-    from pipeline.slides import TissueMask
-
-    return TissueMask.from_slide(slide)
+    return str(path), label, patient, None, None
 
 
 def slide_regions(
@@ -71,17 +68,17 @@ def slide_regions(
     stats: BuildStats,
     progress=None,
 ) -> Iterator[Region]:
-    from pipeline.slides import open_slide
+    from pipeline.slides import open_slide, tissue_mask_for_slide
 
     records = _slide_records(inputs, labels)
     task = progress.add_task("regions", total=len(records) * regions_per_slide) if progress else None
     side_um = tile_px * max(mpps)
-    for i, (path, label, patient, mask) in enumerate(records):
+    for i, (path, label, patient, mask_getter, indexed_mpp) in enumerate(records):
         if not label:
             stats.skipped["slide without a label"] += 1
             continue
         try:
-            slide = open_slide(path, mpp=slide_mpp)
+            slide = open_slide(path, mpp=slide_mpp or indexed_mpp)
         except UserError:
             stats.skipped["unreadable slide"] += 1
             continue
@@ -94,12 +91,14 @@ def slide_regions(
             if side > min(base.width, base.height):
                 stats.skipped["slide smaller than the coarsest footprint"] += 1
                 continue
-            mask = mask if mask is not None else _tissue_mask(slide)
+            mask = mask_getter() if mask_getter is not None else tissue_mask_for_slide(slide)
             rng = np.random.default_rng([seed, i])
             for region in _sample(slide, base, mask, rng, side, side_um, tissue_threshold, regions_per_slide, stats):
                 yield Region(region[0], Path(path).name, patient, label, region[1], base.mpp)
                 if progress:
                     progress.advance(task)
+        if progress:  # regions a slide could not give still count as done
+            progress.update(task, completed=(i + 1) * regions_per_slide)
 
 
 def _sample(slide, base, mask, rng, side: int, side_um: float, threshold: float, n: int, stats: BuildStats):
@@ -108,7 +107,7 @@ def _sample(slide, base, mask, rng, side: int, side_um: float, threshold: float,
     for _ in range(n * TRIES_PER_REGION):
         if len(corners) == n:
             return
-        centre = mask.sample_center(rng, side_um, threshold, 50)
+        centre = mask.sample_center(rng, side_um, threshold, 64, base_mpp=base.mpp)
         if centre is None:
             continue
         ds = base.downsample

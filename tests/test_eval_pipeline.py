@@ -168,9 +168,9 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     code = main(["evaluate", str(foreign), "--set", str(bench_path), "--out", str(tmp_path / "r")])
-    assert code == 2 and "foreign.pt: not a gapless checkpoint" in capsys.readouterr().err.replace("\n", "")
+    assert code == 2 and "foreign.pt: not a gapless checkpoint" in " ".join(capsys.readouterr().err.split())
 
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("name,class\nx,y\n")
     code = main(["bench-set", str(tmp_path / "nowhere.tif"), "--labels", str(bad_csv), "--out", str(tmp_path / "s.h5")])
-    assert code == 2 and "missing column(s) slide, label" in capsys.readouterr().err.replace("\n", "")
+    assert code == 2 and "missing column(s) slide, label" in " ".join(capsys.readouterr().err.split())
