@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
 import tifffile
 
 from pipeline.slides import (
+    MppError,
+    RegionTooLargeError,
     SlideCache,
+    SlideError,
     choose_level,
     footprint_level0,
     open_slide,
     plan_region,
 )
+from pipeline.slides.render import SlideSpec
+from pipeline.slides.synth import write_slide
 
 EVAL_MPPS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 
@@ -116,3 +122,106 @@ def test_slide_cache_is_bounded_lru_and_picklable(synthetic_slides) -> None:
     assert clone.get(a).levels == first.levels
     cache.close()
     assert len(cache) == 0
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory) -> object:
+    path = tmp_path_factory.mktemp("bad") / "small.tiff"
+    return write_slide(path, SlideSpec(600.0, 500.0, 0.25, "regular", seed=3))
+
+
+def test_missing_file_and_non_image_name_the_file(tmp_path) -> None:
+    with pytest.raises(SlideError, match="nope.svs: no such slide file"):
+        open_slide(tmp_path / "nope.svs")
+    text = tmp_path / "notes.tiff"
+    text.write_text("this is not an image\n")
+    with pytest.raises(SlideError, match="notes.tiff: not a readable whole-slide image"):
+        open_slide(text)
+    empty = tmp_path / "empty.svs"
+    empty.write_bytes(b"")
+    with pytest.raises(SlideError, match="empty.svs: the file is empty"):
+        open_slide(empty)
+
+
+def test_truncated_file_is_reported(small_slide, tmp_path) -> None:
+    data = small_slide.read_bytes()
+    cut = tmp_path / "cut.tiff"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SlideError, match="cut.tiff: truncated or corrupt"):
+        open_slide(cut)
+
+
+def test_unreadable_tile_inside_a_good_slide(small_slide, tmp_path) -> None:
+    """cuCIM returns black for an undecodable tile; the slide turns that into an error naming file and tile."""
+    bad = tmp_path / "bad_tile.tiff"
+    shutil.copy(small_slide, bad)
+    with tifffile.TiffFile(bad) as tif:
+        page = tif.pages[0]
+        cols = -(-page.imagewidth // page.tilewidth)
+        offset = page.dataoffsets[cols + 1]  # tile (1, 1) of level 0
+    with open(bad, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * 64)  # destroy the JPEG header of that tile
+    for backend in ("cucim", "openslide"):
+        slide = open_slide(bad, backend=backend)
+        with pytest.raises(SlideError, match="bad_tile.tiff"):
+            slide.read_region((300, 300), 0, (224, 224))
+        ok = slide.read_region((0, 0), 0, (200, 200))  # the rest of the slide still reads
+        assert ok.mean() > 100
+        ok = slide.read_region((0, 0), 1, (100, 100))
+        assert ok.shape == (100, 100, 3)
+
+
+def test_single_level_image_is_readable(tmp_path) -> None:
+    path = write_slide(tmp_path / "flat.tiff", SlideSpec(500.0, 500.0, 0.25, "regular", seed=1), levels=1)
+    slide = open_slide(path)
+    assert len(slide.levels) == 1
+    plan = plan_region(slide.levels, 2.0, 224, (1000, 1000))
+    assert plan.level == 0 and plan.read_size == 1792  # every mpp reads level 0: correct, only slower
+    assert slide.read_region(plan.location, 0, (plan.read_size,) * 2).shape == (1792, 1792, 3)
+
+
+def _plain_tiff(path, **resolution) -> None:
+    image = np.full((512, 512, 3), 200, np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", metadata=None, **resolution)
+
+
+def test_missing_mpp_is_an_error_unless_overridden(tmp_path) -> None:
+    path = tmp_path / "nompp.tiff"
+    _plain_tiff(path)
+    with pytest.raises(MppError, match="nompp.tiff: no mpp"):
+        open_slide(path)
+    assert open_slide(path, mpp=0.5).mpp == 0.5
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.25, 1e6, float("nan")])
+def test_nonsense_mpp_override_is_rejected(small_slide, bad: float) -> None:
+    with pytest.raises(MppError, match="small.tiff: mpp .* not a plausible"):
+        open_slide(small_slide, mpp=bad)
+
+
+def test_nonsense_mpp_in_the_file_is_rejected(tmp_path) -> None:
+    path = tmp_path / "dpi72.tiff"
+    _plain_tiff(path, resolution=(72, 72), resolutionunit="INCH")  # a screen default: 353 um/px
+    with pytest.raises(MppError, match="dpi72.tiff: mpp 352.7.* from the TIFF resolution tags"):
+        open_slide(path)
+
+
+def test_aperio_mpp_is_read_from_the_description(tmp_path) -> None:
+    path = write_slide(tmp_path / "a.svs", SlideSpec(400.0, 300.0, 0.2527, "regular", seed=2), fmt="svs")
+    slide = open_slide(path)
+    assert slide.mpp == pytest.approx(0.2527)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].tags["ResolutionUnit"].value == 1  # like real SVS: the description is the only source
+    assert choose_level([lv.mpp for lv in slide.levels], 0.25) == 0  # 0.2527 > 0.25: level 0, read at 0.99x
+
+
+def test_slide_smaller_than_a_tile_at_2mpp(tmp_path) -> None:
+    path = write_slide(tmp_path / "tiny.tiff", SlideSpec(300.0, 300.0, 0.25, "regular", seed=4))
+    slide = open_slide(path)
+    assert plan_region(slide.levels, 0.25, 224, (600, 600)).read_size == 224
+    with pytest.raises(RegionTooLargeError, match="448 um square"):
+        plan_region(slide.levels, 2.0, 224, (600, 600))

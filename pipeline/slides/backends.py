@@ -1,12 +1,13 @@
 """Native slide readers behind :class:`pipeline.slides.slide.Slide`: cuCIM and OpenSlide.
 
-Both take level-0 (x, y) locations and level-pixel (w, h) sizes. cuCIM does not raise on an undecodable JPEG
-tile: it logs to stderr and returns black pixels. A region containing a whole-black tile block is therefore
-checked against the file with tifffile, and a tile that does not decode raises an error naming the file.
+Both take level-0 (x, y) locations and level-pixel (w, h) sizes. TIFF files are checked for truncation when
+opened, and the tiles a cuCIM read touches are vetted first, because cuCIM does not raise on a tile it cannot
+decode.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,69 +18,83 @@ from gapless.cli import UserError
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+class SlideError(UserError):
+    """A slide cannot be opened or read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class PageLayout:
+    """Where one tiled TIFF page keeps its tiles: enough to vet a tile before a decoder sees it."""
+
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    jpeg: bool
+    offsets: np.ndarray
+    counts: np.ndarray
+
+
 def is_tiff(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) in _TIFF_MAGIC
 
 
-def check_tiff_integrity(path: Path) -> None:
-    """Raise if a TIFF's directories or tile data run past the end of the file (a truncated copy)."""
+def tiff_layout(path: Path) -> list[PageLayout] | None:
+    """Tile layout of every tiled page of a TIFF (None for other formats); raises if the file is truncated."""
     if not is_tiff(path):
-        return
+        return None
     import tifffile
 
     size = path.stat().st_size
+    layout = []
     try:
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
-                offsets, counts = page.dataoffsets, page.databytecounts
-                if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
-                    raise UserError(
+                offsets = np.asarray(page.dataoffsets, np.int64)
+                counts = np.asarray(page.databytecounts, np.int64)
+                if len(offsets) and int((offsets + counts).max()) > size:
+                    raise SlideError(
                         f"{path}: truncated or corrupt file (image data of page {page.index} runs past the end "
                         f"of the {size}-byte file)"
                     )
-    except UserError:
+                if page.is_tiled:
+                    layout.append(PageLayout(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
+                                             page.compression == 7, offsets, counts))  # fmt: skip
+    except SlideError:
         raise
     except Exception as exc:
-        raise UserError(f"{path}: corrupt TIFF ({exc})") from exc
-
-
-def tile_decodes(path: Path, width: int, height: int, tile_index: int) -> bool:
-    """Whether tile ``tile_index`` of the tiled page of size ``width`` x ``height`` decodes (checked with tifffile)."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        for page in tif.pages:
-            if page.is_tiled and (page.imagewidth, page.imagelength) == (width, height):
-                fh = tif.filehandle
-                fh.seek(page.dataoffsets[tile_index])
-                data = fh.read(page.databytecounts[tile_index])
-                try:
-                    page.decode(data, tile_index, jpegtables=page.jpegtables)
-                except Exception:
-                    return False
-                return True
-    return True  # no matching page: nothing to contradict the reader
+        raise SlideError(f"{path}: corrupt TIFF ({exc})") from exc
+    return layout
 
 
 class CucimBackend:
-    """cuCIM's ``CuImage``: tiled TIFF/SVS, decoded on the CPU or with nvJPEG on the GPU."""
+    """cuCIM's ``CuImage``: tiled TIFF/SVS, decoded on the CPU or with nvJPEG on the GPU.
+
+    cuCIM does not raise on an undecodable JPEG tile (it logs, and returns whatever the buffer held), so every tile
+    a read touches is vetted once per process: it must have data, and JPEG tiles must start with a JPEG marker.
+    """
 
     name = "cucim"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, layout: list[PageLayout] | None = None) -> None:
         from cucim import CuImage
 
+        self._path = path
         self._image = CuImage(str(path))
         res = self._image.resolutions
         self.dimensions = [tuple(int(v) for v in d) for d in res["level_dimensions"]]
         self.downsamples = [float(d) for d in res["level_downsamples"]]
-        self.tile_sizes = [tuple(int(v) for v in t) for t in res["level_tile_sizes"]]
+        pages = {(p.width, p.height): p for p in (layout or [])}
+        self._pages = [pages.get(d) for d in self.dimensions]
+        self._vetted = [np.zeros(len(p.offsets), bool) if p else None for p in self._pages]
 
     def properties(self) -> dict[str, str] | None:
         return None  # mpp is read from the TIFF tags directly (pipeline.slides.mpp)
 
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
+        if self._pages[level] is not None:
+            self._vet_tiles(location, level, size)
         region = self._image.read_region(location, size, level, device=device)
         if device == "cuda":
             import cupy
@@ -87,27 +102,31 @@ class CucimBackend:
             pixels = cupy.asarray(region)
         else:
             pixels = np.asarray(region)
-        if pixels.ndim == 3 and pixels.shape[2] == 4:
-            pixels = pixels[..., :3]
-        if not bool(pixels.all()):  # some zero byte: rule out a tile that failed to decode
-            self._check_blank_tiles(path, pixels, location, level)
-        return pixels
+        return pixels[..., :3] if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels
 
-    def _check_blank_tiles(self, path: Path, pixels: Any, location: tuple[int, int], level: int) -> None:
-        tw, th = self.tile_sizes[level]
-        width, height = self.dimensions[level]
-        ds = self.downsamples[level]
-        lx, ly = int(location[0] / ds), int(location[1] / ds)
-        h, w = pixels.shape[:2]
-        cols = (width + tw - 1) // tw
-        for ty in range(ly // th, (ly + h - 1) // th + 1):
-            for tx in range(lx // tw, (lx + w - 1) // tw + 1):
-                y0, x0 = max(ty * th - ly, 0), max(tx * tw - lx, 0)
-                block = pixels[y0 : min((ty + 1) * th - ly, h), x0 : min((tx + 1) * tw - lx, w)]
-                if block.size and int(block.max()) == 0 and not tile_decodes(path, width, height, ty * cols + tx):
-                    raise UserError(
-                        f"{path}: tile ({tx}, {ty}) of level {level} cannot be decoded (corrupt image data)"
+    def _vet_tiles(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> None:
+        page, vetted = self._pages[level], self._vetted[level]
+        lx, ly = int(location[0] / self.downsamples[level]), int(location[1] / self.downsamples[level])
+        cols = -(-page.width // page.tile_width)
+        tx = np.arange(lx // page.tile_width, (lx + size[0] - 1) // page.tile_width + 1)
+        ty = np.arange(ly // page.tile_height, (ly + size[1] - 1) // page.tile_height + 1)
+        tiles = (ty[:, None] * cols + tx[None, :]).ravel()
+        tiles = tiles[(tiles < len(vetted))]
+        todo = tiles[~vetted[tiles]]
+        if not len(todo):
+            return
+        with open(self._path, "rb") as f:
+            for tile in todo:
+                ok = page.counts[tile] > 0
+                if ok and page.jpeg:
+                    f.seek(int(page.offsets[tile]))
+                    ok = f.read(2) == b"\xff\xd8"
+                if not ok:
+                    raise SlideError(
+                        f"{self._path}: tile ({tile % cols}, {tile // cols}) of level {level} cannot be "
+                        "decoded (no JPEG data: corrupt or missing)"
                     )
+                vetted[tile] = True
 
     def close(self) -> None:
         self._image = None
@@ -122,7 +141,7 @@ class OpenSlideBackend:
         import openslide
 
         if openslide.OpenSlide.detect_format(str(path)) is None:
-            raise UserError(f"{path}: not a whole-slide image format OpenSlide recognises")
+            raise SlideError(f"{path}: not a whole-slide image format OpenSlide recognises")
         self._path = path
         self._slide = openslide.OpenSlide(str(path))
         self.dimensions = [tuple(int(v) for v in d) for d in self._slide.level_dimensions]
@@ -140,7 +159,7 @@ class OpenSlideBackend:
             # An OpenSlide handle stays in its error state after a failed read: reopen it for later reads.
             self._slide.close()
             self._slide = openslide.OpenSlide(str(self._path))
-            raise UserError(f"{path}: cannot decode the region at level {level}, {location} ({exc})") from exc
+            raise SlideError(f"{path}: cannot decode the region at level {level}, {location} ({exc})") from exc
         pixels = np.ascontiguousarray(rgba[..., :3])
         if device == "cuda":
             import cupy

@@ -16,14 +16,10 @@ from typing import Any
 import numpy as np
 
 from gapless.cli import UserError
-from pipeline.slides.backends import CucimBackend, OpenSlideBackend, check_tiff_integrity
+from pipeline.slides.backends import CucimBackend, OpenSlideBackend, SlideError, tiff_layout
 from pipeline.slides.mpp import resolve_mpp
 
 BACKENDS = ("auto", "cucim", "openslide")
-
-
-class SlideError(UserError):
-    """A slide cannot be opened or read; the message names the file and the problem."""
 
 
 class SingleLevelWarning(UserWarning):
@@ -117,14 +113,12 @@ class Slide:
         raise TypeError(f"Slide({self.path}) holds a native handle and cannot be pickled: pass the path instead")
 
 
-def _open_backend(path: Path, backend: str) -> Any:
+def _open_backend(path: Path, backend: str, layout: Any) -> Any:
     errors = []
     order = ("cucim", "openslide") if backend == "auto" else (backend,)
     for name in order:
         try:
-            return CucimBackend(path) if name == "cucim" else OpenSlideBackend(path)
-        except UserError:
-            raise
+            return CucimBackend(path, layout) if name == "cucim" else OpenSlideBackend(path)
         except Exception as exc:
             errors.append(f"{name}: {exc}")
     raise SlideError(f"{path}: not a readable whole-slide image ({'; '.join(errors)})")
@@ -140,8 +134,8 @@ def open_slide(path: str | Path, mpp: float | None = None, backend: str = "auto"
         raise SlideError(f"{path}: no such slide file")
     if path.stat().st_size == 0:
         raise SlideError(f"{path}: the file is empty")
-    check_tiff_integrity(path)
-    handle = _open_backend(path, backend)
+    layout = tiff_layout(path)
+    handle = _open_backend(path, backend, layout)
     try:
         if not handle.dimensions or min(min(d) for d in handle.dimensions) <= 0:
             raise SlideError(f"{path}: the image has no pixels")
