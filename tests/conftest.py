@@ -69,5 +69,5 @@ def ruler_slide(tmp_path_factory: pytest.TempPathFactory) -> RulerSlide:
     from pipeline.slides.synth import write_ruler
 
     path = tmp_path_factory.mktemp("ruler") / "ruler.tiff"
-    write_ruler(path, period_um=50.0, size_mm=(1.0, 1.0), base_mpp=0.25)
-    return RulerSlide(path, 50.0, 0.25)
+    write_ruler(path, period_um=20.0, size_mm=(1.0, 1.0), base_mpp=0.25)
+    return RulerSlide(path, 20.0, 0.25)
