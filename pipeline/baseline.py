@@ -14,6 +14,7 @@ Augmentation is drawn from a generator seeded with (seed, g), so the baseline is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,12 +45,19 @@ class BaselineDataset(IterableDataset):
         if info is not None:
             import cv2
 
-            cv2.setNumThreads(1)
+            # 0: OpenCV runs in the calling thread. (1 keeps a one-thread pool, whose teardown aborted workers at
+            # exit here.) Parallelism comes from the workers themselves.
+            cv2.setNumThreads(0)
             torch.set_num_threads(1)
         b = self.start + worker
-        while True:
-            yield self.make_batch(b)
-            b += n_workers
+        try:
+            while True:
+                yield self.make_batch(b)
+                b += n_workers
+        finally:
+            # Close the slide handles while the interpreter is intact: native decoder threads torn down during
+            # interpreter exit abort the worker.
+            self.source.close()
 
     def make_batch(self, b: int) -> dict[str, Any]:
         """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata."""
@@ -79,6 +87,18 @@ class BaselineDataset(IterableDataset):
         }
 
 
+def _skip_native_teardown(worker_id: int) -> None:
+    """End a worker with ``os._exit`` once its Python exit handlers are due.
+
+    The worker has delivered its batches by then; what remains is C++ static destruction, during which a native
+    decoder thread pool (cuCIM/OpenCV) intermittently called ``std::terminate`` here and the DataLoader reported
+    the worker as killed. Registered in the worker, so it runs first of its exit handlers and only there.
+    """
+    import atexit
+
+    atexit.register(os._exit, 0)
+
+
 class BaselineLoader:
     """Iterable of training batches backed by a PyTorch DataLoader (same contract as the DALI loader)."""
 
@@ -105,6 +125,7 @@ class BaselineLoader:
             persistent_workers=workers > 0,
             # spawn: cuCIM and OpenCV keep native thread pools that do not survive fork reliably.
             multiprocessing_context="spawn" if workers else None,
+            worker_init_fn=_skip_native_teardown if workers else None,
         )
         self._it: Any = iter(self.dataloader)
         self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}

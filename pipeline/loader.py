@@ -53,42 +53,40 @@ def resolve_devices(cfg: DataConfig, has_cuda: bool | None = None) -> tuple[str,
     return device, read_device
 
 
-def load_slides(index_path: str | Path, check: bool = True) -> tuple[list[SlideEntry], int]:
-    """Readable slides of an index and how many were skipped (missing, unreadable, no tissue mask).
+def load_slides(index_path: str | Path, check: bool = True) -> tuple[list[SlideEntry], int, Any]:
+    """(readable slides, number skipped, the SlideIndex) of an index.
 
-    ``check`` opens each slide once (a header read) so that a bad file is skipped here, counted, and never drawn.
-    A file that goes bad later is handled by the source's retries.
+    Skipped: slides the index itself marks as failed, and, with ``check``, slides that no longer open (missing,
+    truncated, corrupt; one header read each). They are logged, counted and never drawn. A file that goes bad
+    later is handled by the source's retries.
     """
     from pipeline.slides import SlideIndex, open_slide
 
     if not index_path:
         raise ConfigError("data.index: no slide index given (write one with `gapless index`)")
-    if not Path(index_path).is_file():
-        raise UserError(f"{index_path}: slide index not found (write one with `gapless index`)")
     index = SlideIndex.load(index_path)
-    entries, skipped = [], 0
+    entries, skipped = [], len(index.failed)
+    for path, status, reason in index.failed:
+        log.warning("skipping slide %s (%s in the index: %s)", path, status, reason)
     for rec in index.records:
-        try:
-            if check:
+        if check:
+            try:
                 open_slide(rec.path, mpp=rec.mpp).close()
-            tissue = rec.tissue
-            if tissue is None:
-                raise ValueError("no tissue mask")
-        except Exception as exc:  # a bad slide is skipped and counted, never fatal
-            log.warning("skipping slide %s: %s", rec.path, exc)
-            skipped += 1
-            continue
-        entries.append(SlideEntry(str(rec.path), tuple(rec.levels), float(rec.mpp), tissue))
+            except Exception as exc:  # a bad slide is skipped and counted, never fatal
+                log.warning("skipping slide %s: %s", rec.path, exc)
+                skipped += 1
+                continue
+        entries.append(SlideEntry(str(rec.path), tuple(rec.levels), float(rec.mpp), None, rec.row))
     if not entries:
-        raise UserError(f"{index_path}: none of the {len(index.records)} slides of the index is readable")
-    return entries, skipped
+        raise UserError(f"{index_path}: none of the {len(index.records) + len(index.failed)} slides is readable")
+    return entries, skipped, index
 
 
 def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
     """The tile source of a data config and the number of slides skipped while loading its index."""
     from pipeline.sampling import build_distribution
 
-    entries, skipped = load_slides(cfg.index, check)
+    entries, skipped, index = load_slides(cfg.index, check)
     source = TileSource(
         entries,
         build_distribution(cfg.sampling),
@@ -98,6 +96,7 @@ def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
         max_retries=cfg.max_read_retries,
         handle_cache=cfg.handle_cache,
         fill=tuple(cfg.augment.mean),
+        index=index,
     )
     return source, skipped
 

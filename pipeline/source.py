@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.slides import Level, RegionPlan, SlideCache, plan_region
+from pipeline.slides import Level, RegionPlan, RegionTooLargeError, SlideCache, SlideIndex, TissueMask, plan_region
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ class SlideEntry:
     path: str
     levels: tuple[Level, ...]
     mpp: float
-    tissue: Any  # pipeline.slides.TissueMask
+    tissue: TissueMask | None = None  # the mask itself, or None: row ``row`` of the source's slide index
+    row: int = -1
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ class TileSource:
         tissue_threshold: float = 0.5,
         max_retries: int = 8,
         handle_cache: int = 32,
-        mask_tries: int = 16,
+        mask_tries: int = 32,
         fill: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        index: SlideIndex | None = None,
     ) -> None:
         if not slides:
             raise ValueError("the tile source needs at least one readable slide")
@@ -98,6 +100,11 @@ class TileSource:
         self.handle_cache = int(handle_cache)
         self.mask_tries = int(mask_tries)
         self.fill = np.round(np.asarray(fill) * 255).astype(np.uint8)
+        # Masks of index-backed entries load lazily through the index's bounded LRU (it pickles as its path), so
+        # neither the main process nor a worker holds every mask of a 100k-slide index.
+        self.index = index
+        if index is None and any(e.tissue is None for e in self.slides):
+            raise ValueError("slides without a tissue mask need the slide index they come from")
         self._cache: SlideCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -110,6 +117,12 @@ class TileSource:
         if self._cache is None:
             self._cache = SlideCache(self.handle_cache)
         return self._cache
+
+    def close(self) -> None:
+        """Close this process's slide handles (the source stays usable: they reopen on demand)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     @staticmethod
     def global_index(i: int, rank: int, world_size: int) -> int:
@@ -130,11 +143,17 @@ class TileSource:
         entry = self.slides[slide_idx]
         mpp = self.target_mpp(g)
         side_um = self.tile_px * mpp
-        center = entry.tissue.sample_center(rng, side_um, self.tissue_threshold, self.mask_tries)
+        center = self.tissue(entry).sample_center(rng, side_um, self.tissue_threshold, self.mask_tries, entry.mpp)
         if center is None:
             return None
-        plan = plan_region(list(entry.levels), mpp, self.tile_px, center)
+        try:
+            plan = plan_region(list(entry.levels), mpp, self.tile_px, center)
+        except RegionTooLargeError:  # the slide is smaller than this tile's footprint: draw another
+            return None
         return TileSpec(index=g, attempt=attempt, slide=slide_idx, path=entry.path, plan=plan)
+
+    def tissue(self, entry: SlideEntry) -> TissueMask:
+        return entry.tissue if entry.tissue is not None else self.index.tissue_mask(entry.row)
 
     def read_spec(self, spec: TileSpec, device: str = "cpu") -> Any:
         """Read the planned region (raises on failure)."""
