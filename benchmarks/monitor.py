@@ -1,0 +1,118 @@
+"""Peak memory while a loader runs: RSS of this process and all its children, and GPU memory in use.
+
+A background thread samples every ``interval`` seconds. RSS is summed over the process tree (DataLoader workers
+and DALI's source workers are children), so a loader's workers count. GPU memory is the device's used memory
+(``cudaMemGetInfo``), not only PyTorch's allocator: DALI and cuCIM allocate outside it. Both are reported as a
+peak and as the rise over what was in use when the monitor started.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+
+def tree_rss_bytes() -> int:
+    """RSS of this process and all its descendants, bytes."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:  # a child that just exited
+            continue
+    return total
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def gpu_used_bytes() -> int | None:
+    """Used memory of the current CUDA device (all allocators), or None without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return int(total - free)
+
+
+@dataclass
+class MemoryPeak:
+    rss_start_mib: float
+    rss_peak_mib: float
+    gpu_start_mib: float | None
+    gpu_peak_mib: float | None
+    torch_peak_mib: float | None  # PyTorch's allocator alone
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class MemoryMonitor:
+    """``with MemoryMonitor() as mon: ...``; then ``mon.result``: the :class:`MemoryPeak` of the block."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._rss_peak = 0
+        self._gpu_peak: int | None = None
+        self.result: MemoryPeak | None = None
+
+    def _sample(self) -> None:
+        self._rss_peak = max(self._rss_peak, tree_rss_bytes())
+        gpu = gpu_used_bytes()
+        if gpu is not None:
+            self._gpu_peak = max(self._gpu_peak or 0, gpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> MemoryMonitor:
+        self._rss_start = tree_rss_bytes()
+        self._gpu_start = gpu_used_bytes()
+        self._cuda = self._gpu_start is not None
+        if self._cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        mib = 1.0 / 2**20
+        torch_peak = None
+        if self._cuda:
+            import torch
+
+            torch_peak = torch.cuda.max_memory_allocated() * mib
+        self.result = MemoryPeak(
+            rss_start_mib=self._rss_start * mib,
+            rss_peak_mib=self._rss_peak * mib,
+            gpu_start_mib=None if self._gpu_start is None else self._gpu_start * mib,
+            gpu_peak_mib=None if self._gpu_peak is None else self._gpu_peak * mib,
+            torch_peak_mib=torch_peak,
+        )

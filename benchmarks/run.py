@@ -1,0 +1,151 @@
+"""One benchmark run, top to bottom: slides, loader throughput, scaling, stage breakdown, trainer rate, verdict.
+
+``run_benchmark(cfg, out)`` returns the result dict (also written to ``out/bench.json``, with plots beside it).
+Every loader configuration gets the same slides, seed, batch size, multi-crop recipe and worker count; devices are
+'auto', so the DALI loader runs its GPU graph and decodes with nvJPEG when CUDA is present, its CPU graph otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import machine
+from benchmarks.config import STRATEGY_LABELS, BenchConfig
+from benchmarks.slideset import prepare
+from benchmarks.throughput import Throughput, loader_config, measure_loader
+from benchmarks.verdict import keeps_up, speedups, strategy_costs
+from gapless.config import to_dict
+from gapless.console import console, progress, write_json
+from pipeline.config import DataConfig
+
+SCHEMA = "gapless-bench/1"
+
+
+def base_data_config(cfg: BenchConfig, index: Path) -> DataConfig:
+    # iterations_per_epoch only bounds iteration; the harness calls next_batch itself.
+    return DataConfig(index=str(index), batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+                      iterations_per_epoch=1_000_000)  # fmt: skip
+
+
+def device_name() -> str:
+    from pipeline.loader import cuda_available
+
+    return "gpu" if cuda_available() else "cpu"
+
+
+def _measure(data: DataConfig, cfg: BenchConfig, repeats: int, device: str) -> dict[str, Any]:
+    warmup = cfg.warmup(data.workers, data.prefetch)
+    result: Throughput = measure_loader(data, warmup, cfg.batches_per_repeat, repeats, device)
+    name = f"{data.loader}/{data.sampling.strategy} ×{data.workers}"
+    if result.error:
+        console.print(f"[bold red]bench:[/] {name}: {result.error}")
+    if result.warning:
+        console.print(f"[yellow]bench:[/] {name}: {result.warning}")
+    return result.as_dict()
+
+
+def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Main throughput (every loader × strategy, plus the no-I/O bound) and the worker-count scaling."""
+    device = device_name()
+    jobs = [(loader, s, cfg.workers, cfg.repeats) for loader in cfg.loaders for s in cfg.strategies]
+    scaling_jobs = [(loader, cfg.scaling_strategy, w, cfg.scaling_repeats) for loader in cfg.scaling_loaders
+                    for w in cfg.scaling_points() if w != cfg.workers]  # fmt: skip
+    main, scaling = [], []
+    with progress() as bar:
+        task = bar.add_task("loaders", total=len(jobs) + len(scaling_jobs) + int(cfg.synthetic))
+        for loader, strategy, workers, repeats in [*jobs, *scaling_jobs]:
+            bar.update(task, description=f"{loader} {STRATEGY_LABELS[strategy]} ×{workers}")
+            r = _measure(loader_config(data, loader, strategy, workers), cfg, repeats, device)
+            (main if (loader, strategy, workers, repeats) in jobs else scaling).append(r)
+            bar.advance(task)
+        if cfg.synthetic:
+            bar.update(task, description="synthetic (no I/O)")
+            main.append(_measure(loader_config(data, "synthetic", "cu", cfg.workers), cfg, cfg.repeats, device))
+            bar.advance(task)
+    # The main measurement is also the scaling curve's point at cfg.workers.
+    scaling += [r for r in main if r["strategy"] == cfg.scaling_strategy and r["loader"] in cfg.scaling_loaders]
+    return main, sorted(scaling, key=lambda r: (r["loader"], r["workers"]))
+
+
+def measure_stages(cfg: BenchConfig, data: DataConfig) -> dict[str, Any]:
+    from benchmarks.stages import time_stages
+
+    out = {}
+    for strategy in cfg.stage_strategies:
+        sampling = dataclasses.replace(data.sampling, strategy=strategy)
+        out[strategy] = time_stages(dataclasses.replace(data, sampling=sampling), cfg.stage_tiles, cfg.stage_batch)
+    return out
+
+
+def verdict(main: list[dict[str, Any]], trainer: dict[str, Any]) -> dict[str, Any]:
+    costs = strategy_costs(main)
+    cpu_costs = strategy_costs(main, metric="cpu")
+    sentences = [c.sentence(STRATEGY_LABELS) for c in [*costs, *cpu_costs]]
+    speed = speedups(main)
+    for strategy, factor in speed.items():
+        sentences.append(f"dali is {factor:.2f}× the DataLoader baseline under {STRATEGY_LABELS[strategy]}")
+    keep = {}
+    if trainer.get("tiles_per_s"):
+        for r in main:
+            if r["rates"] and r["loader"] != "synthetic":
+                keep[f"{r['loader']}/{r['strategy']}"] = keeps_up(r["median"], trainer["tiles_per_s"])
+        slowest = min(keep.items(), key=lambda kv: kv[1]["ratio"], default=None)
+        if slowest:
+            name, k = slowest
+            sentences.append(
+                f"trainer consumes {k['trainer_tiles_per_s']:.1f} tiles/s; slowest loader ({name}) delivers "
+                f"{k['ratio']:.2f}× that: {'keeps up' if k['keeps_up'] else 'the trainer waits for data'}"
+            )
+    return {"costs": [c.as_dict() for c in costs], "cpu_costs": [c.as_dict() for c in cpu_costs],
+            "speedup_dali_vs_baseline": speed, "keeps_up": keep, "sentences": sentences}  # fmt: skip
+
+
+def run_benchmark(
+    cfg: BenchConfig, out: str | Path, index: str = "", cache_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Run every measurement of ``cfg``; write ``bench.json`` and plots into ``out``; return the result."""
+    from benchmarks.report import plot_all, print_report
+    from benchmarks.trainer_rate import trainer_rate
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    slides = prepare(cfg.slides, index, cache_dir)
+    data = base_data_config(cfg, slides.index)
+    main, scaling = measure_all(cfg, data)
+    console.print("[bold]bench:[/] stage breakdown")
+    stages = measure_stages(cfg, data) if cfg.stage_tiles else {}
+    trainer = trainer_rate(cfg, data) if cfg.trainer else {}
+    result = {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "preset": cfg.preset,
+        "machine": machine.machine(),
+        "versions": machine.versions(),
+        "git": machine.git_commit(),
+        "config": to_dict(cfg),
+        "data_config": to_dict(data),
+        "slides": {
+            "index": str(slides.index),
+            "synthetic": slides.directory is not None,
+            "synthesised_s": slides.synthesised_s,
+        },  # fmt: skip
+        "device": device_name(),
+        "throughput": main,
+        "scaling": scaling,
+        "stages": stages,
+        "trainer": trainer,
+        "verdict": verdict(main, trainer),
+    }
+    result["duration_s"] = time.perf_counter() - t0
+    result["plots"] = [p.name for p in plot_all(result, out)]
+    write_json(result, out / "bench.json")
+    print_report(result)
+    console.print(
+        f"[bold]bench:[/] {result['duration_s']:.0f} s; wrote {out / 'bench.json'} and {len(result['plots'])} plots"
+    )
+    return result

@@ -1,0 +1,162 @@
+"""Where a tile's time goes, measured stage by stage in one process over real tile specs from the TileSource.
+
+Each tile of a strategy goes through the baseline loader's own functions, one at a time, each timed:
+
+- plan: the target mpp draw, tissue-aware location and region plan (``TileSource.plan``);
+- read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``);
+- resize: crop-and-resize to ``tile_px`` (``pipeline.resize.resize_square``, antialiased);
+- augment: DINOv2 multi-crop (``pipeline.augment.MultiCrop``);
+- transfer: per batch, collating the views into batch arrays and handing them over: into shared memory on a CPU
+  (what a DataLoader worker does to send a batch), pinned and copied to the device on a GPU (synchronised).
+
+OpenCV and torch use one thread, as in a loader worker, so the figures are per worker. Alongside the times, the
+region plans give the decoded pixels per output pixel: ``read_size² / tile_px²`` and the JPEG-tile-aligned area
+(whole 256 px tiles, which is what cuCIM decodes), and the share of tiles read from each level.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import DataConfig
+
+STAGES = ("plan", "read", "resize", "augment", "transfer")
+
+
+def level_tile_sizes(path: str) -> list[tuple[int, int]]:
+    """JPEG tile size of each level of a slide (cuCIM's header; 256 px assumed when it cannot say)."""
+    try:
+        from cucim import CuImage
+
+        return [tuple(int(v) for v in t) for t in CuImage(path).resolutions["level_tile_sizes"]]
+    except Exception:
+        return []
+
+
+def tile_aligned_pixels(spec: Any, downsample: float, tile: tuple[int, int]) -> int:
+    """Pixels of the whole JPEG tiles a planned region touches (the area a tile-based decoder decodes)."""
+    tw, th = tile
+    x0 = int(spec.plan.location[0] / downsample)
+    y0 = int(spec.plan.location[1] / downsample)
+    n = spec.plan.read_size
+    cols = (x0 + n - 1) // tw - x0 // tw + 1
+    rows = (y0 + n - 1) // th - y0 // th + 1
+    return cols * rows * tw * th
+
+
+def plan_specs(source: Any, n_tiles: int) -> tuple[list[Any], list[float]]:
+    """The first ``n_tiles`` plannable specs of the source (global indices 0, 1, …) and the plan time of each."""
+    specs, times = [], []
+    g = 0
+    while len(specs) < n_tiles and g < 4 * n_tiles + 16:
+        t0 = time.perf_counter()
+        spec = next((s for a in range(source.max_retries + 1) if (s := source.plan(g, a)) is not None), None)
+        times.append(time.perf_counter() - t0)
+        if spec is not None:
+            specs.append(spec)
+        g += 1
+    return specs, times
+
+
+def pixel_figures(source: Any, specs: list[Any]) -> dict[str, Any]:
+    """Decoded pixels per output pixel (region and tile-aligned), mean target mpp and level shares."""
+    sizes: dict[str, list[tuple[int, int]]] = {}
+    region, aligned, levels = [], [], {}
+    for spec in specs:
+        entry = source.slides[spec.slide]
+        tiles = sizes.setdefault(spec.path, level_tile_sizes(spec.path))
+        tile = tiles[spec.plan.level] if spec.plan.level < len(tiles) else (256, 256)
+        ds = entry.levels[spec.plan.level].downsample
+        out_area = spec.plan.out_px**2
+        region.append(spec.plan.pixels_per_output_pixel)
+        aligned.append(tile_aligned_pixels(spec, ds, tile) / out_area)
+        levels[int(spec.plan.level)] = levels.get(int(spec.plan.level), 0) + 1
+    n = max(1, len(specs))
+    return {
+        "pixels_per_output_pixel": float(np.mean(region)) if region else float("nan"),
+        "tile_aligned_pixels_per_output_pixel": float(np.mean(aligned)) if aligned else float("nan"),
+        "mean_target_mpp": float(np.mean([s.plan.target_mpp for s in specs])) if specs else float("nan"),
+        "level_share": {str(k): v / n for k, v in sorted(levels.items())},
+    }
+
+
+def _transfer(globals_: list[np.ndarray], locals_: list[np.ndarray], cuda: bool) -> None:
+    import torch
+
+    batch = [torch.from_numpy(np.stack(globals_)), torch.from_numpy(np.stack(locals_))]
+    if cuda:
+        moved = [t.pin_memory().to("cuda", non_blocking=True) for t in batch]
+        torch.cuda.synchronize()
+        del moved
+    else:
+        for t in batch:
+            t.share_memory_()
+
+
+def time_stages(cfg: DataConfig, n_tiles: int, batch: int) -> dict[str, Any]:
+    """Per-stage times (ms per tile: mean and median) and pixel figures of ``n_tiles`` tiles of ``cfg``."""
+    import cv2
+    import torch
+
+    from pipeline.augment import MultiCrop
+    from pipeline.loader import build_source
+    from pipeline.resize import resize_square
+
+    source, _ = build_source(cfg)
+    multicrop = MultiCrop(cfg.augment)
+    cuda = torch.cuda.is_available()
+    threads = (cv2.getNumThreads(), torch.get_num_threads())
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    try:
+        for entry in source.slides:  # open every handle first: opening is start-up, not per-tile cost
+            source.cache.get(entry.path, mpp=entry.mpp)
+        specs, plan_times = plan_specs(source, n_tiles)
+        times: dict[str, list[float]] = {s: [] for s in STAGES}
+        times["plan"] = plan_times
+        pending_g: list[np.ndarray] = []
+        pending_l: list[np.ndarray] = []
+        failed = 0
+        for k, spec in enumerate(specs):
+            t0 = time.perf_counter()
+            try:
+                region = source.read_spec(spec)
+            except Exception:  # counted, as the loaders count failed reads
+                failed += 1
+                continue
+            t1 = time.perf_counter()
+            base = resize_square(region, cfg.tile_px)
+            t2 = time.perf_counter()
+            views_g, views_l = multicrop(base, np.random.default_rng([cfg.seed, k]))
+            t3 = time.perf_counter()
+            times["read"].append(t1 - t0)
+            times["resize"].append(t2 - t1)
+            times["augment"].append(t3 - t2)
+            pending_g.extend(views_g)
+            pending_l.extend(views_l)
+            if len(pending_g) >= batch * cfg.augment.global_crops:
+                t0 = time.perf_counter()
+                _transfer(pending_g, pending_l, cuda)
+                times["transfer"].extend([(time.perf_counter() - t0) / batch] * batch)
+                pending_g, pending_l = [], []
+    finally:
+        cv2.setNumThreads(threads[0])
+        torch.set_num_threads(threads[1])
+    mean_ms = {s: 1e3 * float(np.mean(v)) if v else 0.0 for s, v in times.items()}
+    total = sum(mean_ms.values())
+    return {
+        "strategy": cfg.sampling.strategy,
+        "tiles": len(specs),
+        "failed_reads": failed,
+        "transfer": "collate + pin + host->device" if cuda else "collate + shared-memory hand-off",
+        "ms_per_tile": mean_ms,
+        "median_ms_per_tile": {s: 1e3 * float(statistics.median(v)) if v else 0.0 for s, v in times.items()},
+        "share": {s: (v / total if total else 0.0) for s, v in mean_ms.items()},
+        "total_ms_per_tile": total,
+        "tiles_per_s_per_worker": 1e3 / total if total else float("nan"),
+        **pixel_figures(source, specs),
+    }

@@ -1,0 +1,140 @@
+"""Loader throughput: tiles per second, warmed up, measured in repeated windows (median, min, max).
+
+One tile is one sample's whole multi-crop output (2 global + N local crops). A loader is built once per
+(loader, strategy, workers); its first ``warmup_batches`` batches absorb worker start-up and queue filling; then
+``repeats`` windows of ``batches_per_repeat`` batches each are timed back to back. On a GPU every window ends with
+``torch.cuda.synchronize()`` so that queued device work is counted. Memory peaks cover the loader's whole life.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.monitor import MemoryMonitor, tree_cpu_seconds
+from pipeline.config import DataConfig
+
+
+@dataclass
+class Throughput:
+    """Measured rate of one loader configuration; ``rates`` holds one tiles/s figure per window."""
+
+    loader: str  # dali | baseline | synthetic
+    strategy: str
+    workers: int
+    batch_size: int
+    rates: list[float]
+    startup_s: float
+    cpu_ms_per_tile: list[float] = field(default_factory=list)  # per window, process tree
+    memory: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    device: str = "cpu"
+    error: str = ""  # the measurement failed
+    warning: str = ""  # something went wrong after the measurement (e.g. a worker dying at shutdown)
+
+    @property
+    def median(self) -> float:
+        return float(statistics.median(self.rates)) if self.rates else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        lo, hi = (min(self.rates), max(self.rates)) if self.rates else (float("nan"), float("nan"))
+        out.update(median=self.median, min=lo, max=hi)
+        return out
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def window_rates(
+    next_batch: Callable[[], Any], batch_size: int, warmup: int, batches: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Tiles/s and CPU ms per tile of ``repeats`` windows of ``batches`` calls to ``next_batch`` after ``warmup``.
+
+    CPU time is summed over the process tree (workers included): unlike wall-clock rates it hardly changes when
+    other programs compete for the cores, so it separates a loader's own cost from a busy machine's noise.
+    """
+    for _ in range(warmup):
+        next_batch()
+    _sync()
+    rates, cpu_ms = [], []
+    for _ in range(repeats):
+        cpu0, start = tree_cpu_seconds(), time.perf_counter()
+        for _ in range(batches):
+            next_batch()
+        _sync()
+        wall, cpu = time.perf_counter() - start, tree_cpu_seconds() - cpu0
+        rates.append(batches * batch_size / wall)
+        cpu_ms.append(1e3 * cpu / (batches * batch_size))
+    return rates, cpu_ms
+
+
+def loader_config(base: DataConfig, loader: str, strategy: str, workers: int) -> DataConfig:
+    """``base`` with loader, sampling strategy and worker count replaced (devices stay 'auto': GPU if present)."""
+    sampling = dataclasses.replace(base.sampling, strategy=strategy)
+    return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers)
+
+
+def measure_loader(cfg: DataConfig, warmup: int, batches: int, repeats: int, device: str = "cpu") -> Throughput:
+    """Throughput of ``pipeline.loader.build_loader(cfg)`` (or the synthetic loader for ``cfg.loader='synthetic'``).
+
+    A failure (a loader that cannot start or dies) is recorded in ``error`` rather than raised: one broken
+    configuration must not cost the rest of the run.
+    """
+    result = Throughput(cfg.loader, cfg.sampling.strategy, cfg.workers, cfg.batch_size, [], 0.0, device=device)
+    monitor = MemoryMonitor()
+    loader = None
+    with monitor:
+        try:
+            t0 = time.perf_counter()
+            loader = _build(cfg)
+            next_batch = _next_batch_fn(loader)
+            next_batch()  # the first batch includes worker start-up
+            result.startup_s = time.perf_counter() - t0
+            result.rates, result.cpu_ms_per_tile = window_rates(
+                next_batch, cfg.batch_size, max(0, warmup - 1), batches, repeats
+            )
+            result.stats = dict(loader.stats())
+        except Exception as exc:  # recorded and reported; the run goes on with the next configuration
+            result.error = f"{type(exc).__name__}: {exc}"
+        try:
+            if loader is not None:
+                loader.close()
+        except Exception as exc:  # the figures stand; say what happened
+            result.warning = f"at shutdown: {type(exc).__name__}: {exc}"
+    if monitor.result is not None:
+        result.memory = monitor.result.as_dict()
+    return result
+
+
+def _build(cfg: DataConfig) -> Any:
+    if cfg.loader == "synthetic":
+        from train.data import SyntheticMultiCropLoader
+
+        return SyntheticMultiCropLoader(cfg)
+    from pipeline.loader import build_loader
+
+    return build_loader(cfg, rank=0, world_size=1, start_iteration=0)
+
+
+def _next_batch_fn(loader: Any) -> Callable[[], Any]:
+    if hasattr(loader, "next_batch"):
+        return loader.next_batch
+    state = {"it": iter(loader)}
+
+    def next_batch() -> Any:  # loaders that only iterate: restart the epoch when it ends
+        try:
+            return next(state["it"])
+        except StopIteration:
+            state["it"] = iter(loader)
+            return next(state["it"])
+
+    return next_batch
