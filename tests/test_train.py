@@ -1,0 +1,194 @@
+"""The trainer end to end on the tiny CPU config: synthetic data contract, loss going down, exact resume,
+non-finite loss handling, a real 2-process gloo run, config mistakes, checkpoint export and refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gapless.cli import UserError
+from gapless.cli import main as gapless_main
+from gapless.config import ConfigError, load_config
+from train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
+from train.config import PretrainConfig
+from train.data import SyntheticMultiCropLoader, make_loader
+from train.loop import NonFiniteLossError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "pretrain_tiny_cpu.yaml"
+
+
+def tiny(*overrides: str) -> PretrainConfig:
+    return load_config(PretrainConfig, TINY, list(overrides))
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["iteration"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_synthetic_loader_contract() -> None:
+    cfg = tiny("data.iterations_per_epoch=3")
+    loader = make_loader(cfg.data, rank=0, world_size=2, start_iteration=0)
+    batches = list(loader)
+    assert len(batches) == 3 and len(list(loader)) == 3  # one epoch per pass
+    b = batches[0]
+    assert b["global_crops"].shape == (2 * 8, 3, 64, 64) and b["global_crops"].dtype == torch.float32
+    assert b["local_crops"].shape == (4 * 8, 3, 32, 32)
+    assert b["mpp"].shape == (8,) and b["level"].dtype == torch.long
+    again = SyntheticMultiCropLoader(cfg.data, rank=0, world_size=2, start_iteration=1)
+    assert torch.equal(next(iter(again))["global_crops"], batches[1]["global_crops"])  # deterministic position
+    other_rank = SyntheticMultiCropLoader(cfg.data, rank=1, world_size=2)
+    assert not torch.equal(next(iter(other_rank))["global_crops"], b["global_crops"])
+    assert loader.stats() == {"batches": 6, "skipped": 0}
+    resumed = SyntheticMultiCropLoader(cfg.data, start_iteration=2)
+    assert len(list(resumed)) == 1  # the rest of the interrupted epoch
+
+
+def test_tiny_run_loss_goes_down(tmp_path: Path) -> None:
+    # Constant sharp teacher temperature, no drop path and 8 repeated images: a signal 15 steps can learn.
+    cfg = tiny(
+        "epochs=1.5",
+        "schedule.teacher_temp_warmup_epochs=0",
+        "schedule.teacher_temp=0.04",
+        "model.drop_path=0",
+        "optim.base_lr=0.05",
+        "checkpoint.every=100",
+    )
+    loader = SyntheticMultiCropLoader(cfg.data, pool=8)
+    record = train(cfg, tmp_path, loader=loader)
+    curve = losses(tmp_path)
+    first, last = curve[1], sum(curve[i] for i in range(11, 16)) / 5
+    assert last < 0.6 * first, curve
+    assert record["iteration"] == 15 and 0 < record["data_wait_frac"] < 1 and record["images_per_s"] > 0
+    assert record["loader_skipped"] == 0 and "teacher_temp" in record and "momentum" in record
+    assert (tmp_path / "config.yaml").is_file() and latest_checkpoint(tmp_path).name == "ckpt_00000015.pt"
+
+
+def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = tiny("epochs=0.8", "checkpoint.every=3", "checkpoint.keep=2")
+    train(cfg, tmp_path / "straight")
+    train(cfg, tmp_path / "resumed", max_steps=5)  # stops after 5 steps (checkpoints at 3 and 5)
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["ckpt_00000003.pt", "ckpt_00000005.pt"]
+    train(cfg, tmp_path / "resumed")  # a fresh process would do exactly this: pick up the last checkpoint
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 9))  # metrics of the resumed run continue the file
+    for it in (6, 7, 8):
+        assert resumed[it] == pytest.approx(straight[it], rel=1e-5, abs=1e-6), (it, straight, resumed)
+    a = torch.load(latest_checkpoint(tmp_path / "straight"), weights_only=True)
+    b = torch.load(latest_checkpoint(tmp_path / "resumed"), weights_only=True)
+    for key in ("teacher", "student"):
+        for name, tensor in a[key].items():
+            assert torch.allclose(tensor, b[key][name], atol=1e-6), name
+    assert torch.allclose(a["objective"]["dino.center"], b["objective"]["dino.center"], atol=1e-6)
+
+
+class NaNAfter:
+    """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation."""
+
+    def __init__(self, loader: SyntheticMultiCropLoader, bad: int) -> None:
+        self.loader, self.bad = loader, bad
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.loader.iteration - 1 == self.bad:
+                batch["global_crops"][0, 0, 0, 0] = float("nan")
+            yield batch
+
+    def stats(self) -> dict[str, int]:
+        return self.loader.stats()
+
+    def close(self) -> None:
+        self.loader.close()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny("checkpoint.every=2", "checkpoint.keep=5")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 5.*ckpt_00000004\.pt"):
+        train(cfg, tmp_path, loader=NaNAfter(SyntheticMultiCropLoader(cfg.data), bad=5))
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
+    _, _, step = load_teacher_backbone(latest_checkpoint(tmp_path))
+    assert step == 4
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_config_mistakes_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="optim.base_lrr"):
+        tiny("optim.base_lrr=1e-3")
+    with pytest.raises(ConfigError, match="model.arch"):
+        tiny("model.arch=vit_huge")
+    with pytest.raises(ConfigError, match="data.sampling"):
+        tiny("data.sampling.strategy=gaussian")
+    with pytest.raises(ConfigError, match="loss.centering"):
+        tiny("loss.centering=none")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  drop_paht: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.drop_paht"):
+        load_config(PretrainConfig, bad, [])
+
+
+def test_checkpoint_from_other_config_is_refused(tmp_path: Path) -> None:
+    train(tiny("epochs=0.2"), tmp_path)
+    with pytest.raises(UserError, match=r"another config \(model.head_prototypes: 256 -> 512"):
+        train(tiny("epochs=0.2", "model.head_prototypes=512"), tmp_path)
+    with pytest.raises(UserError, match="--no-resume"):
+        train(tiny("epochs=0.2"), tmp_path, resume=False)
+    train(tiny("epochs=0.2", "log_every=5", "data.workers=7"), tmp_path)  # logistics may change
+
+
+def test_export_and_load_teacher_backbone(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert gapless_main(["pretrain", "--config", str(TINY), "--out", str(run), "epochs=0.2"]) == 0
+    ckpt = latest_checkpoint(run)
+    assert gapless_main(["export", str(ckpt), "--out", str(tmp_path / "backbone.pt")]) == 0
+    full, config, step = load_teacher_backbone(ckpt)
+    exported, config2, step2 = load_teacher_backbone(tmp_path / "backbone.pt")
+    assert step == step2 == 2 and config == config2 and config["model"]["arch"] == "vit_tiny_test"
+    assert not exported.training
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = full.forward_features(x), exported.forward_features(x)
+    assert torch.equal(a["x_norm_clstoken"], b["x_norm_clstoken"])
+    assert (tmp_path / "backbone.pt").stat().st_size < ckpt.stat().st_size
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="junk.pt: not a gapless checkpoint"):
+        load_teacher_backbone(junk)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="other.pt: not a gapless checkpoint"):
+        load_teacher_backbone(tmp_path / "other.pt")
+    assert gapless_main(["export", str(junk), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, run_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    train(tiny("epochs=0.3", "checkpoint.every=3"), run_dir)
+
+
+def test_two_process_gloo_run(tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    sums = records[0]["rank_batch_sums"]
+    assert len(sums) == 2 and sums[0] != sums[1]  # each rank drew its own tiles
+    assert records[-1]["iteration"] == 3 and all(map(torch.isfinite, torch.tensor([r["loss"] for r in records])))
+    state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert state["iteration"] == 3
+    # global batch 16 scales the lr by sqrt(2) relative to one process
+    single = tiny("epochs=0.3")
+    from train.schedules import build_schedules
+
+    assert records[-1]["lr"] == pytest.approx(build_schedules(single, 2).lr[2])

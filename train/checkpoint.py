@@ -1,0 +1,155 @@
+"""Checkpoints: atomic writes, the last K kept, exact resume, refusal of foreign configs, backbone export.
+
+A checkpoint is a plain dict of tensors and Python scalars (so it loads with ``weights_only=True``): student,
+teacher, optimiser, grad scaler, the loss centring buffers, the iteration (which is also the data position and, since
+every random draw is seeded from (seed, rank, iteration), the RNG state), the resolved config and its fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gapless.cli import UserError
+from train.config import fingerprint, recipe_items
+from train.vit import VisionTransformer, build_vit
+
+CHECKPOINT_FORMAT = "gapless-dinov2-checkpoint"
+BACKBONE_FORMAT = "gapless-backbone"
+FORMAT_VERSION = 1
+
+
+def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"ckpt_{iteration:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    return sorted((Path(run_dir) / "checkpoints").glob("ckpt_*.pt"))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def atomic_save(obj: Any, path: Path) -> Path:
+    """torch.save to a temporary name in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    path = atomic_save(state, checkpoint_path(run_dir, state["iteration"]))
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def training_state(
+    config: dict[str, Any],
+    student: nn.Module,
+    teacher: nn.Module,
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    iteration: int,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": FORMAT_VERSION,
+        "iteration": iteration,
+        "config": config,
+        "fingerprint": fingerprint(config),
+        "student": student.state_dict(),
+        "teacher": teacher.state_dict(),
+        "objective": objective.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
+
+
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a gapless checkpoint or exported backbone; anything else is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or holding objects weights_only refuses
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a gapless checkpoint ({reason})") from exc
+    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
+        raise UserError(f"{path}: not a gapless checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
+    return obj
+
+
+def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume from a checkpoint whose recipe (model, optimiser, losses, schedules, data) differs."""
+    if ckpt.get("fingerprint") == fingerprint(config):
+        return
+    old, new = recipe_items(ckpt["config"]), recipe_items(config)
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+    raise UserError(
+        f"{path}: this checkpoint was made with another config ({shown}); "
+        "resume with the same config, or start a new run in another --out directory"
+    )
+
+
+def restore(
+    ckpt: dict[str, Any],
+    student: nn.Module,
+    teacher: nn.Module,
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> int:
+    """Load every piece of training state; returns the iteration to continue from."""
+    student.load_state_dict(ckpt["student"])
+    teacher.load_state_dict(ckpt["teacher"])
+    objective.load_state_dict(ckpt["objective"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    return int(ckpt["iteration"])
+
+
+def teacher_backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    if ckpt["format"] == BACKBONE_FORMAT:
+        return ckpt["backbone"]
+    prefix = "backbone."
+    return {k[len(prefix) :]: v for k, v in ckpt["teacher"].items() if k.startswith(prefix)}
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the teacher backbone (weights, config, iteration) of a checkpoint to ``out``."""
+    ckpt = load_file(checkpoint)
+    exported = {
+        "format": BACKBONE_FORMAT,
+        "version": FORMAT_VERSION,
+        "iteration": int(ckpt["iteration"]),
+        "config": ckpt["config"],
+        "fingerprint": ckpt.get("fingerprint", ""),
+        "backbone": teacher_backbone_state(ckpt),
+    }
+    return atomic_save(exported, Path(out))
+
+
+def load_teacher_backbone(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[VisionTransformer, dict[str, Any], int]:
+    """(teacher backbone in eval mode, resolved config dict, iteration) from a checkpoint or an exported backbone."""
+    ckpt = load_file(path, map_location)
+    config = ckpt["config"]
+    model = build_vit(config["model"], config["data"]["augment"]["global_size"], drop_path=0.0)
+    try:
+        model.load_state_dict(teacher_backbone_state(ckpt))
+    except RuntimeError as exc:
+        raise UserError(f"{path}: backbone weights do not match its config ({str(exc).splitlines()[0]})") from exc
+    return model.to(map_location).eval(), config, int(ckpt["iteration"])

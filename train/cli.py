@@ -1,0 +1,61 @@
+"""``gapless pretrain`` and ``gapless export``.
+
+Under torchrun every process runs the same command; without torchrun the run is one process:
+
+    gapless pretrain --config configs/pretrain_vits16.yaml --out runs/vits16 data.sampling.strategy=maxavg
+    torchrun --nproc_per_node 8 --no-python gapless pretrain --config ... --out runs/vits16
+    gapless export runs/vits16/checkpoints/ckpt_00125000.pt --out vits16_teacher.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="DINOv2 pretraining (resumes from the run directory's last checkpoint)",
+        description="Train a ViT with DINOv2 (DINO + iBOT + KoLeo). Launch with torchrun for several GPUs or "
+        "nodes; key=value overrides change any config field (e.g. data.sampling.strategy=du).",
+    )
+    p.add_argument("--config", required=True, help="YAML config (see configs/pretrain_*.yaml)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, config.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.base_lr=2e-3")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue a run directory with checkpoints")
+    p.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    p.set_defaults(func=run_pretrain)
+
+    e = subparsers.add_parser(
+        "export",
+        help="export the teacher backbone of a checkpoint for evaluation",
+        description="Write the teacher ViT backbone, its config and iteration to a small file that "
+        "`train.checkpoint.load_teacher_backbone` (and gapless features) read.",
+    )
+    e.add_argument("checkpoint", help="a checkpoint written by gapless pretrain")
+    e.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
+    e.set_defaults(func=run_export)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from gapless.config import load_config
+    from train.config import PretrainConfig
+    from train.loop import train
+
+    cfg = load_config(PretrainConfig, args.config, [*args.overrides, f"out={args.out}"])
+    if args.max_steps is not None and args.max_steps < 1:
+        from gapless.cli import UserError
+
+        raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
+    train(cfg, args.out, resume=not args.no_resume, max_steps=args.max_steps)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from gapless.console import console
+    from train.checkpoint import export_backbone, load_teacher_backbone
+
+    path = export_backbone(args.checkpoint, args.out)
+    _, config, iteration = load_teacher_backbone(path)  # proves the export loads
+    console.print(f"exported teacher backbone ({config['model']['arch']}, iteration {iteration}) to {path}")
+    return 0
