@@ -83,11 +83,19 @@ def loader_config(base: DataConfig, loader: str, strategy: str, workers: int) ->
     return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers)
 
 
-def measure_loader(cfg: DataConfig, warmup: int, batches: int, repeats: int, device: str = "cpu") -> Throughput:
+def measure_loader(
+    cfg: DataConfig,
+    warmup: int,
+    batches: int,
+    repeats: int,
+    device: str = "cpu",
+    build: Callable[[], Any] | None = None,
+) -> Throughput:
     """Throughput of ``pipeline.loader.build_loader(cfg)`` (or the synthetic loader for ``cfg.loader='synthetic'``).
 
     A failure (a loader that cannot start or dies) is recorded in ``error`` rather than raised: one broken
-    configuration must not cost the rest of the run.
+    configuration must not cost the rest of the run. ``build`` replaces the loader construction (to measure a
+    loader over another tile source).
     """
     result = Throughput(cfg.loader, cfg.sampling.strategy, cfg.workers, cfg.batch_size, [], 0.0, device=device)
     monitor = MemoryMonitor()
@@ -95,7 +103,7 @@ def measure_loader(cfg: DataConfig, warmup: int, batches: int, repeats: int, dev
     with monitor:
         try:
             t0 = time.perf_counter()
-            loader = _build(cfg)
+            loader = build() if build is not None else _build(cfg)
             next_batch = _next_batch_fn(loader)
             next_batch()  # the first batch includes worker start-up
             result.startup_s = time.perf_counter() - t0

@@ -176,3 +176,40 @@ def test_presets_and_overrides() -> None:
         bench_config(True, ["repeets=4"])
     with pytest.raises(ConfigError, match="strategies"):
         bench_config(False, ["strategies=[du, xx]"])
+
+
+def test_choose_virtual_level() -> None:
+    from benchmarks.prototype_fastread import choose_virtual_level
+
+    mpps = [0.25, 1.0, 4.0]  # SVS-like 4x pyramid
+    assert choose_virtual_level(mpps, 0.25) == (0, 1)
+    assert choose_virtual_level(mpps, 0.4) == (0, 1)
+    assert choose_virtual_level(mpps, 0.5) == (0, 2)  # level 0 decoded at 1/2
+    assert choose_virtual_level(mpps, 0.9) == (0, 2)
+    assert choose_virtual_level(mpps, 1.0) == (1, 1)  # the real 1.0 level beats level 0 at 1/4
+    assert choose_virtual_level(mpps, 1.9) == (1, 1)
+    assert choose_virtual_level(mpps, 2.0) == (1, 2)
+    assert choose_virtual_level(mpps, 0.1) == (0, 1)  # finer than every level: level 0, never upsample-planned
+
+
+def test_scaled_reader_matches_cucim(tiny_run: tuple[dict, Path, str]) -> None:
+    """The prototype's own decoder at full scale gives cuCIM's pixels; DCT scaling bounds the region to < 2x."""
+    import dataclasses
+
+    from benchmarks.prototype_fastread import FastReadTileSource
+    from benchmarks.stages import plan_specs
+    from pipeline.config import DataConfig
+    from pipeline.loader import build_source
+
+    index = tiny_run[0]["slides"]["index"]
+    cfg = DataConfig(index=index)
+    source, _ = build_source(dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, strategy="cu")))
+    same = FastReadTileSource.from_source(source, max_scale=1)
+    scaled = FastReadTileSource.from_source(source, max_scale=8)
+    specs, _ = plan_specs(source, 6)
+    for spec in specs:
+        reference = source.read_spec(spec)
+        assert (same.read_spec(spec) == reference).all()
+        region = scaled.read_spec(spec)
+        assert region.shape[2] == 3 and region.shape[0] == region.shape[1]
+        assert cfg.tile_px <= region.shape[0] < 2 * cfg.tile_px + 1
