@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 
 from eval.config import EvalConfig
 from eval.folds import assign_folds, fold_splits
-from eval.probes import _linear_model, knn_predict, run_probes, scores, summarise
+from eval.probes import knn_predict, linear_model, run_probes, scores, summarise
 from eval.rankme import rankme, rankme_per_mpp
 from eval.report import gaps
 
@@ -123,7 +123,7 @@ def test_logistic_probe_solves_the_class_weighted_multinomial_objective() -> Non
     y = np.r_[np.zeros(50, int), np.ones(25, int), np.full(15, 2)]
     x += y[:, None] * 0.8
     c = 0.5
-    model = _linear_model(c, 1000, 0).fit(x, y)
+    model = linear_model(c, 1000, 0).fit(x, y)
     weights = len(y) / (3 * np.bincount(y))[y]  # class_weight="balanced"
 
     def objective(theta: np.ndarray) -> float:
