@@ -79,12 +79,17 @@ def lookup_label(labels: dict[str, tuple[str, str]], slide_path: str) -> tuple[s
     return None
 
 
-def region_images(table_path: Path, mpps: list[float], tile_px: int, stats: BuildStats) -> Iterator[Region]:
+def region_images(
+    table_path: Path, mpps: list[float], tile_px: int, stats: BuildStats, progress=None
+) -> Iterator[Region]:
     """Regions from labelled images listed in ``path,label,patient,mpp`` (paths relative to the CSV)."""
     import cv2
 
-    need = ("path", "label", "mpp")
-    for row in read_csv_table(table_path, need):
+    rows = read_csv_table(table_path, ("path", "label", "mpp"))
+    task = progress.add_task("region images", total=len(rows)) if progress else None
+    for row in rows:
+        if progress:
+            progress.advance(task)
         path = (table_path.parent / row["path"]).resolve()
         try:
             base_mpp = float(row["mpp"])
@@ -133,9 +138,9 @@ def build_set(
     for item in inputs:
         path = Path(item)
         if path.suffix.lower() == ".csv":
-            sources.append(region_images(path, mpps, tile_px, stats))
+            sources.append(region_images(path, mpps, tile_px, stats, progress))
         elif path.is_dir() and (path / "regions.csv").is_file():
-            sources.append(region_images(path / "regions.csv", mpps, tile_px, stats))
+            sources.append(region_images(path / "regions.csv", mpps, tile_px, stats, progress))
         else:
             slide_inputs.append(path)
     if slide_inputs:

@@ -113,7 +113,9 @@ def test_every_mpp_shows_the_same_tissue(bench_path: Path) -> None:
 
 def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
     bench = BenchSet.load(bench_path)
-    out = featurise_checkpoint(checkpoint, bench, tmp_path / "feats.h5", batch_size=10, device="cpu")
+    out = tmp_path / "feats.h5"
+    args = ["features", str(checkpoint), "--set", str(bench_path), "--out", str(out), "--batch-size", "10"]
+    assert main([*args, "--device", "cpu"]) == 0
     feats = FeatureFile.load(out, bench)
     assert feats.dim == 64 and feats.step == 7 and feats.config["model"]["arch"] == "vit_tiny_test"
     x = feats.features["0.75"]
@@ -174,3 +176,13 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
     bad_csv.write_text("name,class\nx,y\n")
     code = main(["bench-set", str(tmp_path / "nowhere.tif"), "--labels", str(bad_csv), "--out", str(tmp_path / "s.h5")])
     assert code == 2 and "missing column(s) slide, label" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.gpu
+def test_gpu_features_match_the_cpu_ones(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
+    bench = BenchSet.load(bench_path)
+    cpu = FeatureFile.load(featurise_checkpoint(checkpoint, bench, tmp_path / "c.h5", device="cpu"), bench)
+    gpu = FeatureFile.load(featurise_checkpoint(checkpoint, bench, tmp_path / "g.h5", device="cuda"), bench)
+    for key, x in cpu.features.items():  # bf16 autocast on the GPU: close, not equal
+        cosine = np.sum(x * gpu.features[key], axis=1) / 2  # two unit halves: the full vectors have norm sqrt(2)
+        assert cosine.min() > 0.99, key
