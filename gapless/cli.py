@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "eval.cli",
     "benchmarks.cli",
     "gapless.demo",
+    "gapless.reproduce",
 )
 
 
