@@ -7,12 +7,16 @@
 #   IMAGE=gapless:dev          tag to build (default gapless:latest)
 #   SMOKE_NPROC=2              processes for the smoke run (default 2: exercises the multi-process rendezvous)
 #   SMOKE_DIR=/tmp/x           where the smoke run writes (default: a fresh temporary folder, removed on success)
+#   SMOKE_LOADER=synthetic     data.loader for the smoke run (default auto: the real pipeline on the synthetic slides)
+#   SMOKE_TIMEOUT=600          seconds each pretraining run may take before the smoke test fails
 #   SKIP_BUILD=1               test an image that is already built
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 IMAGE="${IMAGE:-gapless:latest}"
 SMOKE_NPROC="${SMOKE_NPROC:-2}"
+SMOKE_LOADER="${SMOKE_LOADER:-auto}"
+SMOKE_TIMEOUT="${SMOKE_TIMEOUT:-600}"
 
 fail() {
     echo "build_and_smoke: error: $*" >&2
@@ -41,7 +45,7 @@ smoke_dir="${SMOKE_DIR:-$(mktemp -d -t gapless-smoke.XXXXXX)}"
 mkdir -p "${smoke_dir}"
 chmod 0777 "${smoke_dir}"  # written by the container's user, whatever its uid
 run() {
-    docker run --rm ${gpu_flags[@]+"${gpu_flags[@]}"} --ipc=host --user "$(id -u):$(id -g)" \
+    timeout --foreground "${SMOKE_TIMEOUT}" docker run --rm ${gpu_flags[@]+"${gpu_flags[@]}"} --ipc=host --user "$(id -u):$(id -g)" \
         -e GAPLESS_NPROC="${SMOKE_NPROC}" -v "${smoke_dir}:/runs" "${IMAGE}" "$@"
 }
 
@@ -54,15 +58,15 @@ echo "== synthetic slides and their index"
 run synth --out /runs/slides --preset tiny --seed 0
 run index /runs/slides --out /runs/index.h5
 
-# The tiny model, fed by the real pipeline from the synthetic slides (DALI and the GPU when there is one).
+# The tiny model, fed by the pipeline from the synthetic slides (DALI and the GPU when there is one).
 pretrain() {
     run pretrain --config /opt/gapless/configs/pretrain_tiny_cpu.yaml \
-        data.index=/runs/index.h5 data.loader=auto device=auto precision=auto \
+        data.index=/runs/index.h5 "data.loader=${SMOKE_LOADER}" device=auto precision=auto \
         data.iterations_per_epoch=10 checkpoint.every=10 "$@" --out /runs/run
 }
 echo "== pretraining (${SMOKE_NPROC} processes under torchrun)"
 start=${SECONDS}
-pretrain epochs=2 || fail "pretraining failed in the image"
+pretrain epochs=2 || fail "pretraining failed (or ran over ${SMOKE_TIMEOUT} s) in the image"
 ckpts="${smoke_dir}/run/checkpoints"
 [[ -f "${ckpts}/ckpt_00000010.pt" && -f "${ckpts}/ckpt_00000020.pt" ]] \
     || fail "expected checkpoints at iterations 10 and 20 in ${ckpts}"

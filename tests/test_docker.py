@@ -215,11 +215,16 @@ def test_shell_scripts_parse(script: str) -> None:
 
 
 def test_build_and_smoke_fails_clearly_without_docker(tmp_path: Path) -> None:
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    script = [shutil.which("bash"), str(DOCKER / "build_and_smoke.sh")]
+    for tool in ("dirname", "readlink"):  # a PATH with the script's own tools and no docker
+        (tmp_path / tool).symlink_to(shutil.which(tool))
+    no_client = subprocess.run(script, env={"PATH": str(tmp_path)}, capture_output=True, text=True)
+    assert no_client.returncode == 1 and "the docker command is not installed" in no_client.stderr
     (tmp_path / "docker").write_text("#!/bin/sh\nexit 1\n")  # a client whose engine never answers
     (tmp_path / "docker").chmod(0o755)
-    result = subprocess.run(["bash", str(DOCKER / "build_and_smoke.sh")], env=env, capture_output=True, text=True)
-    assert result.returncode == 1 and "no Docker engine answers" in result.stderr
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    no_engine = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert no_engine.returncode == 1 and "no Docker engine answers" in no_engine.stderr
 
 
 # --- the launcher -----------------------------------------------------------------------------------------------
