@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -320,15 +321,20 @@ def _fake_bin(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def _entrypoint(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess:
+def _launcher_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    """A clean environment whose PATH finds the fakes first, then this Python's torchrun."""
+    bin_dir = tmp_path / "bin" if (tmp_path / "bin").exists() else _fake_bin(tmp_path)
     calls = tmp_path / "calls"
     calls.mkdir(exist_ok=True)
-    bin_dir = tmp_path / "bin" if (tmp_path / "bin").exists() else _fake_bin(tmp_path)
     path = f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"
-    full_env = {"PATH": path, "HOME": str(tmp_path), "CALLS": str(calls), "GAPLESS_PYTHON": sys.executable, **env}
+    return {"PATH": path, "HOME": str(tmp_path), "CALLS": str(calls), "GAPLESS_PYTHON": sys.executable, **env}
+
+
+def _entrypoint(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(DOCKER / "entrypoint.sh"), *argv], env=full_env, capture_output=True, text=True, timeout=120
-    )
+        ["bash", str(DOCKER / "entrypoint.sh"), *argv],
+        env=_launcher_env(tmp_path, **env), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 def test_entrypoint_runs_a_real_torchrun_with_one_rank_per_gpu(tmp_path: Path) -> None:
@@ -355,3 +361,20 @@ def test_entrypoint_help_with_the_real_gapless() -> None:
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "GAPLESS_PYTHON": sys.executable}
     result = subprocess.run(["bash", str(DOCKER / "entrypoint.sh")], env=env, capture_output=True, text=True)
     assert result.returncode == 0 and "usage: gapless" in result.stdout and "RDZV_ENDPOINT" in result.stdout
+
+
+@pytest.mark.slow  # two torchrun agents and a rendezvous: about 10 s on two busy cores
+def test_two_nodes_meet_at_a_c10d_rendezvous_on_loopback(tmp_path: Path) -> None:
+    """Two launchers with the multi-node variables (one process each) form one job of world size 2."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = _launcher_env(tmp_path, NNODES="2", RDZV_ENDPOINT=f"127.0.0.1:{port}", RDZV_ID="loopback", GAPLESS_NPROC="1")
+    command = ["bash", str(DOCKER / "entrypoint.sh"), "pretrain", "--out", "r"]
+    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=120)
+        assert node.returncode == 0, stderr.decode()
+    calls = sorted((tmp_path / "calls").glob("rank-*.json"))
+    assert [p.name for p in calls] == ["rank-0.json", "rank-1.json"]
+    assert all(json.loads(p.read_text())["world"] == "2" for p in calls)
