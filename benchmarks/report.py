@@ -65,8 +65,8 @@ def print_report(result: dict[str, Any]) -> None:
     if trainer.get("error"):
         console.print(f"[yellow]trainer rate not measured:[/] {trainer['error']}")
     if trainer.get("tiles_per_s"):
-        console.print(f"trainer ({trainer.get('arch')}, batch {trainer.get('batch_size')}, {trainer.get('device')}): "
-                      f"{trainer['tiles_per_s']:.1f} tiles/s")  # fmt: skip
+        console.print(f"trainer ({trainer.get('model')}, batch {trainer.get('batch')}, {trainer.get('device')}, "
+                      f"{trainer.get('precision')}): {trainer['tiles_per_s']:.3g} tiles/s")  # fmt: skip
     for sentence in result.get("verdict", {}).get("sentences", []):
         console.print(f"[bold]verdict:[/] {sentence}")
 

@@ -72,19 +72,45 @@ def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]
 
 
 def measure_stages(cfg: BenchConfig, data: DataConfig) -> dict[str, Any]:
-    from benchmarks.stages import time_stages
+    from benchmarks.stages import time_stages_interleaved
 
-    out = {}
-    for strategy in cfg.stage_strategies:
-        sampling = dataclasses.replace(data.sampling, strategy=strategy)
-        out[strategy] = time_stages(dataclasses.replace(data, sampling=sampling), cfg.stage_tiles, cfg.stage_batch)
+    cfgs = {s: dataclasses.replace(data, sampling=dataclasses.replace(data.sampling, strategy=s))
+            for s in cfg.stage_strategies}  # fmt: skip
+    return time_stages_interleaved(cfgs, cfg.stage_tiles, cfg.stage_batch)
+
+
+def stage_costs(stages: dict[str, Any], reference: str = "du") -> list[dict[str, Any]]:
+    """CU-vs-DU from the interleaved stage timings: per-worker throughput ratio (plan + read + resize + augment
+    per tile, paired, plus each strategy's mean plan and transfer), 5-95 % bootstrap interval over tiles."""
+    from benchmarks.stages import paired_ratio
+
+    ref = stages.get(reference)
+    out = []
+    for strategy, s in stages.items():
+        if strategy == reference or ref is None:
+            continue
+        extra = s["ms_per_tile"]["plan"] + s["ms_per_tile"]["transfer"]
+        extra_ref = ref["ms_per_tile"]["plan"] + ref["ms_per_tile"]["transfer"]
+        # Plan and transfer do not depend on the decoded pixels; their mean over both strategies is shared.
+        r = paired_ratio(s["tile_ms"], ref["tile_ms"], fixed_ms=(extra + extra_ref) / 2)
+        out.append({"strategy": strategy, "reference": reference, **r,
+                    "cost_pct": 100 * (1 - r["ratio"]), "spread_pct": 100 * (r["high"] - r["low"]) / 2,
+                    "read_resize_ms": s["ms_per_tile"]["read"] + s["ms_per_tile"]["resize"],
+                    "reference_read_resize_ms": ref["ms_per_tile"]["read"] + ref["ms_per_tile"]["resize"]})  # fmt: skip
     return out
 
 
-def verdict(main: list[dict[str, Any]], trainer: dict[str, Any]) -> dict[str, Any]:
+def verdict(main: list[dict[str, Any]], trainer: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
     costs = strategy_costs(main)
     cpu_costs = strategy_costs(main, metric="cpu")
     sentences = [c.sentence(STRATEGY_LABELS) for c in [*costs, *cpu_costs]]
+    per_stage = stage_costs(stages)
+    for c in per_stage:
+        sentences.append(
+            f"stages (one worker, tiles interleaved): {STRATEGY_LABELS[c['strategy']]} costs {c['cost_pct']:.1f} % "
+            f"(± {c['spread_pct']:.1f}) relative to DU; read + resize {c['read_resize_ms']:.2f} vs "
+            f"{c['reference_read_resize_ms']:.2f} ms per tile"
+        )
     speed = speedups(main)
     for strategy, factor in speed.items():
         sentences.append(f"dali is {factor:.2f}× the DataLoader baseline under {STRATEGY_LABELS[strategy]}")
@@ -101,6 +127,7 @@ def verdict(main: list[dict[str, Any]], trainer: dict[str, Any]) -> dict[str, An
                 f"{k['ratio']:.2f}× that: {'keeps up' if k['keeps_up'] else 'the trainer waits for data'}"
             )
     return {"costs": [c.as_dict() for c in costs], "cpu_costs": [c.as_dict() for c in cpu_costs],
+            "stage_costs": per_stage,
             "speedup_dali_vs_baseline": speed, "keeps_up": keep, "sentences": sentences}  # fmt: skip
 
 
@@ -119,7 +146,7 @@ def run_benchmark(
     main, scaling = measure_all(cfg, data)
     console.print("[bold]bench:[/] stage breakdown")
     stages = measure_stages(cfg, data) if cfg.stage_tiles else {}
-    trainer = trainer_rate(cfg, data) if cfg.trainer else {}
+    trainer = trainer_rate(cfg) if cfg.trainer else {}
     result = {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -139,7 +166,7 @@ def run_benchmark(
         "scaling": scaling,
         "stages": stages,
         "trainer": trainer,
-        "verdict": verdict(main, trainer),
+        "verdict": verdict(main, trainer, stages),
     }
     result["duration_s"] = time.perf_counter() - t0
     result["plots"] = [p.name for p in plot_all(result, out)]

@@ -97,66 +97,112 @@ def _transfer(globals_: list[np.ndarray], locals_: list[np.ndarray], cuda: bool)
             t.share_memory_()
 
 
-def time_stages(cfg: DataConfig, n_tiles: int, batch: int) -> dict[str, Any]:
-    """Per-stage times (ms per tile: mean and median) and pixel figures of ``n_tiles`` tiles of ``cfg``."""
+class _StageRun:
+    """The tiles of one strategy, processed one at a time so that several strategies can be interleaved."""
+
+    def __init__(self, cfg: DataConfig, n_tiles: int, batch: int, cuda: bool) -> None:
+        from pipeline.augment import MultiCrop
+        from pipeline.loader import build_source
+
+        self.cfg, self.batch, self.cuda = cfg, batch, cuda
+        self.source, _ = build_source(cfg)
+        self.multicrop = MultiCrop(cfg.augment)
+        for entry in self.source.slides:  # open every handle first: opening is start-up, not per-tile cost
+            self.source.cache.get(entry.path, mpp=entry.mpp)
+        self.specs, plan_times = plan_specs(self.source, n_tiles)
+        self.times: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.times["plan"] = plan_times
+        self.tile_ms: list[float] = []  # read + resize + augment of each tile, for paired comparisons
+        self.pending: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.failed = 0
+
+    def step(self, k: int) -> None:
+        from pipeline.resize import resize_square
+
+        if k >= len(self.specs):
+            return
+        t0 = time.perf_counter()
+        try:
+            region = self.source.read_spec(self.specs[k])
+        except Exception:  # counted, as the loaders count failed reads
+            self.failed += 1
+            self.tile_ms.append(float("nan"))
+            return
+        t1 = time.perf_counter()
+        base = resize_square(region, self.cfg.tile_px)
+        t2 = time.perf_counter()
+        views_g, views_l = self.multicrop(base, np.random.default_rng([self.cfg.seed, k]))
+        t3 = time.perf_counter()
+        for stage, dt in (("read", t1 - t0), ("resize", t2 - t1), ("augment", t3 - t2)):
+            self.times[stage].append(dt)
+        self.tile_ms.append(1e3 * (t3 - t0))
+        self.pending[0].extend(views_g)
+        self.pending[1].extend(views_l)
+        if len(self.pending[0]) >= self.batch * self.cfg.augment.global_crops:
+            t0 = time.perf_counter()
+            _transfer(*self.pending, self.cuda)
+            self.times["transfer"].extend([(time.perf_counter() - t0) / self.batch] * self.batch)
+            self.pending = ([], [])
+
+    def result(self) -> dict[str, Any]:
+        times = self.times
+        mean_ms = {s: 1e3 * float(np.mean(v)) if v else 0.0 for s, v in times.items()}
+        total = sum(mean_ms.values())
+        return {
+            "strategy": self.cfg.sampling.strategy,
+            "tiles": len(self.specs),
+            "failed_reads": self.failed,
+            "transfer": "collate + pin + host->device" if self.cuda else "collate + shared-memory hand-off",
+            "ms_per_tile": mean_ms,
+            "median_ms_per_tile": {s: 1e3 * float(statistics.median(v)) if v else 0.0 for s, v in times.items()},
+            "share": {s: (v / total if total else 0.0) for s, v in mean_ms.items()},
+            "total_ms_per_tile": total,
+            "tiles_per_s_per_worker": 1e3 / total if total else float("nan"),
+            "tile_ms": self.tile_ms,
+            **pixel_figures(self.source, self.specs),
+        }
+
+
+def time_stages_interleaved(cfgs: dict[str, DataConfig], n_tiles: int, batch: int) -> dict[str, dict[str, Any]]:
+    """Per-stage times of several configs (e.g. one per strategy), interleaved tile by tile: tile k of every
+    config is timed before tile k + 1 of any, so a busy machine slows them all alike and ratios stay fair."""
     import cv2
     import torch
 
-    from pipeline.augment import MultiCrop
-    from pipeline.loader import build_source
-    from pipeline.resize import resize_square
-
-    source, _ = build_source(cfg)
-    multicrop = MultiCrop(cfg.augment)
     cuda = torch.cuda.is_available()
     threads = (cv2.getNumThreads(), torch.get_num_threads())
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # one thread, as in a loader worker
     torch.set_num_threads(1)
     try:
-        for entry in source.slides:  # open every handle first: opening is start-up, not per-tile cost
-            source.cache.get(entry.path, mpp=entry.mpp)
-        specs, plan_times = plan_specs(source, n_tiles)
-        times: dict[str, list[float]] = {s: [] for s in STAGES}
-        times["plan"] = plan_times
-        pending_g: list[np.ndarray] = []
-        pending_l: list[np.ndarray] = []
-        failed = 0
-        for k, spec in enumerate(specs):
-            t0 = time.perf_counter()
-            try:
-                region = source.read_spec(spec)
-            except Exception:  # counted, as the loaders count failed reads
-                failed += 1
-                continue
-            t1 = time.perf_counter()
-            base = resize_square(region, cfg.tile_px)
-            t2 = time.perf_counter()
-            views_g, views_l = multicrop(base, np.random.default_rng([cfg.seed, k]))
-            t3 = time.perf_counter()
-            times["read"].append(t1 - t0)
-            times["resize"].append(t2 - t1)
-            times["augment"].append(t3 - t2)
-            pending_g.extend(views_g)
-            pending_l.extend(views_l)
-            if len(pending_g) >= batch * cfg.augment.global_crops:
-                t0 = time.perf_counter()
-                _transfer(pending_g, pending_l, cuda)
-                times["transfer"].extend([(time.perf_counter() - t0) / batch] * batch)
-                pending_g, pending_l = [], []
+        runs = {name: _StageRun(cfg, n_tiles, batch, cuda) for name, cfg in cfgs.items()}
+        for k in range(n_tiles):
+            for run in runs.values():
+                run.step(k)
     finally:
         cv2.setNumThreads(threads[0])
         torch.set_num_threads(threads[1])
-    mean_ms = {s: 1e3 * float(np.mean(v)) if v else 0.0 for s, v in times.items()}
-    total = sum(mean_ms.values())
-    return {
-        "strategy": cfg.sampling.strategy,
-        "tiles": len(specs),
-        "failed_reads": failed,
-        "transfer": "collate + pin + host->device" if cuda else "collate + shared-memory hand-off",
-        "ms_per_tile": mean_ms,
-        "median_ms_per_tile": {s: 1e3 * float(statistics.median(v)) if v else 0.0 for s, v in times.items()},
-        "share": {s: (v / total if total else 0.0) for s, v in mean_ms.items()},
-        "total_ms_per_tile": total,
-        "tiles_per_s_per_worker": 1e3 / total if total else float("nan"),
-        **pixel_figures(source, specs),
-    }
+    return {name: run.result() for name, run in runs.items()}
+
+
+def time_stages(cfg: DataConfig, n_tiles: int, batch: int) -> dict[str, Any]:
+    """Per-stage times (ms per tile: mean and median) and pixel figures of ``n_tiles`` tiles of ``cfg``."""
+    return time_stages_interleaved({cfg.sampling.strategy: cfg}, n_tiles, batch)[cfg.sampling.strategy]
+
+
+def paired_ratio(
+    tile_ms: list[float], reference_ms: list[float], fixed_ms: float = 0.0, resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Throughput ratio reference-time / time of two interleaved tile series (pairs with a failed read dropped),
+    ``fixed_ms`` (per-tile costs common to both, e.g. transfer) added to each mean; 5-95 % bootstrap interval."""
+    a, b = np.asarray(tile_ms, float), np.asarray(reference_ms, float)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if not len(a):
+        return {"ratio": float("nan"), "low": float("nan"), "high": float("nan")}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(resamples, len(a)))
+    boot = (b[idx].mean(1) + fixed_ms) / (a[idx].mean(1) + fixed_ms)
+    return {"ratio": float((b.mean() + fixed_ms) / (a.mean() + fixed_ms)), "low": float(np.percentile(boot, 5)),
+            "high": float(np.percentile(boot, 95))}  # fmt: skip

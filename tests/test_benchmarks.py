@@ -45,7 +45,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]
         stage_tiles=4,
         stage_batch=2,
         stage_strategies=["du", "cu"],
-        trainer=False,
+        trainer=True,
+        trainer_model="tiny",  # the ViT-S figure belongs to the full preset; the wiring is the same
+        trainer_batch=2,
+        trainer_steps=1,
         slides=SlideSetConfig(slides=1, side_px=2048, he_texture=False),
     )
     with console.capture() as captured:
@@ -102,6 +105,10 @@ def test_tiny_run_table_plots_and_verdict(tiny_run: tuple[dict, Path, str]) -> N
     costs = result["verdict"]["costs"]
     assert [(c["loader"], c["strategy"], c["metric"]) for c in costs] == [("baseline", "cu", "throughput")]
     assert any("CU" in s and "relative to DU" in s for s in result["verdict"]["sentences"])
+    assert result["trainer"]["tiles_per_s"] > 0 and result["trainer"]["model"] == "tiny"
+    assert set(result["verdict"]["keeps_up"]) == {"baseline/du", "baseline/cu"}
+    (stage_cost,) = result["verdict"]["stage_costs"]
+    assert stage_cost["strategy"] == "cu" and stage_cost["low"] <= stage_cost["ratio"] <= stage_cost["high"]
 
 
 def test_compare_two_results(tiny_run: tuple[dict, Path, str], tmp_path: Path) -> None:
@@ -213,3 +220,14 @@ def test_scaled_reader_matches_cucim(tiny_run: tuple[dict, Path, str]) -> None:
         region = scaled.read_spec(spec)
         assert region.shape[2] == 3 and region.shape[0] == region.shape[1]
         assert cfg.tile_px <= region.shape[0] < 2 * cfg.tile_px + 1
+
+
+def test_paired_stage_ratio() -> None:
+    from benchmarks.stages import paired_ratio
+
+    r = paired_ratio([2.0, 2.0, 2.0], [1.0, 1.0, 1.0])
+    assert (r["ratio"], r["low"], r["high"]) == pytest.approx((0.5, 0.5, 0.5))
+    assert paired_ratio([2.0, 2.0], [1.0, 1.0], fixed_ms=1.0)["ratio"] == pytest.approx(2 / 3)
+    # A failed read (nan) drops its pair; the interval brackets the ratio.
+    r = paired_ratio([2.0, float("nan"), 3.0, 1.0], [1.0, 5.0, 2.0, 1.0])
+    assert r["ratio"] == pytest.approx(4 / 6) and r["low"] <= r["ratio"] <= r["high"]
