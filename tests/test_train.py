@@ -45,7 +45,7 @@ def test_synthetic_loader_contract() -> None:
     assert torch.equal(next(iter(again))["global_crops"], batches[1]["global_crops"])  # deterministic position
     other_rank = SyntheticMultiCropLoader(cfg.data, rank=1, world_size=2)
     assert not torch.equal(next(iter(other_rank))["global_crops"], b["global_crops"])
-    assert loader.stats() == {"batches": 6, "skipped": 0}
+    assert loader.stats()["batches"] == 6 and loader.stats()["skipped_tiles"] == 0
     resumed = SyntheticMultiCropLoader(cfg.data, start_iteration=2)
     assert len(list(resumed)) == 1  # the rest of the interrupted epoch
 
@@ -66,7 +66,7 @@ def test_tiny_run_loss_goes_down(tmp_path: Path) -> None:
     first, last = curve[1], sum(curve[i] for i in range(11, 16)) / 5
     assert last < 0.6 * first, curve
     assert record["iteration"] == 15 and 0 < record["data_wait_frac"] < 1 and record["images_per_s"] > 0
-    assert record["loader_skipped"] == 0 and "teacher_temp" in record and "momentum" in record
+    assert record["loader_skipped_tiles"] == 0 and "teacher_temp" in record and "momentum" in record
     assert (tmp_path / "config.yaml").is_file() and latest_checkpoint(tmp_path).name == "ckpt_00000015.pt"
 
 

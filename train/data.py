@@ -96,7 +96,8 @@ class SyntheticMultiCropLoader:
         }
 
     def stats(self) -> dict[str, int]:
-        return {"batches": self.yielded, "skipped": 0}
+        # The pipeline's counters (nothing is read or skipped here) plus the batches produced.
+        return {"batches": self.yielded, "reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": 0}
 
     def close(self) -> None:
         pass

@@ -64,6 +64,16 @@ def all_gather_floats(values: list[float], device: torch.device) -> list[list[fl
     return [g.tolist() for g in gathered]
 
 
+def sum_counters(counters: dict[str, int], device: torch.device) -> dict[str, int]:
+    """Integer counters (e.g. the loader's reads and skips) summed over ranks; same keys on every rank."""
+    if not (dist.is_available() and dist.is_initialized()) or not counters:
+        return dict(counters)
+    keys = sorted(counters)
+    values = torch.tensor([counters[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return {k: int(v) for k, v in zip(keys, values.tolist())}
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

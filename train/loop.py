@@ -23,7 +23,14 @@ from gapless.console import console, progress
 from train import checkpoint as ckpt_io
 from train.config import PretrainConfig
 from train.data import derived_seed, make_loader
-from train.distributed import all_gather_floats, all_reduce_mean, barrier, cleanup, init_distributed
+from train.distributed import (
+    all_gather_floats,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    sum_counters,
+)
 from train.masking import make_masks
 from train.optim import apply_schedule, build_optimizer
 from train.schedules import build_schedules
@@ -118,69 +125,73 @@ def train(
     grid = (a.global_size // cfg.model.patch_size,) * 2
     window = {"time": 0.0, "data": 0.0, "steps": 0}
     record: dict[str, Any] = {}
-    bar = progress() if env.is_main else contextlib.nullcontext()
-    with bar:
-        task = bar.add_task("pretrain", total=total, completed=start) if env.is_main else None
-        for it in range(start, stop):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            t_data = time.perf_counter() - t0
-            sched = schedules.at(it)
-            apply_schedule(optimizer, sched["lr"], sched["last_layer_lr"], sched["wd"])
-            masks = make_masks(
-                cfg.seed, env.rank, it, a.global_crops * B, grid, cfg.loss.mask_probability, cfg.loss.mask_ratio
-            ).to(env.device)
-            torch.manual_seed(derived_seed(cfg.seed, env.rank, it, 1))  # drop path draws, reproducible on resume
-            with torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                teacher_out = teacher.teacher_forward(batch["global_crops"], masks)
-                student_out = model(batch["global_crops"], batch["local_crops"], masks)
-                loss, parts = objective(student_out, teacher_out, masks, sched["teacher_temp"])
-            reported = all_reduce_mean(torch.stack([loss.detach().float(), *parts.values()]))
-            if not torch.isfinite(reported).all():
-                kept = ckpt_io.latest_checkpoint(run_dir)
-                values = ", ".join(f"{k}={v:.4g}" for k, v in zip(PARTS, reported.tolist()))
-                raise NonFiniteLossError(
-                    f"non-finite loss at iteration {it} ({values}); stopped without saving. Last good checkpoint: "
-                    f"{kept or 'none'}. Lower optim.base_lr, use precision=bf16/fp32, or check the data."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_grad or math.inf)
-            scaler.step(optimizer)
-            scaler.update()
-            update_teacher(teacher, student, sched["momentum"])
+    try:
+        bar = progress() if env.is_main else contextlib.nullcontext()
+        with bar:
+            task = bar.add_task("pretrain", total=total, completed=start) if env.is_main else None
+            for it in range(start, stop):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t_data = time.perf_counter() - t0
+                sched = schedules.at(it)
+                apply_schedule(optimizer, sched["lr"], sched["last_layer_lr"], sched["wd"])
+                masks = make_masks(
+                    cfg.seed, env.rank, it, a.global_crops * B, grid, cfg.loss.mask_probability, cfg.loss.mask_ratio
+                ).to(env.device)
+                torch.manual_seed(derived_seed(cfg.seed, env.rank, it, 1))  # drop path draws, reproducible on resume
+                with torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                    teacher_out = teacher.teacher_forward(batch["global_crops"], masks)
+                    student_out = model(batch["global_crops"], batch["local_crops"], masks)
+                    loss, parts = objective(student_out, teacher_out, masks, sched["teacher_temp"])
+                reported = all_reduce_mean(torch.stack([loss.detach().float(), *parts.values()]))
+                if not torch.isfinite(reported).all():
+                    kept = ckpt_io.latest_checkpoint(run_dir)
+                    values = ", ".join(f"{k}={v:.4g}" for k, v in zip(PARTS, reported.tolist()))
+                    raise NonFiniteLossError(
+                        f"non-finite loss at iteration {it} ({values}); stopped without saving. Last good checkpoint: "
+                        f"{kept or 'none'}. Lower optim.base_lr, use precision=bf16/fp32, or check the data."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_grad or math.inf)
+                scaler.step(optimizer)
+                scaler.update()
+                update_teacher(teacher, student, sched["momentum"])
 
-            step_time = time.perf_counter() - t0
-            window["time"] += step_time
-            window["data"] += t_data
-            window["steps"] += 1
-            done = it + 1
-            first = it == start
-            sums = all_gather_floats([batch["global_crops"].double().sum().item()], env.device) if first else None
-            if env.is_main and (done % cfg.log_every == 0 or done == stop or first):
-                record = {
-                    "iteration": done,
-                    "epoch": it // cfg.data.iterations_per_epoch,
-                    **dict(zip(PARTS, reported.tolist())),
-                    **sched,
-                    "grad_norm": float(grad_norm),
-                    "images_per_s": window["steps"] * B * env.world_size / window["time"],
-                    "data_wait_frac": window["data"] / window["time"],
-                    "step_time_s": step_time,
-                    "mpp_mean": float(batch["mpp"].float().mean()),
-                    **{f"loader_{k}": v for k, v in loader.stats().items()},
-                }
-                if sums is not None:
-                    record["rank_batch_sums"] = [s[0] for s in sums]  # ranks must draw different tiles
-                log.write(record)
-                window = {"time": 0.0, "data": 0.0, "steps": 0}
-                bar.update(task, completed=done, description=f"pretrain loss {record['loss']:.3f}")
-            if done % cfg.checkpoint.every == 0 or done == stop:
-                if env.is_main:
-                    state = ckpt_io.training_state(config, student, teacher, objective, optimizer, scaler, done)
-                    ckpt_io.save_checkpoint(run_dir, state, cfg.checkpoint.keep)
-                barrier()
-    loader.close()
-    cleanup()
+                step_time = time.perf_counter() - t0
+                window["time"] += step_time
+                window["data"] += t_data
+                window["steps"] += 1
+                done = it + 1
+                first = it == start
+                sums = all_gather_floats([batch["global_crops"].double().sum().item()], env.device) if first else None
+                if done % cfg.log_every == 0 or done == stop or first:
+                    counters = sum_counters(loader.stats(), env.device)  # a collective: every rank joins
+                if env.is_main and (done % cfg.log_every == 0 or done == stop or first):
+                    record = {
+                        "iteration": done,
+                        "epoch": it // cfg.data.iterations_per_epoch,
+                        **dict(zip(PARTS, reported.tolist())),
+                        **sched,
+                        "grad_norm": float(grad_norm),
+                        "images_per_s": window["steps"] * B * env.world_size / window["time"],
+                        "data_wait_frac": window["data"] / window["time"],
+                        "step_time_s": step_time,
+                        "mpp_mean": float(batch["mpp"].float().mean()),
+                        **{f"loader_{k}": v for k, v in counters.items()},  # summed over ranks
+                    }
+                    if sums is not None:
+                        record["rank_batch_sums"] = [s[0] for s in sums]  # ranks must draw different tiles
+                    log.write(record)
+                    window = {"time": 0.0, "data": 0.0, "steps": 0}
+                    bar.update(task, completed=done, description=f"pretrain loss {record['loss']:.3f}")
+                if done % cfg.checkpoint.every == 0 or done == stop:
+                    if env.is_main:
+                        state = ckpt_io.training_state(config, student, teacher, objective, optimizer, scaler, done)
+                        ckpt_io.save_checkpoint(run_dir, state, cfg.checkpoint.keep)
+                    barrier()
+    finally:
+        loader.close()
+        cleanup()
     return record
