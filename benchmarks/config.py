@@ -2,7 +2,7 @@
 
 The full preset is the default; ``--quick`` trades strategies (DU and CU only), repeats and batch counts for a run
 of under two minutes on a 2-core CPU machine (its slides, once synthesised, are cached). Every field can be overridden with ``key=value``
-on the command line (``gapless bench --quick repeats=5``), as every other gapless config.
+on the command line (``gapless bench --quick --set repeats=5``), as every other gapless config.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class BenchConfig:
     batch_size: int = 16
     warmup_batches: int = -1  # after start-up, before the clock starts; -1: the loader's queue depth + 1
     batches_per_repeat: int = 8  # one measurement window
-    repeats: int = 5  # measurement windows per (loader, strategy): median, min, max
+    repeats: int = 6  # measurement windows per (loader, strategy): median, min, max
+    passes: int = 2  # 2: strategies measured forward then backward (loaders rebuilt), repeats split between them
     synthetic: bool = True  # the no-I/O upper bound (train.data.SyntheticMultiCropLoader)
     scaling_workers: list[int] = field(default_factory=list)  # empty: 1, 2, 4, ... up to the usable cores
     scaling_loaders: list[str] = field(default_factory=lambda: list(LOADERS))
@@ -68,8 +69,8 @@ class BenchConfig:
         for name in [*self.strategies, *self.stage_strategies, self.scaling_strategy]:
             if name not in STRATEGIES:
                 raise ValueError(f"strategies: unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
-        if min(self.batch_size, self.batches_per_repeat, self.repeats) < 1:
-            raise ValueError("batch_size, batches_per_repeat and repeats must all be >= 1")
+        if min(self.batch_size, self.batches_per_repeat, self.repeats, self.passes) < 1:
+            raise ValueError("batch_size, batches_per_repeat, repeats and passes must all be >= 1")
         # 0 workers: everything in the main process (DALI: the pipeline thread); quick starts, for tests
         if self.workers < 0 or any(w < 0 for w in self.scaling_workers):
             raise ValueError("workers and scaling_workers must be >= 0")
@@ -103,6 +104,7 @@ def quick(cfg: BenchConfig | None = None) -> BenchConfig:
         batch_size=8,
         batches_per_repeat=4,
         repeats=3,
+        passes=1,
         scaling_workers=[1, 2],
         scaling_loaders=["dali"],
         scaling_repeats=2,

@@ -9,7 +9,7 @@ Two measurements, both on this machine, both per strategy:
 2. the real loaders (DataLoader baseline and DALI) built over a ``FastReadTileSource`` instead of the cuCIM
    ``TileSource``: tiles/s and CPU ms per tile (process + workers), DU and CU, with the verdict arithmetic.
 
-    python -m benchmarks.prototype_compare [--index INDEX] [--tiles 200] [--loaders baseline dali] [--json OUT]
+    python -m benchmarks.prototype_compare [--index INDEX | --level-step 2] [--tiles 200] [--loaders baseline dali]
 """
 
 from __future__ import annotations
@@ -28,7 +28,19 @@ from gapless.console import console, table, write_json
 from pipeline.config import DataConfig
 
 READS = ("cucim", "dct-scaled", "dct-scaled+linear")  # the read paths the loaders are measured with
-PATHS = ("cucim", "own-decoder", "dct-scaled", "dct-scaled+linear")
+PATHS = ("cucim", "cucim+2step-resize", "own-decoder", "dct-scaled", "dct-scaled+linear")
+
+
+def two_step_resize(region: np.ndarray, size: int) -> np.ndarray:
+    """Halve with INTER_AREA (OpenCV's fast integer path) while the region is at least twice the output, then
+    bilinear for the remaining factor below 2: the resize fix alone, without touching the decoder."""
+    import cv2
+
+    while region.shape[0] >= 2 * size:
+        region = cv2.resize(region, (region.shape[1] // 2, region.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if region.shape[0] == size:
+        return region
+    return cv2.resize(region, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -46,7 +58,7 @@ def compare_reads(cfg: DataConfig, n_tiles: int) -> dict[str, Any]:
 
     cv2.setNumThreads(1)
     source, _ = build_source(cfg)
-    paths = {"cucim": source, "own-decoder": FastReadTileSource.from_source(source, max_scale=1),
+    paths = {"cucim": source, "cucim+2step-resize": source, "own-decoder": FastReadTileSource.from_source(source, max_scale=1),
              "dct-scaled": FastReadTileSource.from_source(source, max_scale=8),
              "dct-scaled+linear": FastReadTileSource.from_source(source, max_scale=8, linear_finish=True)}  # fmt: skip
     specs, _ = plan_specs(source, n_tiles)
@@ -54,7 +66,7 @@ def compare_reads(cfg: DataConfig, n_tiles: int) -> dict[str, Any]:
         for spec in specs[:8]:
             src.read_spec(spec)
     times = {p: {"read": [], "resize": []} for p in PATHS}
-    quality: dict[str, list[float]] = {"dct-scaled": [], "dct-scaled+linear": []}
+    quality: dict[str, list[float]] = {"cucim+2step-resize": [], "dct-scaled": [], "dct-scaled+linear": []}
     pixels = []
     for spec in specs:
         bases = {}
@@ -62,7 +74,8 @@ def compare_reads(cfg: DataConfig, n_tiles: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             region = src.read_spec(spec)
             t1 = time.perf_counter()
-            bases[name] = resize_square(region, cfg.tile_px)
+            resize = two_step_resize if name == "cucim+2step-resize" else resize_square
+            bases[name] = resize(region, cfg.tile_px)
             times[name]["read"].append(t1 - t0)
             times[name]["resize"].append(time.perf_counter() - t1)
         for name, values in quality.items():
@@ -128,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", default="")
     parser.add_argument("--tiles", type=int, default=200)
-    parser.add_argument("--loaders", nargs="*", default=["baseline", "dali"])
+    parser.add_argument("--loaders", nargs="*", default=[], help="also run these loaders over each read path")
+    parser.add_argument("--level-step", type=int, default=4, help="pyramid step of the synthetic slides (4 or 2)")
     parser.add_argument("--strategies", nargs="+", default=["du", "cu"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     bench = BenchConfig(workers=args.workers, batch_size=16, repeats=args.repeats, batches_per_repeat=args.batches)
-    slides = prepare(SlideSetConfig(), args.index)
+    slides = prepare(SlideSetConfig(level_step=args.level_step), args.index)
     data = DataConfig(index=str(slides.index), batch_size=bench.batch_size, workers=bench.workers,
                       iterations_per_epoch=1_000_000)  # fmt: skip
     reads = {}

@@ -8,6 +8,7 @@ Every loader configuration gets the same slides, seed, batch size, multi-crop re
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,19 +49,51 @@ def _measure(data: DataConfig, cfg: BenchConfig, repeats: int, device: str) -> d
     return result.as_dict()
 
 
+def merge_passes(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One throughput record from the same configuration measured in several passes (loader rebuilt each time)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = dict(parts[0])
+    out["rates"] = [v for p in parts for v in p["rates"]]
+    out["cpu_ms_per_tile"] = [v for p in parts for v in p["cpu_ms_per_tile"]]
+    out["startup_s"] = statistics.mean(p["startup_s"] for p in parts)
+    out["memory"] = {k: max((p["memory"].get(k) for p in parts if p["memory"].get(k) is not None), default=None)
+                     for k in parts[0]["memory"]}  # fmt: skip
+    out["stats"] = {k: sum(p["stats"].get(k, 0) for p in parts) for k in parts[0]["stats"]}
+    out["error"] = "; ".join(p["error"] for p in parts if p["error"])
+    out["warning"] = "; ".join(p["warning"] for p in parts if p["warning"])
+    rates = out["rates"]
+    out.update(median=statistics.median(rates) if rates else float("nan"), min=min(rates, default=float("nan")),
+               max=max(rates, default=float("nan")), passes=len(parts))  # fmt: skip
+    return out
+
+
 def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Main throughput (every loader × strategy, plus the no-I/O bound) and the worker-count scaling."""
+    """Main throughput (every loader × strategy, plus the no-I/O bound) and the worker-count scaling.
+
+    With ``passes`` = 2 each loader's strategies are measured forward, then backward (DU CU … CU DU), each pass
+    taking half the windows: a machine that slows down or speeds up during the run then biases no strategy.
+    """
     device = device_name()
-    jobs = [(loader, s, cfg.workers, cfg.repeats) for loader in cfg.loaders for s in cfg.strategies]
-    scaling_jobs = [(loader, cfg.scaling_strategy, w, cfg.scaling_repeats) for loader in cfg.scaling_loaders
-                    for w in cfg.scaling_points() if w != cfg.workers]  # fmt: skip
+    passes = max(1, min(cfg.passes, cfg.repeats))
+    split = [cfg.repeats // passes + (1 if i < cfg.repeats % passes else 0) for i in range(passes)]
+    jobs = [(loader, s, p) for loader in cfg.loaders for p in range(passes)
+            for s in (cfg.strategies if p % 2 == 0 else cfg.strategies[::-1])]  # fmt: skip
+    scaling_jobs = [(loader, w) for loader in cfg.scaling_loaders for w in cfg.scaling_points() if w != cfg.workers]
+    parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
     main, scaling = [], []
     with progress() as bar:
         task = bar.add_task("loaders", total=len(jobs) + len(scaling_jobs) + int(cfg.synthetic))
-        for loader, strategy, workers, repeats in [*jobs, *scaling_jobs]:
-            bar.update(task, description=f"{loader} {STRATEGY_LABELS[strategy]} ×{workers}")
-            r = _measure(loader_config(data, loader, strategy, workers), cfg, repeats, device)
-            (main if (loader, strategy, workers, repeats) in jobs else scaling).append(r)
+        for loader, strategy, p in jobs:
+            bar.update(task, description=f"{loader} {STRATEGY_LABELS[strategy]} pass {p + 1}/{passes}")
+            r = _measure(loader_config(data, loader, strategy, cfg.workers), cfg, split[p], device)
+            parts.setdefault((loader, strategy), []).append(r)
+            bar.advance(task)
+        main = [merge_passes(parts[(loader, s)]) for loader in cfg.loaders for s in cfg.strategies]
+        for loader, workers in scaling_jobs:
+            bar.update(task, description=f"{loader} {STRATEGY_LABELS[cfg.scaling_strategy]} ×{workers}")
+            config = loader_config(data, loader, cfg.scaling_strategy, workers)
+            scaling.append(_measure(config, cfg, cfg.scaling_repeats, device))
             bar.advance(task)
         if cfg.synthetic:
             bar.update(task, description="synthetic (no I/O)")

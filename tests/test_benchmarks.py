@@ -39,6 +39,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]
         warmup_batches=1,
         batches_per_repeat=1,
         repeats=2,
+        passes=2,  # DU CU then CU DU, one window each, pooled
         scaling_workers=[0],
         scaling_loaders=["baseline"],
         scaling_repeats=1,
@@ -79,6 +80,7 @@ def test_tiny_run_writes_complete_json(tiny_run: tuple[dict, Path, str]) -> None
     assert runs[("baseline", "cu")]["stats"]["reads"] > 0
     assert runs[("baseline", "cu")]["stats"]["skipped_tiles"] == 0
     assert [r["workers"] for r in result["scaling"]] == [0]
+    assert runs[("baseline", "du")]["passes"] == 2
 
 
 def test_tiny_run_stage_breakdown_and_pixels(tiny_run: tuple[dict, Path, str]) -> None:
