@@ -1,10 +1,11 @@
 """DINOv2 multi-crop augmentation on the CPU (NumPy/OpenCV) for the baseline loaders.
 
-The same views as the DALI graph (:mod:`pipeline.dali.graph`), with the same per-crop probabilities: random resized
-crop (torchvision's sampling of area and aspect ratio), horizontal flip, colour jitter (brightness, contrast,
-saturation, hue) with probability 0.8, grayscale 0.2, Gaussian blur (sigma 0.1–2) with probability 1.0 / 0.1 / 0.5
-for global crop 1 / global crop 2 / local crops, solarize 0.2 on global crop 2, normalisation to float CHW. Every
-random choice comes from the generator passed in, so a sample's views are a pure function of that generator's seed.
+The same views as the DALI graph (:mod:`pipeline.dali.graph`) from the same parameters
+(:func:`pipeline.augparams.draw_params`): the delivered crop window resized with an antialiased filter, the colour
+twist DALI applies (one affine map in YIQ space: brightness, contrast about mid-grey, hue as a rotation and
+saturation as a scaling of the IQ plane, grayscale as saturation 0), Gaussian blur, solarize, flip, normalisation
+to float CHW. So the DALI loader and this one make the same views of the same tile up to interpolation and
+rounding, which the tests measure.
 """
 
 from __future__ import annotations
@@ -14,69 +15,46 @@ import math
 import cv2
 import numpy as np
 
+from pipeline import augparams as P
+from pipeline.augparams import crop_recipes, draw_params, window_pixels
 from pipeline.config import AugmentConfig
 
-# ITU-R 601 luma, as torchvision's rgb_to_grayscale.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# RGB <-> YIQ (NTSC), the colour space of DALI's colour twist; the inverse is computed, as DALI's is.
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ)
 
 
-def random_resized_crop(
-    image: np.ndarray,
-    size: int,
-    scale: tuple[float, float],
-    rng: np.random.Generator,
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> np.ndarray:
-    """torchvision's RandomResizedCrop: 10 tries of (area, log-uniform aspect), else the centre crop."""
-    h, w = image.shape[:2]
-    area = h * w
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
-        cw = int(round(math.sqrt(target_area * aspect)))
-        ch = int(round(math.sqrt(target_area / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            y = int(rng.integers(0, h - ch + 1))
-            x = int(rng.integers(0, w - cw + 1))
-            break
-    else:
-        cw = ch = min(h, w)
-        y, x = (h - ch) // 2, (w - cw) // 2
-    crop = np.ascontiguousarray(image[y : y + ch, x : x + cw])
-    interp = cv2.INTER_AREA if min(cw, ch) > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
+def resize_window(image: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Crop (y, x, h, w) out of ``image`` and resize it to ``size``², antialiased along every shrinking axis.
+
+    ``INTER_AREA`` (area averaging) where an axis shrinks and bilinear where it grows, axis by axis as DALI's
+    antialiased linear resize does; a crop that shrinks one way and grows the other is resized in two passes.
+    """
+    y, x, h, w = window
+    crop = np.ascontiguousarray(image[y : y + h, x : x + w])
+    if (h > size) == (w > size) or h == size or w == size:
+        interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
+        return cv2.resize(crop, (size, size), interpolation=interp)
+    first = cv2.resize(crop, (size, h), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)
+    return cv2.resize(first, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
 
 
-def color_jitter(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, saturation, hue (in that order), each a factor drawn as torchvision draws it."""
-    b = rng.uniform(max(0.0, 1 - aug.brightness), 1 + aug.brightness)
-    c = rng.uniform(max(0.0, 1 - aug.contrast), 1 + aug.contrast)
-    s = rng.uniform(max(0.0, 1 - aug.saturation), 1 + aug.saturation)
-    h = rng.uniform(-aug.hue, aug.hue)
-    x = image.astype(np.float32) * b
-    np.clip(x, 0, 255, out=x)
-    mean = float((x @ _LUMA).mean())
-    x = (x - mean) * c + mean
-    np.clip(x, 0, 255, out=x)
-    gray = (x @ _LUMA)[..., None]
-    x = gray + (x - gray) * s
-    out = np.clip(x, 0, 255).astype(np.uint8)
-    if h != 0.0:
-        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)  # OpenCV hue is in [0, 180)
-        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + int(round(h * 180))) % 180).astype(np.uint8)
-        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    return out
+def twist_matrix(brightness: float, contrast: float, saturation: float, hue_turns: float) -> tuple[np.ndarray, float]:
+    """(3x3 matrix on RGB, offset) of the colour twist: ``out = M @ rgb + offset``, as DALI's ``color_twist``."""
+    angle = 2.0 * math.pi * hue_turns
+    rotate = np.array([[1, 0, 0], [0, math.cos(angle), math.sin(angle)], [0, -math.sin(angle), math.cos(angle)]])
+    matrix = brightness * contrast * _YIQ2RGB @ rotate @ np.diag([1.0, saturation, saturation]) @ _RGB2YIQ
+    return matrix, 128.0 * (1.0 - contrast) * brightness
 
 
-def grayscale(image: np.ndarray) -> np.ndarray:
-    gray = np.clip(image.astype(np.float32) @ _LUMA, 0, 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=2)
-
-
-def gaussian_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    sigma = rng.uniform(0.1, 2.0)
-    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
+def color_twist(image: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Colour jitter and grayscale of one parameter row, rounded and saturated to uint8 like DALI's."""
+    saturation = float(row[P.SATURATION]) * (1.0 - float(row[P.GRAY]))
+    matrix, offset = twist_matrix(float(row[P.BRIGHTNESS]), float(row[P.CONTRAST]), saturation, float(row[P.HUE]))
+    if np.allclose(matrix, np.eye(3), atol=1e-6) and abs(offset) < 1e-6:
+        return image  # jitter off and colour kept
+    out = image.reshape(-1, 3).astype(np.float32) @ matrix.T.astype(np.float32) + np.float32(offset)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(image.shape)
 
 
 def solarize(image: np.ndarray) -> np.ndarray:
@@ -95,49 +73,36 @@ class Normalizer:
 
 
 class MultiCrop:
-    """``MultiCrop(aug)(tile, rng) -> (global crops, local crops)``, lists of float32 CHW arrays."""
+    """``MultiCrop(aug).apply(tile, params) -> (global crops, local crops)``, lists of float32 CHW arrays.
+
+    ``params``: the sample's [n_crops, N_PARAMS] array (:func:`pipeline.augparams.sample_params`). Calling the
+    object with a generator instead draws the parameters from it first.
+    """
 
     def __init__(self, aug: AugmentConfig) -> None:
         self.aug = aug
+        self.recipes = crop_recipes(aug)
         self.normalize = Normalizer(aug.mean, aug.std)
 
-    def view(
-        self,
-        tile: np.ndarray,
-        size: int,
-        scale: tuple[float, float],
-        blur_p: float,
-        solarize_p: float,
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        aug = self.aug
-        crop = random_resized_crop(tile, size, scale, rng)
-        if rng.random() < aug.flip_p:
-            crop = crop[:, ::-1]
-        if rng.random() < aug.jitter_p:
-            crop = color_jitter(crop, aug, rng)
-        if rng.random() < aug.grayscale_p:
-            crop = grayscale(crop)
-        if rng.random() < blur_p:
-            crop = gaussian_blur(np.ascontiguousarray(crop), rng)
-        if rng.random() < solarize_p:
+    def view(self, tile: np.ndarray, row: np.ndarray, size: int) -> np.ndarray:
+        """One view, in the DALI graph's order: resized crop, colour, blur, solarize, then flip and normalise."""
+        crop = resize_window(tile, window_pixels(row, tile.shape[0]), size)
+        crop = color_twist(crop, row)
+        if row[P.BLUR] > 0.5:
+            sigma = float(row[P.SIGMA])
+            crop = cv2.GaussianBlur(crop, (0, 0), sigmaX=sigma, sigmaY=sigma)
+        if row[P.SOLARIZE] > 0.5:
             crop = solarize(crop)
-        return self.normalize(np.ascontiguousarray(crop))
+        if row[P.FLIP] > 0.5:
+            crop = crop[:, ::-1]
+        return self.normalize(crop)
+
+    def apply(self, tile: np.ndarray, params: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if tile.shape[0] != tile.shape[1] or len(params) != len(self.recipes):
+            raise ValueError(f"a square tile and {len(self.recipes)} parameter rows expected, got {tile.shape}, "
+                             f"{len(params)}")  # fmt: skip
+        views = [self.view(tile, row, recipe.size) for row, recipe in zip(params, self.recipes)]
+        return views[: self.aug.global_crops], views[self.aug.global_crops :]
 
     def __call__(self, tile: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        aug = self.aug
-        global_crops = [
-            self.view(
-                tile,
-                aug.global_size,
-                aug.global_scale,
-                aug.blur_p_global1 if k == 0 else aug.blur_p_global2,
-                0.0 if k == 0 else aug.solarize_p_global2,
-                rng,
-            )
-            for k in range(aug.global_crops)
-        ]
-        local_crops = [
-            self.view(tile, aug.local_size, aug.local_scale, aug.blur_p_local, 0.0, rng) for _ in range(aug.local_crops)
-        ]
-        return global_crops, local_crops
+        return self.apply(tile, draw_params(self.aug, rng, tile.shape[0]))

@@ -2,14 +2,15 @@
 
 "DU" and "CU" are this loader with ``data.sampling.strategy=du`` or ``cu`` (any strategy works). It shares the tile
 source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with OpenCV ``INTER_AREA`` and
-augments with :class:`pipeline.augment.MultiCrop`.
+augments with :class:`pipeline.augment.MultiCrop` using the parameters the DALI loader delivers to its graph
+(:func:`pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
 
 Tuned as one would tune it for real: each worker builds whole batches (``batch_size=None``: no per-sample IPC and
 no collate in the main process), OpenCV and torch are pinned to one thread per worker (no oversubscription),
 workers persist across epochs, each keeps ``prefetch`` batches in flight, and batches are pinned when a GPU will
 receive them. Worker ``w`` of ``n`` builds batches ``start + w, start + w + n, …``; the DataLoader returns worker
 outputs round-robin, so batches arrive in order and batch ``b`` is the same whatever the worker count.
-Augmentation is drawn from a generator seeded with (seed, g), so the baseline is resumable bit for bit.
+Augmentation parameters are a pure function of (seed, g), so the baseline is resumable bit for bit.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.augment import MultiCrop
+from pipeline.augparams import sample_params
 from pipeline.config import DataConfig
 from pipeline.resize import resize_square
 from pipeline.source import TileSource
-
-_STREAM_AUGMENT = 0x617567
 
 
 class BaselineDataset(IterableDataset):
@@ -70,8 +70,8 @@ class BaselineDataset(IterableDataset):
             g = TileSource.global_index(b * B + k, self.rank, self.world_size)
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.source.seed, _STREAM_AUGMENT, g])))
-            views_g, views_l = self.multicrop(base, rng)
+            params = sample_params(aug, self.source.seed, g, cfg.tile_px)
+            views_g, views_l = self.multicrop.apply(base, params)
             for c, view in enumerate(views_g):
                 globals_[c, k] = view
             for c, view in enumerate(views_l):

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.augparams import sample_params
+from pipeline.config import AugmentConfig
 from pipeline.slides import Level, RegionPlan, RegionTooLargeError, SlideCache, SlideIndex, TissueMask, plan_region
 
 log = logging.getLogger(__name__)
@@ -192,16 +194,28 @@ class SampleCallback:
     Sample ``idx_in_epoch`` of the DALI stream is sample ``offset + idx_in_epoch`` of this rank (``offset`` is
     ``start_iteration · batch_size``). The loader never ends a DALI epoch (it counts its own iterations), so
     ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC), target mpp (float32),
-    level (int32), retries (int32), skipped (int32), each metadata a 1-element array.
+    level (int32), retries (int32), skipped (int32), each metadata a 1-element array; with ``augment``, also the
+    sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`pipeline.augparams.sample_params`),
+    drawn here so that they travel with the sample from whichever worker made it.
     """
 
-    def __init__(self, source: TileSource, rank: int, world_size: int, offset: int) -> None:
+    def __init__(
+        self, source: TileSource, rank: int, world_size: int, offset: int, augment: AugmentConfig | None = None
+    ) -> None:
         self.source, self.rank, self.world_size, self.offset = source, rank, world_size, int(offset)
+        self.augment = augment
+
+    @property
+    def num_outputs(self) -> int:
+        return 5 if self.augment is None else 6
 
     def __call__(self, sample_info: Any) -> tuple[np.ndarray, ...]:
         i = self.offset + int(sample_info.idx_in_epoch)
-        tile = self.source.read(TileSource.global_index(i, self.rank, self.world_size))
-        return tile_outputs(tile)
+        g = TileSource.global_index(i, self.rank, self.world_size)
+        outputs = tile_outputs(self.source.read(g))
+        if self.augment is None:
+            return outputs
+        return (*outputs, sample_params(self.augment, self.source.seed, g, self.source.tile_px))
 
 
 def tile_outputs(tile: Tile, xp: Any = np) -> tuple[Any, ...]:

@@ -29,11 +29,27 @@ def _cfg(index, **kw) -> DataConfig:
 
 @pytest.fixture(scope="module")
 def dali_batches(synthetic_slides):
-    """Two epochs of the DALI loader with one spawned source worker (the real parallel external source)."""
-    cfg = _cfg(synthetic_slides.index, loader="dali", workers=1)
+    """Two epochs of the DALI loader with two spawned source workers (the real parallel external source)."""
+    cfg = _cfg(synthetic_slides.index, loader="dali", workers=2)
     with build_loader(cfg, rank=0, world_size=1, start_iteration=0) as loader:
         batches = [[b for b in loader] for _ in range(2)]
         return cfg, batches, loader.stats()
+
+
+@pytest.fixture(scope="module")
+def baseline_batches(synthetic_slides):
+    """One epoch of the baseline loader (in-process) and a run of it resumed at iteration 1."""
+    cfg = _cfg(synthetic_slides.index, loader="baseline")
+    with build_loader(cfg) as loader:
+        batches = [b for b in loader]
+        counts = loader.stats()
+    with build_loader(cfg, start_iteration=1) as resumed:
+        again = resumed.next_batch()
+    return cfg, batches, counts, again
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[key].numpy(), b[key].numpy()) for key in a)
 
 
 def _check_contract(cfg: DataConfig, batch: dict) -> None:
@@ -65,23 +81,40 @@ def test_dali_loader_keeps_the_contract_for_whole_epochs(dali_batches) -> None:
     assert not np.array_equal(epochs[0][0]["mpp"].numpy(), epochs[1][0]["mpp"].numpy())
 
 
-def test_dali_tiles_do_not_depend_on_workers_and_resume_exactly(synthetic_slides, dali_batches) -> None:
-    _, epochs, _ = dali_batches
+def test_dali_resumes_bit_identically_whatever_the_worker_count(synthetic_slides, dali_batches) -> None:
+    """Crops (augmentation included), mpp and level of a run started at iteration 4 == iteration 4 onwards of an
+    uninterrupted run: with the same two workers, and with none (source in the pipeline thread, one thread)."""
+    cfg, epochs, _ = dali_batches
     stream = [b for e in epochs for b in e]
-    cfg = _cfg(synthetic_slides.index)
-    source, _ = build_source(cfg)
-    # In-process source (no workers), resumed at iteration 4: same samples as iterations 4.. of the worker run.
-    with build_loader(dataclasses.replace(cfg, loader="dali"), start_iteration=4) as resumed:
-        for k in range(2):
-            batch = resumed.next_batch()
-            assert np.array_equal(batch["mpp"].numpy(), stream[4 + k]["mpp"].numpy())
-            assert np.array_equal(batch["level"].numpy(), stream[4 + k]["level"].numpy())
-    # The un-augmented tiles themselves: an uninterrupted run's iteration 2 == a run started at 2.
-    full = EvalTiles(cfg, source, start_iteration=0)
-    tiles_full = [full.next_batch()[0] for _ in range(3)]
-    tiles_resumed, _ = EvalTiles(cfg, source, start_iteration=2).next_batch()
-    assert np.array_equal(tiles_full[2], tiles_resumed)
-    assert not np.array_equal(tiles_full[1], tiles_resumed)
+    for workers in (2, 0):
+        with build_loader(dataclasses.replace(cfg, workers=workers), start_iteration=4) as resumed:
+            for k in range(2):
+                assert _same(resumed.next_batch(), stream[4 + k]), (workers, k)
+    assert not np.array_equal(stream[3]["global_crops"].numpy(), stream[4]["global_crops"].numpy())
+
+
+def test_dali_and_baseline_make_the_same_augmented_views(dali_batches, baseline_batches) -> None:
+    """Every global and local crop of the DALI loader against the baseline's for the same samples.
+
+    Both apply the same host-drawn parameters (window, flip, colour twist, grayscale, blur, solarize), so only the
+    resize filters differ (DALI: antialiased triangle; OpenCV: area averaging / bilinear): measured 43-59 dB on
+    these slides. 38 dB (RMS under 3.2 grey levels) leaves that margin and still fails for a view shifted by one
+    output pixel (29-37 dB measured) or one made from other parameters (10-16 dB), checked below.
+    """
+    _, epochs, _ = dali_batches
+    cfg, batches, _, _ = baseline_batches
+    scale = 255.0 * np.array(cfg.augment.std)[:, None, None]
+
+    def psnr(a, b) -> float:
+        return 10 * np.log10(255.0**2 / max(float(np.mean(((a - b) * scale) ** 2)), 1e-9))
+
+    for dali, base in zip(epochs[0], batches):
+        for key in ("global_crops", "local_crops"):
+            for a, b in zip(dali[key].numpy(), base[key].numpy()):
+                assert psnr(a, b) > 38.0
+    # The test can fail: the second global crop of each sample (other window and colours) is far off.
+    dali, base = epochs[0][0]["global_crops"].numpy(), batches[0]["global_crops"].numpy()
+    assert all(psnr(dali[k], base[B + k]) < 25.0 for k in range(B))
 
 
 def test_ranks_see_different_tiles(synthetic_slides) -> None:
@@ -125,26 +158,22 @@ def test_dali_and_opencv_crop_resize_agree(synthetic_slides) -> None:
         assert np.mean((tiles[b] - shifted) ** 2) > mse
 
 
-def test_baseline_loader_matches_contract_and_dali_samples(synthetic_slides, dali_batches) -> None:
+def test_baseline_loader_matches_contract_and_dali_samples(dali_batches, baseline_batches) -> None:
     _, epochs, _ = dali_batches
-    cfg = _cfg(synthetic_slides.index, loader="baseline")
-    with build_loader(cfg) as loader:
-        batches = [b for b in loader]
-        assert loader.stats()["reads"] == 3 * B
+    cfg, batches, counts, again = baseline_batches
+    assert counts["reads"] == 3 * B
     for k, batch in enumerate(batches):
         _check_contract(cfg, batch)
         assert np.array_equal(batch["mpp"].numpy(), epochs[0][k]["mpp"].numpy())  # same source, same tiles
-    with build_loader(cfg, start_iteration=1) as resumed:  # augmentation seeded per sample: bit-exact resume
-        again = resumed.next_batch()
-    assert all(np.array_equal(again[key].numpy(), batches[1][key].numpy()) for key in again)
+        assert np.array_equal(batch["level"].numpy(), epochs[0][k]["level"].numpy())
+    assert _same(again, batches[1])  # augmentation drawn per sample: bit-exact resume
 
 
 def test_baseline_workers_deliver_batches_in_order(synthetic_slides) -> None:
     cfg = _cfg(synthetic_slides.index, loader="baseline", augment=AugmentConfig(local_crops=1))
     with build_loader(dataclasses.replace(cfg, workers=2)) as parallel, build_loader(cfg) as serial:
         for _ in range(3):
-            a, b = parallel.next_batch(), serial.next_batch()
-            assert all(np.array_equal(a[key].numpy(), b[key].numpy()) for key in a)
+            assert _same(parallel.next_batch(), serial.next_batch())
 
 
 @pytest.fixture(scope="module")

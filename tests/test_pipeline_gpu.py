@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import AugmentConfig, DataConfig
-from pipeline.dali.gpu_source import GpuBatchReader
+from pipeline.dali.gpu_source import BatchParams, GpuBatchReader
 from pipeline.loader import build_loader, build_source
 from pipeline.source import SampleCallback
 from pipeline.tiles import EvalTiles
@@ -26,6 +26,13 @@ def _cfg(index, **kw) -> DataConfig:
     return DataConfig(**{**base, **kw})
 
 
+class _Info:
+    """Stand-in for DALI's SampleInfo: the callback reads only ``idx_in_epoch``."""
+
+    def __init__(self, idx: int) -> None:
+        self.idx_in_epoch = idx
+
+
 def test_gpu_reader_reads_the_samples_the_cpu_callback_reads(synthetic_slides) -> None:
     cfg = _cfg(synthetic_slides.index)
     source, _ = build_source(cfg)
@@ -34,6 +41,10 @@ def test_gpu_reader_reads_the_samples_the_cpu_callback_reads(synthetic_slides) -
     for iteration in range(3):
         expected = [callback.source.global_index(callback.offset + iteration * B + b, 1, 3) for b in range(B)]
         assert reader.sample_indices(iteration) == expected
+    # The GPU path's host-side parameters are those the CPU callback delivers with the same samples.
+    augmented = SampleCallback(source, rank=1, world_size=3, offset=2 * B, augment=cfg.augment)
+    params = BatchParams(reader, cfg.augment)(1)
+    assert all(np.array_equal(params[b], augmented(_Info(B + b))[5]) for b in range(B))
 
 
 @pytest.mark.gpu
@@ -59,6 +70,10 @@ def test_gpu_reads_make_the_tiles_the_cpu_path_makes(synthetic_slides) -> None:
         a, b = gpu_loader.next_batch(), cpu.next_batch()
         assert np.array_equal(a["mpp"].cpu().numpy(), b["mpp"].cpu().numpy())
         assert np.array_equal(a["level"].cpu().numpy(), b["level"].cpu().numpy())
+        # Same parameters, GPU vs CPU operators (and nvJPEG vs libjpeg-turbo): the same views, a few grey levels off.
+        for key in ("global_crops", "local_crops"):
+            err = (a[key].cpu().numpy() - b[key].cpu().numpy()) * 255.0 * np.array(cfg.augment.std)[:, None, None]
+            assert 10 * np.log10(255.0**2 / max(float(np.mean(err**2)), 1e-9)) > 30.0
     source, _ = build_source(cfg)
     gpu_tiles, _ = EvalTiles(cfg, source, device="gpu", read_device="cuda").next_batch()
     cpu_tiles, _ = EvalTiles(cfg, source, device="cpu", read_device="cpu").next_batch()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.config import DataConfig
+from pipeline.augparams import N_PARAMS, sample_params
+from pipeline.config import AugmentConfig, DataConfig
 from pipeline.loader import build_source
 from pipeline.sampling import SamplingConfig, build_distribution
 from pipeline.source import SampleCallback, SlideEntry, TileSource
@@ -55,6 +56,18 @@ def test_callback_is_resumable_and_rank_aware(source: TileSource) -> None:
         assert all(np.array_equal(x, y) for x, y in zip(full, res))
     rank0 = SampleCallback(source, rank=0, world_size=2, offset=0)
     assert not np.array_equal(rank0(_Info(0))[0], run(_Info(0))[0])
+
+
+def test_callback_delivers_each_samples_augmentation_parameters(source: TileSource) -> None:
+    aug = AugmentConfig(local_crops=2)
+    run = SampleCallback(source, rank=1, world_size=2, offset=0, augment=aug)
+    resumed = SampleCallback(source, rank=1, world_size=2, offset=4, augment=aug)
+    assert run.num_outputs == 6 and SampleCallback(source, 0, 1, 0).num_outputs == 5
+    outputs = run(_Info(5))
+    assert len(outputs) == 6 and outputs[5].shape == (4, N_PARAMS) and outputs[5].dtype == np.float32
+    g = TileSource.global_index(5, rank=1, world_size=2)
+    assert np.array_equal(outputs[5], sample_params(aug, source.seed, g, source.tile_px))
+    assert np.array_equal(resumed(_Info(1))[5], outputs[5])  # resumed: same sample, same views
 
 
 def test_mpp_of_many_samples_follows_the_sampler(source: TileSource) -> None:

@@ -1,13 +1,19 @@
 """GPU read path: cuCIM decodes regions on the GPU (nvJPEG) and hands CuPy arrays to DALI without a host copy.
 
-A batch callable for a non-parallel ``device="gpu"`` external source. It imports CuPy only when called, so this
-module imports (and the GPU path can be selected and tested for shape) on machines without CUDA.
+A batch callable for a non-parallel ``device="gpu"`` external source, and a second, host-side batch callable for
+the same samples' augmentation parameters (DALI argument inputs are CPU data even in a GPU graph, and one external
+source has one device). It imports CuPy only when called, so this module imports (and the GPU path can be
+selected and tested for shape) on machines without CUDA.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from pipeline.augparams import sample_params
+from pipeline.config import AugmentConfig
 from pipeline.source import TileSource, tile_outputs
 
 
@@ -34,3 +40,20 @@ class GpuBatchReader:
             for column, value in zip(columns, tile_outputs(self.source.read(g, device="cuda"), xp=cupy)):
                 column.append(value)
         return columns
+
+
+class BatchParams:
+    """``params(iteration) -> [B host arrays]``: the augmentation parameters of the reader's samples of ``iteration``.
+
+    The same :func:`pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so the GPU
+    and CPU read paths make the same views.
+    """
+
+    def __init__(self, reader: GpuBatchReader, augment: AugmentConfig) -> None:
+        self.reader, self.augment = reader, augment
+
+    def __call__(self, iteration: int) -> list[np.ndarray]:
+        source = self.reader.source
+        return [
+            sample_params(self.augment, source.seed, g, source.tile_px) for g in self.reader.sample_indices(iteration)
+        ]

@@ -3,13 +3,15 @@
 These functions only describe operations; they are called inside a ``pipeline_def`` (see
 :mod:`pipeline.dali.pipelines`) and know nothing about where the regions come from. DALI places an operator on the
 device of its input, so the same code builds a GPU graph (regions moved with ``.gpu()``, or read by cuCIM on the
-GPU) and a CPU graph (``device_id=None``). Random parameters (crop windows, jitter factors, coin flips) are CPU
-argument inputs, drawn per sample.
+GPU) and a CPU graph (``device_id=None``).
 
-Per-crop probabilities follow DINOv2: the first global crop is always blurred, the second rarely blurred and
-sometimes solarized, local crops blurred half the time. Blur and solarize are gated with DALI conditionals (the
-pipeline is built with ``enable_conditionals=True``), colour jitter and grayscale with per-sample factors that are 1
-(identity) when their coin flip says no.
+The graph draws no random numbers. Every random parameter of a sample's views arrives with the sample as a CPU
+array ``[n_crops, N_PARAMS]`` drawn on the host by :func:`pipeline.augparams.sample_params` (a pure function of
+(seed, sample)), and is consumed here as per-sample argument inputs (argument inputs live on the CPU also in a GPU
+graph). So views resume exactly from any iteration, do not depend on thread or worker layout, and match the
+baseline loader's, which applies the same parameters with OpenCV. Blur and solarize are gated with DALI
+conditionals on the delivered flags (the pipeline is built with ``enable_conditionals=True``); colour jitter and
+grayscale are factors that are the identity when their coin said no.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 from nvidia.dali import fn, types
 
+from pipeline import augparams as P
+from pipeline.augparams import CropRecipe, crop_recipes
 from pipeline.config import AugmentConfig
 
 # 255 - x for x >= 128, identity below: torchvision's solarize with threshold 128, as a lookup table (CPU and GPU).
 _SOLARIZE_KEYS = list(range(256))
 _SOLARIZE_VALUES = [k if k < 128 else 255 - k for k in range(256)]
-BLUR_SIGMA = (0.1, 2.0)  # DINOv2's GaussianBlur radius range
 
 
 def crop_resize(regions: Any, tile_px: int) -> Any:
@@ -41,53 +44,53 @@ def crop_resize(regions: Any, tile_px: int) -> Any:
     )
 
 
-def _coin(p: float) -> Any:
-    """A per-sample boolean that is true with probability ``p``."""
-    return fn.random.coin_flip(probability=float(p), dtype=types.BOOL)
-
-
-def _gated_factor(gate: Any, spread: float) -> Any:
-    """1 + gate·(u - 1), u ~ U[1 - spread, 1 + spread]: a jitter factor that is exactly 1 when the gate is off."""
-    u = fn.random.uniform(range=[max(0.0, 1.0 - spread), 1.0 + spread])
-    return 1.0 + gate * (u - 1.0)
-
-
-def color_jitter(crop: Any, aug: AugmentConfig) -> Any:
-    """Colour jitter with probability ``jitter_p`` and grayscale with probability ``grayscale_p``.
-
-    Brightness, contrast and saturation factors are drawn from [1 - s, 1 + s] and hue from [-h, h] (turns of the
-    colour wheel, as torchvision; DALI takes degrees). Grayscale sets saturation to 0, which is luminance
-    replicated on three channels, as torchvision's ``RandomGrayscale``.
-    """
-    jitter = fn.cast(fn.random.coin_flip(probability=float(aug.jitter_p)), dtype=types.FLOAT)
-    keep_colour = 1.0 - fn.cast(fn.random.coin_flip(probability=float(aug.grayscale_p)), dtype=types.FLOAT)
-    hue_deg = 360.0 * float(aug.hue)
-    return fn.color_twist(
-        crop,
-        brightness=_gated_factor(jitter, aug.brightness),
-        contrast=_gated_factor(jitter, aug.contrast),
-        saturation=_gated_factor(jitter, aug.saturation) * keep_colour,
-        hue=jitter * fn.random.uniform(range=[-hue_deg, hue_deg]),
+def resized_crop(tile: Any, params: Any, size: int) -> Any:
+    """The delivered window (relative (y0, x0)–(y1, x1) of the tile) resized to ``size``², antialiased."""
+    return fn.resize(
+        tile,
+        roi_start=params[P.Y0 : P.X0 + 1],
+        roi_end=params[P.Y1 : P.X1 + 1],
+        roi_relative=True,
+        size=[size, size],
+        antialias=True,
+        interp_type=types.INTERP_LINEAR,
         dtype=types.UINT8,
     )
 
 
-def blur(crop: Any, p: float) -> Any:
-    """Gaussian blur with probability ``p``, sigma ~ U[0.1, 2.0]."""
-    if p <= 0.0:
+def color_jitter(crop: Any, params: Any) -> Any:
+    """Brightness, contrast, saturation, hue and grayscale in one colour twist with the delivered factors.
+
+    DALI's colour twist is one affine map in YIQ space (contrast about mid-grey, hue a rotation of the IQ plane,
+    saturation a scaling of it); grayscale is saturation 0, luminance on three channels. Hue is delivered in
+    turns of the colour wheel (torchvision's unit); DALI takes degrees.
+    """
+    return fn.color_twist(
+        crop,
+        brightness=params[P.BRIGHTNESS],
+        contrast=params[P.CONTRAST],
+        saturation=params[P.SATURATION] * (1.0 - params[P.GRAY]),
+        hue=params[P.HUE] * 360.0,
+        dtype=types.UINT8,
+    )
+
+
+def blur(crop: Any, params: Any, p: float) -> Any:
+    """Gaussian blur with the delivered sigma where the delivered flag is set (``p``: its static probability)."""
+    if p <= 0.0:  # the flag is never set: leave the operator out of the graph
         return crop
-    if p >= 1.0:
-        return fn.gaussian_blur(crop, sigma=fn.random.uniform(range=list(BLUR_SIGMA)), dtype=types.UINT8)
-    if _coin(p):
-        crop = fn.gaussian_blur(crop, sigma=fn.random.uniform(range=list(BLUR_SIGMA)), dtype=types.UINT8)
+    if p >= 1.0:  # always set: no conditional needed
+        return fn.gaussian_blur(crop, sigma=params[P.SIGMA], dtype=types.UINT8)
+    if params[P.BLUR] > 0.5:
+        crop = fn.gaussian_blur(crop, sigma=params[P.SIGMA], dtype=types.UINT8)
     return crop
 
 
-def solarize(crop: Any, p: float) -> Any:
-    """Solarize (invert pixels >= 128) with probability ``p``."""
+def solarize(crop: Any, params: Any, p: float) -> Any:
+    """Solarize (invert pixels >= 128) where the delivered flag is set."""
     if p <= 0.0:
         return crop
-    if _coin(p):
+    if params[P.SOLARIZE] > 0.5:
         crop = fn.lookup_table(crop, keys=_SOLARIZE_KEYS, values=_SOLARIZE_VALUES, dtype=types.UINT8)
     return crop
 
@@ -105,42 +108,24 @@ def normalize(images: Any, aug: AugmentConfig, mirror: Any = None) -> Any:
     )
 
 
-def augmented_crop(
-    tile: Any, size: int, scale: tuple[float, float], blur_p: float, solarize_p: float, aug: AugmentConfig
-) -> Any:
-    """One DINOv2 view: random resized crop, jitter/grayscale, blur, solarize, flip, normalise."""
-    crop = fn.random_resized_crop(
-        tile,
-        size=[size, size],
-        random_area=[float(scale[0]), float(scale[1])],
-        random_aspect_ratio=[3.0 / 4.0, 4.0 / 3.0],
-        antialias=True,
-        dtype=types.UINT8,
-    )
-    crop = color_jitter(crop, aug)
-    crop = blur(crop, blur_p)
-    crop = solarize(crop, solarize_p)
-    return normalize(crop, aug, mirror=fn.random.coin_flip(probability=float(aug.flip_p)))
+def augmented_crop(tile: Any, params: Any, recipe: CropRecipe, aug: AugmentConfig) -> Any:
+    """One DINOv2 view from its parameter row: resized crop, jitter/grayscale, blur, solarize, flip, normalise.
+
+    The flip comes last (in the normalisation): every step before it is pointwise or a symmetric filter, so
+    flipping last gives the view flipping first would.
+    """
+    crop = resized_crop(tile, params, recipe.size)
+    crop = color_jitter(crop, params)
+    crop = blur(crop, params, recipe.blur_p)
+    crop = solarize(crop, params, recipe.solarize_p)
+    return normalize(crop, aug, mirror=fn.cast(params[P.FLIP], dtype=types.INT32))
 
 
-def multicrop(tiles: Any, aug: AugmentConfig) -> tuple[list[Any], list[Any]]:
-    """DINOv2 multi-crop of the base tiles: (global crops, local crops), each a list of [B, 3, S, S] nodes."""
-    global_crops = []
-    for k in range(aug.global_crops):
-        # Global crop 1 is always blurred; crop 2 (and any further) follows DINOv2's second-view recipe.
-        first = k == 0
-        global_crops.append(
-            augmented_crop(
-                tiles,
-                aug.global_size,
-                aug.global_scale,
-                blur_p=aug.blur_p_global1 if first else aug.blur_p_global2,
-                solarize_p=0.0 if first else aug.solarize_p_global2,
-                aug=aug,
-            )
-        )
-    local_crops = [
-        augmented_crop(tiles, aug.local_size, aug.local_scale, aug.blur_p_local, 0.0, aug)
-        for _ in range(aug.local_crops)
-    ]
-    return global_crops, local_crops
+def multicrop(tiles: Any, params: Any, aug: AugmentConfig) -> tuple[list[Any], list[Any]]:
+    """DINOv2 multi-crop of the base tiles with per-sample ``params`` ([n_crops, N_PARAMS] CPU DataNode).
+
+    Returns (global crops, local crops), each a list of [B, 3, S, S] nodes; row ``k`` of ``params`` drives view
+    ``k`` (global crops first).
+    """
+    views = [augmented_crop(tiles, params[k], recipe, aug) for k, recipe in enumerate(crop_recipes(aug))]
+    return views[: aug.global_crops], views[aug.global_crops :]

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.config import DataConfig
 from pipeline.dali import pipelines
-from pipeline.dali.gpu_source import GpuBatchReader
+from pipeline.dali.gpu_source import BatchParams, GpuBatchReader
 from pipeline.source import SampleCallback, TileSource
 
 
@@ -33,17 +33,21 @@ def build_dali_pipeline(
     """Build (not run) the training or evaluation pipeline of ``rank`` starting at ``start_iteration``."""
     offset = int(start_iteration) * cfg.batch_size
     batched_gpu = read_device == "cuda"
+    augment = None if evaluation else cfg.augment  # training delivers each sample's augmentation parameters
+    params_source = None
     if batched_gpu:
         callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset)
+        params_source = None if evaluation else BatchParams(callback, cfg.augment)
     else:
-        callback = SampleCallback(source, rank, world_size, offset)
+        callback = SampleCallback(source, rank, world_size, offset, augment)
     parallel = not batched_gpu and cfg.workers > 0
     common = dict(
         batch_size=cfg.batch_size,
         num_threads=max(1, cfg.workers),
         device_id=(torch.cuda.current_device() if device == "gpu" else None),
-        # Augmentation randomness: seeded per (seed, rank, start) so ranks differ; tiles do not depend on it.
-        seed=int(seed if seed is not None else (cfg.seed * 1_000_003 + rank * 7919 + start_iteration) % (2**31)),
+        # The graphs draw no random numbers (augmentation parameters come with the samples), so nothing depends
+        # on this seed; DALI wants one.
+        seed=int(cfg.seed if seed is None else seed) % (2**31),
         prefetch_queue_depth=max(1, cfg.prefetch),
     )
     if parallel:
@@ -59,7 +63,7 @@ def build_dali_pipeline(
     )
     if evaluation:
         return pipelines.eval_pipeline(normalized=normalized, **kwargs, **common)
-    return pipelines.train_pipeline(**kwargs, **common)
+    return pipelines.train_pipeline(params_source=params_source, **kwargs, **common)
 
 
 class DaliLoader:
