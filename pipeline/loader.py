@@ -9,7 +9,9 @@ Contract (both the DALI and the baseline loader keep it):
   -1 for a skipped sample); on the GPU when there is one;
 - ``loader.stats()`` -> {reads, retries, skipped_tiles, skipped_slides}; ``loader.close()`` stops the workers
   (also a context manager);
-- sample ``i`` of ``rank`` is a pure function of (seed, rank, i): see :mod:`pipeline.source`.
+- sample ``i`` of ``rank``, its augmented views included, is a pure function of (seed, rank, i), whatever the
+  worker count: see :mod:`pipeline.source` and :mod:`pipeline.augparams`; so a run resumed at iteration k gets
+  the batches an uninterrupted run gets there, bit for bit (on the same kind of device).
 
 ``cfg.loader``: auto or dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline ->
 PyTorch DataLoader. "synthetic" is the trainer's own (no I/O) and is refused here.
