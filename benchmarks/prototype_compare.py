@@ -48,54 +48,98 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
-def compare_reads(cfg: DataConfig, n_tiles: int) -> dict[str, Any]:
-    """ms per tile of read and resize for each read path over the same specs, decoded pixels, PSNR."""
-    import cv2
+class _ReadRun:
+    """One strategy's specs read through every path, one spec at a time (so strategies can be interleaved)."""
 
-    from benchmarks.stages import plan_specs
-    from pipeline.loader import build_source
-    from pipeline.resize import resize_square
+    def __init__(self, cfg: DataConfig, n_tiles: int) -> None:
+        from benchmarks.stages import plan_specs
+        from pipeline.loader import build_source
 
-    cv2.setNumThreads(1)
-    source, _ = build_source(cfg)
-    paths = {"cucim": source, "cucim+2step-resize": source, "own-decoder": FastReadTileSource.from_source(source, max_scale=1),
-             "dct-scaled": FastReadTileSource.from_source(source, max_scale=8),
-             "dct-scaled+linear": FastReadTileSource.from_source(source, max_scale=8, linear_finish=True)}  # fmt: skip
-    specs, _ = plan_specs(source, n_tiles)
-    for src in paths.values():  # open handles and readers first, and warm the page cache
-        for spec in specs[:8]:
-            src.read_spec(spec)
-    times = {p: {"read": [], "resize": []} for p in PATHS}
-    quality: dict[str, list[float]] = {"cucim+2step-resize": [], "dct-scaled": [], "dct-scaled+linear": []}
-    pixels = []
-    for spec in specs:
-        bases = {}
-        for name, src in paths.items():
+        self.cfg = cfg
+        source, _ = build_source(cfg)
+        self.source = source
+        self.paths = {"cucim": source, "cucim+2step-resize": source,
+                      "own-decoder": FastReadTileSource.from_source(source, max_scale=1),
+                      "dct-scaled": FastReadTileSource.from_source(source, max_scale=8),
+                      "dct-scaled+linear": FastReadTileSource.from_source(source, max_scale=8,
+                                                                          linear_finish=True)}  # fmt: skip
+        self.specs, _ = plan_specs(source, n_tiles)
+        for src in self.paths.values():  # open handles and readers first, and warm the page cache
+            for spec in self.specs[:8]:
+                src.read_spec(spec)
+        self.times: dict[str, dict[str, list[float]]] = {p: {"read": [], "resize": []} for p in PATHS}
+        self.quality: dict[str, list[float]] = {"cucim+2step-resize": [], "dct-scaled": [], "dct-scaled+linear": []}
+        self.pixels: list[float] = []
+
+    def step(self, k: int) -> None:
+        from pipeline.resize import resize_square
+
+        if k >= len(self.specs):
+            return
+        spec, bases = self.specs[k], {}
+        for name, src in self.paths.items():
             t0 = time.perf_counter()
             region = src.read_spec(spec)
             t1 = time.perf_counter()
             resize = two_step_resize if name == "cucim+2step-resize" else resize_square
-            bases[name] = resize(region, cfg.tile_px)
-            times[name]["read"].append(t1 - t0)
-            times[name]["resize"].append(time.perf_counter() - t1)
-        for name, values in quality.items():
+            bases[name] = resize(region, self.cfg.tile_px)
+            self.times[name]["read"].append(t1 - t0)
+            self.times[name]["resize"].append(time.perf_counter() - t1)
+        for name, values in self.quality.items():
             values.append(psnr(bases["cucim"], bases[name]))
-        size = virtual_region(source.slides[spec.slide], spec.plan)[4]
-        pixels.append((size / spec.plan.out_px) ** 2)
-    ms = {p: {k: 1e3 * float(np.mean(v)) for k, v in t.items()} for p, t in times.items()}
-    for p in PATHS:
-        ms[p]["total"] = ms[p]["read"] + ms[p]["resize"]
-    return {
-        "tiles": len(specs),
-        "ms_per_tile": ms,
-        "pixels_per_output_pixel": {
-            "cucim": float(np.mean([s.plan.pixels_per_output_pixel for s in specs])),
-            "dct-scaled": float(np.mean(pixels)),
-        },
-        # PSNR of the 224 px tile against cuCIM + INTER_AREA (inf where both decode the same pixels: DU's exact levels)
-        "psnr_db_median": {k: float(np.median(v)) for k, v in quality.items()},
-        "psnr_db_min": {k: float(np.min(v)) for k, v in quality.items()},
-    }
+        size = virtual_region(self.source.slides[spec.slide], spec.plan)[4]
+        self.pixels.append((size / spec.plan.out_px) ** 2)
+
+    def result(self) -> dict[str, Any]:
+        ms = {p: {k: 1e3 * float(np.mean(v)) for k, v in t.items()} for p, t in self.times.items()}
+        for p in PATHS:
+            ms[p]["total"] = ms[p]["read"] + ms[p]["resize"]
+        return {
+            "tiles": len(self.specs),
+            "ms_per_tile": ms,
+            "pixels_per_output_pixel": {
+                "cucim": float(np.mean([s.plan.pixels_per_output_pixel for s in self.specs])),
+                "dct-scaled": float(np.mean(self.pixels)),
+            },
+            # PSNR of the 224 px tile against cuCIM + INTER_AREA (inf where both decode the same pixels)
+            "psnr_db_median": {k: float(np.median(v)) for k, v in self.quality.items()},
+            "psnr_db_min": {k: float(np.min(v)) for k, v in self.quality.items()},
+        }
+
+
+def compare_reads(cfgs: dict[str, DataConfig], n_tiles: int) -> dict[str, dict[str, Any]]:
+    """ms per tile of read and resize for each read path and config (strategy), decoded pixels and PSNR; tile k
+    of every strategy and path is timed before tile k + 1 of any, so all comparisons are paired in time."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    runs = {name: _ReadRun(cfg, n_tiles) for name, cfg in cfgs.items()}
+    for k in range(n_tiles):
+        for run in runs.values():
+            run.step(k)
+    return {name: run.result() for name, run in runs.items()}
+
+
+def decode_scale_costs(path: str, level_dims: list[tuple[int, int]], tiles: int = 64, repeats: int = 5) -> dict:
+    """ms to decode one JPEG tile of level 0 at each DCT scale (the ``tiles`` largest, i.e. tissue, tiles): how
+    far reduced-scale decoding can go, since the entropy-coded data is parsed in full at every scale."""
+    from benchmarks.prototype_fastread import SCALES, ScaledTileReader
+
+    reader = ScaledTileReader(path, level_dims)
+    try:
+        counts = np.asarray(reader.pages[0].counts)
+        chosen = np.argsort(counts)[-tiles:]
+        cols = reader.pages[0].columns
+        out = {}
+        for k in SCALES:
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                for i in chosen:
+                    reader.decode_tile(0, int(i) % cols, int(i) // cols, k)
+            out[f"1/{k}"] = 1e3 * (time.perf_counter() - t0) / (repeats * len(chosen))
+        return {"ms_per_tile": out, "mean_kib": float(counts[chosen].mean() / 1024)}
+    finally:
+        reader.close()
 
 
 def measure_loaders(
@@ -153,10 +197,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     slides = prepare(SlideSetConfig(level_step=args.level_step), args.index)
     data = DataConfig(index=str(slides.index), batch_size=bench.batch_size, workers=bench.workers,
                       iterations_per_epoch=1_000_000)  # fmt: skip
-    reads = {}
-    for strategy in args.strategies:
-        cfg = dataclasses.replace(data, sampling=dataclasses.replace(data.sampling, strategy=strategy))
-        reads[strategy] = compare_reads(cfg, args.tiles)
+    from pipeline.loader import load_slides
+
+    entry = load_slides(slides.index)[0][0]
+    decode = decode_scale_costs(entry.path, [(lv.width, lv.height) for lv in entry.levels])
+    console.print(f"decode one {decode['mean_kib']:.0f} KiB tissue JPEG tile, ms by DCT scale: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in decode["ms_per_tile"].items()))  # fmt: skip
+    cfgs = {s: dataclasses.replace(data, sampling=dataclasses.replace(data.sampling, strategy=s))
+            for s in args.strategies}  # fmt: skip
+    reads = compare_reads(cfgs, args.tiles)
     rows = [[s, p, r["ms_per_tile"][p]["read"], r["ms_per_tile"][p]["resize"], r["ms_per_tile"][p]["total"]]
             for s, r in reads.items() for p in PATHS]  # fmt: skip
     console.print(
@@ -175,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for c in strategy_costs(sel, metric=metric):
                 verdicts.append({"read": read, **c.as_dict()})
                 console.print(f"[bold]{read}:[/] {c.sentence({'cu': 'CU', 'du': 'DU'})}")
-    result = {"reads": reads, "loaders": loaders, "verdicts": verdicts}
+    result = {"decode_scale": decode, "reads": reads, "loaders": loaders, "verdicts": verdicts}
     if args.json:
         write_json(result, args.json)
     return result

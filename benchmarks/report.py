@@ -72,8 +72,16 @@ def print_report(result: dict[str, Any]) -> None:
 
 
 def _print(renderable: Any) -> None:
-    # Tables are wider than a default 80-column pipe; give them room rather than wrapping every cell.
-    console.print(renderable, width=max(console.width, 140))
+    # Tables are wider than the 80 columns rich assumes for a pipe or file: widen those (never a terminal).
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    width = console.width
+    console.width = max(width, 150)
+    try:
+        console.print(renderable)
+    finally:
+        console.width = width
 
 
 def plot_all(result: dict[str, Any], out: Path) -> list[Path]:
