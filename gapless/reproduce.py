@@ -1,0 +1,238 @@
+"""`gapless reproduce`: the paper's comparison of sampling strategies, at small scale, on synthetic slides.
+
+The same model is trained under the same budget (``configs/reproduce_<budget>.yaml``) once per strategy — a fixed
+single mpp, DU, CU, CU-MAXAVG and CU-MINMAX — on one set of synthetic slides, and each teacher is evaluated per mpp
+on one multi-scale set over patient-disjoint folds. The question is the paper's: does DU dip at the intermediate
+mpps (0.375, 0.75, 1.5), and do the continuous strategies close that gap? The untrained network (``init``, the
+weights every run starts from) is evaluated too: the probes train at the four standard mpps only, so part of any
+dip at the others is the protocol's own and needs no pretraining.
+
+The verdict is a number with its fold spread, not an impression: per fold, the *gap* is the mean over the
+intermediate mpps of (mean of the two neighbouring mpps minus the value there); a strategy *dips* when the mean gap
+over folds is above ``MIN_GAP`` and above two standard errors. A continuous strategy *closes the gap* when DU dips
+and it does not. Trained strategies and their evaluations are kept in ``--out`` and reused on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gapless.demo import CONFIGS, Stages, load_experiment, make_bench, make_slides, markdown_table, pretrain
+
+STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax")
+CONTINUOUS = ("cu", "maxavg", "minmax")
+INTERMEDIATE = ("0.375", "0.75", "1.5")
+MIN_GAP = 0.01  # one balanced-accuracy point: smaller dips are not called dips, whatever the folds say
+
+
+def dip_test(per_mpp_folds: dict[str, list[float]], min_gap: float = MIN_GAP) -> dict:
+    """Gap of one strategy from per-fold values per mpp: per fold, mean, standard error, per mpp, and a verdict."""
+    mpps = sorted(per_mpp_folds, key=float)
+    values = np.array([per_mpp_folds[m] for m in mpps], dtype=np.float64)  # [mpps, folds]
+    drops = {}
+    for m in INTERMEDIATE:
+        if m in mpps and 0 < mpps.index(m) < len(mpps) - 1:
+            i = mpps.index(m)
+            drops[m] = (values[i - 1] + values[i + 1]) / 2 - values[i]  # per fold: the pairing removes fold difficulty
+    if not drops:
+        raise ValueError(f"no intermediate mpp ({', '.join(INTERMEDIATE)}) between two others in {mpps}")
+    per_fold = np.mean(list(drops.values()), axis=0)
+    gap, se = mean_se(per_fold)
+    return {
+        "gap": gap,
+        "se": se,
+        "folds": per_fold.tolist(),
+        "per_mpp": {m: float(d.mean()) for m, d in drops.items()},
+        "dips": significant(gap, se, min_gap),
+    }
+
+
+def mean_se(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.inf
+
+
+def significant(mean: float, se: float, min_gap: float = MIN_GAP) -> bool:
+    """Above ``min_gap`` and above two standard errors."""
+    return bool(mean > min_gap and mean > 2 * se)
+
+
+def verdict(per_strategy: dict[str, dict[str, list[float]]], min_gap: float = MIN_GAP) -> dict:
+    """Does DU dip, and which continuous strategies close its gap? With numbers, and in words.
+
+    A continuous strategy *closes the gap* when DU dips and DU's gap exceeds its gap, fold by fold, by more than
+    ``min_gap`` and two standard errors. ``init`` (the untrained network, when given) is the probe protocol's own
+    gap: probes are trained at the standard mpps only, so some dip at the others needs no pretraining at all.
+    """
+    tests = {s: dip_test(v, min_gap) for s, v in per_strategy.items()}
+    du, init = tests.get("du"), tests.get("init")
+
+    def versus(a: dict, b: dict) -> tuple[float, float]:
+        return mean_se(np.subtract(a["folds"], b["folds"]))
+
+    def pts(mean: float, se: float) -> str:
+        return f"{100 * mean:+.1f} ± {100 * se:.1f} points"
+
+    comparisons = {s: versus(du, tests[s]) for s in tests if du and s in CONTINUOUS}
+    closes = {s: bool(du["dips"] and significant(*d, min_gap)) for s, d in comparisons.items()}
+    lines = []
+    if du is None:
+        lines.append("DU was not trained: no verdict on the dip.")
+    else:
+        state = "dips" if du["dips"] else "does not dip"
+        lines.append(f"DU {state} at the intermediate mpps: gap {pts(du['gap'], du['se'])} (mean ± SE over folds).")
+    if init is not None:
+        lines.append(f"The untrained network's gap (the probe protocol's own share): {pts(init['gap'], init['se'])}.")
+        if du is not None:
+            lines.append(f"DU minus untrained: {pts(*versus(du, init))}.")
+    for s, d in comparisons.items():
+        word = "closes the gap" if closes[s] else "does not close the gap"
+        lines.append(
+            f"{s.upper()}: gap {pts(tests[s]['gap'], tests[s]['se'])}; DU minus {s.upper()}: {pts(*d)}; {word}."
+        )
+    effect = bool(du and du["dips"] and any(closes.values()))
+    if du is not None and not effect:
+        lines.append("The effect (a DU dip that continuous sampling removes) did not appear at this budget.")
+    return {
+        "strategies": tests,
+        "du_dips": None if du is None else du["dips"],
+        "du_minus": {s: {"mean": d[0], "se": d[1]} for s, d in comparisons.items()},
+        "closes": closes,
+        "effect": effect,
+        "text": lines,
+    }
+
+
+def untrained_backbone(cfg, path: Path) -> Path:
+    """The teacher backbone every strategy's run starts from (seeded as the trainer seeds it), in export format."""
+    import torch
+
+    from gapless.config import to_dict
+    from train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION, atomic_save
+    from train.ssl import build_models
+
+    torch.manual_seed(cfg.seed)
+    _, teacher = build_models(cfg)
+    state = {"format": BACKBONE_FORMAT, "version": FORMAT_VERSION, "iteration": 0, "config": to_dict(cfg),
+             "fingerprint": "", "backbone": teacher.backbone.state_dict()}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_save(state, path)
+
+
+def fold_values(run: dict, probe: str) -> dict[str, list[float]]:
+    return {m: s["folds"] for m, s in run["probes"][probe]["summary"]["balanced_accuracy"].items()}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reproduce",
+        help="compare sampling strategies under one budget: per-mpp accuracy, gaps, verdict",
+        description="Train the same model with each sampling strategy on synthetic slides, evaluate each per mpp "
+        "over folds, and report whether DU dips at 0.375/0.75/1.5 mpp and whether continuous sampling closes it.",
+    )
+    p.add_argument("--budget", choices=("tiny", "small", "full"), default="tiny", help="configs/reproduce_<b>.yaml")
+    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="output folder (default runs/reproduce)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, from " + ",".join(STRATEGIES))
+    p.add_argument("--fresh", action="store_true", help="delete this command's earlier outputs in --out first")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. pretrain.epochs=4 slides.count=21")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from eval.evaluate import evaluate_features
+    from eval.features import FeatureFile, featurise_checkpoint
+    from eval.report import plot_gaps, plot_series, print_tables
+    from eval.setfile import BenchSet
+    from gapless.cli import UserError
+    from gapless.console import console, progress, write_json
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown or not strategies:
+        raise UserError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {STRATEGIES}")
+    cfg = load_experiment(CONFIGS / f"reproduce_{args.budget}.yaml", args.overrides)
+    out: Path = args.out
+    stages = Stages(out, cfg, args.fresh, f"reproduce-{args.budget}")
+    started = time.perf_counter()
+    index = out / "slides" / "index.h5"
+    stages.run("synthetic slides + index", lambda: make_slides(cfg.slides, out / "slides"))
+    stages.run("evaluation set", lambda: make_bench(cfg, index, out / "bench.h5"))
+    bench = BenchSet.load(out / "bench.h5")
+    stages.run("untrained network", lambda: untrained_backbone(cfg.pretrain, out / "pretrain" / "init" / "backbone.pt"))
+    for s in strategies:
+        sampling = dataclasses.replace(cfg.pretrain.data.sampling, strategy=s)
+        train_cfg = dataclasses.replace(cfg.pretrain, data=dataclasses.replace(cfg.pretrain.data, sampling=sampling))
+        stages.run(f"train {s}", lambda c=train_cfg, s=s: pretrain(c, index, out / "pretrain" / s))
+    runs = []
+    for s in ["init", *strategies]:
+
+        def evaluation(s: str = s) -> None:
+            with progress() as bar:
+                path = featurise_checkpoint(out / "pretrain" / s / "backbone.pt", bench, out / "features" / f"{s}.h5",
+                                            batch_size=cfg.eval.batch_size, device=cfg.eval.device, progress=bar)  # fmt: skip
+                result = evaluate_features(FeatureFile.load(path, bench), bench, cfg.eval, s, bar)
+            write_json(result, out / "results" / f"{s}.json")
+
+        stages.run(f"evaluate {s}", evaluation)
+        runs.append(json.loads((out / "results" / f"{s}.json").read_text()))
+    print_tables(runs, console)
+    plots = [str(p) for p in plot_series(runs, out / "plots")] + [str(plot_gaps(runs, out / "plots"))]
+    verdicts = {probe: verdict({r["name"]: fold_values(r, probe) for r in runs}) for probe in cfg.eval.probes}
+    result = {
+        "budget": args.budget,
+        "config": str(out / "config.yaml"),
+        "strategies": strategies,
+        "fixed_mpp": cfg.pretrain.data.sampling.fixed_mpp,
+        "regions": len(bench),
+        "folds": int(len(np.unique(bench.folds))),
+        "verdict": verdicts,
+        "balanced_accuracy": {
+            p: {r["name"]: r["probes"][p]["summary"]["balanced_accuracy"] for r in runs} for p in cfg.eval.probes
+        },  # fmt: skip
+        "stages_s": stages.manifest["done"],
+        "total_s_this_run": time.perf_counter() - started,
+        "figure": str(out / "plots" / "linear_balanced_accuracy.png"),
+        "plots": plots,
+    }
+    write_json(result, out / "reproduce.json")
+    (out / "SUMMARY.md").write_text(summary_markdown(cfg, result))
+    for probe, v in verdicts.items():
+        console.print(f"[bold]{probe} probe:[/] " + " ".join(v["text"]))
+    console.print(f"results in {out}/: SUMMARY.md, reproduce.json, plots/ (figure: {result['figure']})")
+    return 0
+
+
+def summary_markdown(cfg, result: dict) -> str:
+    p = cfg.pretrain
+    parts = [
+        f"# gapless reproduce (budget {result['budget']})",
+        f"Same model and budget for every strategy: {p.model.arch} (patch {p.model.patch_size}), "
+        f"{p.total_iterations} iterations of {p.data.batch_size} tiles at {p.data.tile_px} px through the "
+        f"`{p.data.loader}` loader; {cfg.slides.count} synthetic slides of {cfg.slides.size_mm[0]:g} x "
+        f"{cfg.slides.size_mm[1]:g} mm (regular vs atypia differ in nuclei only, lobular in architecture only); "
+        f"{result['regions']} regions at 7 mpps; probes trained on {', '.join(f'{m:g}' for m in cfg.eval.train_mpps)} "
+        f"mpp, tested at every mpp over {result['folds']} patient-disjoint folds. fixed = {result['fixed_mpp']:g} mpp.",
+        f"Figure: `{result['figure']}` (balanced accuracy vs mpp, one line per strategy, fold std bands).",
+    ]
+    for probe, v in result["verdict"].items():
+        parts.append(f"## {probe} probe\n\n**Verdict.** " + " ".join(v["text"]))
+        table = result["balanced_accuracy"][probe]
+        mpps = sorted(next(iter(table.values())), key=float)
+        rows = [[s, *(f"{t[m]['mean']:.3f} ± {t[m]['std']:.3f}" for m in mpps)] for s, t in table.items()]
+        parts.append("Balanced accuracy (mean ± std over folds):\n\n" + markdown_table(["strategy", *mpps], rows))
+        gap_rows = [[s, *(f"{100 * t['per_mpp'].get(m, math.nan):+.1f}" for m in INTERMEDIATE),
+                     f"{100 * t['gap']:+.1f} ± {100 * t['se']:.1f}", "yes" if t["dips"] else "no"]
+                    for s, t in v["strategies"].items()]  # fmt: skip
+        header = ["strategy", *(f"gap {m}" for m in INTERMEDIATE), "mean ± SE", "dips"]
+        parts.append("Gaps in balanced-accuracy points (positive = dip):\n\n" + markdown_table(header, gap_rows))
+    rows = [[n, f"{s:.1f}"] for n, s in result["stages_s"].items()]
+    parts.append("## Time per stage (seconds, when each ran)\n\n" + markdown_table(["stage", "seconds"], rows))
+    return "\n\n".join(parts) + "\n"
