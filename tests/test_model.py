@@ -19,6 +19,15 @@ from train.ssl import build_models
 from train.vit import Attention, VisionTransformer, build_vit
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the tensors are tiny, and on a busy shared CPU spinning threads run far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_vit(**kw) -> VisionTransformer:
     return VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, **kw)
 

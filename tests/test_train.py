@@ -24,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "pretrain_tiny_cpu.yaml"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: these models are tiny, and on a busy shared CPU two spinning threads run far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(*overrides: str) -> PretrainConfig:
     return load_config(PretrainConfig, TINY, list(overrides))
 
