@@ -26,7 +26,7 @@ class EvalConfig:
     knn_temperature: float = 0.07
     linear_cs: list[float] = field(default_factory=lambda: list(LINEAR_CS))
     linear_max_iter: int = 1000
-    linear_warm_start: bool = True  # each C starts from the previous C's optimum (see eval.probes)
+    linear_warm_start: bool = False  # True: each C starts from the previous C's weights (faster, see eval.probes)
     refit: bool = True  # refit the chosen k / C on train + validation before testing
     rankme_method: str = "svd"  # svd (singular values of the N x D matrix) | cov (covariance eigenvalues)
     rankme_eps: float = 1e-7

@@ -8,11 +8,12 @@ same mpps), are refitted on train + validation (``refit``), and are tested on th
   go to the smallest class index, as scikit-learn's ``KNeighborsClassifier`` does); ``weighted`` weights each
   neighbour by ``exp(cos / T)`` (DINO's k-NN). All k are scored from one top-k search.
 - Linear: scikit-learn ``LogisticRegression`` (L-BFGS, multinomial, class_weight balanced, max_iter 1000) over a
-  C grid, swept from small to large C. With ``linear_warm_start`` (default) each fit starts from the previous C's
-  weights and the refit from the chosen C's: the same objective and stopping rule (gradient below sklearn's tol),
-  several times faster. The stopping rule makes large-C fits stop as soon as the gradient is small, so a warm fit
-  can end near the previous optimum where a cold one would wander further; ``linear_warm_start=false`` gives the
-  reference protocol's independent cold fits.
+  C grid, each C an independent fit from zero (the reference protocol). ``linear_warm_start`` starts each C from the
+  previous C's weights and the refit from the chosen C's: about 2-3x less CPU, but not the same results. sklearn
+  stops L-BFGS when the gradient of its sample-weight-normalised objective is below ``tol``, and after a step up in
+  C that gradient is already tiny at the old weights, so large-C fits stop at once (0 iterations) near the smaller
+  C's optimum. Measured on 20,000 x 768 synthetic embeddings: warm picked C=10 (val 0.954, test 0.962) where cold
+  fits picked C=100 (val 0.966, test 0.975). Use it for quick looks, not for reported numbers.
 
 Metrics: balanced accuracy, accuracy and macro-F1; :func:`summarise` gives mean ± std over folds.
 """

@@ -194,3 +194,12 @@ def test_scores_are_the_textbook_definitions() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         scores(y, np.zeros_like(y), 3)  # a class never predicted: no warning noise
+
+
+def test_warm_started_sweep_runs_the_same_protocol() -> None:
+    feats, labels, folds = probe_problem(9)
+    cold = EvalConfig(probes=["linear"], linear_cs=[0.01, 1.0])
+    warm = EvalConfig(probes=["linear"], linear_cs=[0.01, 1.0], linear_warm_start=True)
+    a = summarise(run_probes(feats, labels, folds, cold, [1.0])["linear"])
+    b = summarise(run_probes(feats, labels, folds, warm, [1.0])["linear"])
+    assert abs(a["balanced_accuracy"]["1"]["mean"] - b["balanced_accuracy"]["1"]["mean"]) < 0.1
