@@ -1,0 +1,146 @@
+"""`gapless demo` end to end in miniature, its resume rules, and the verdict logic of `gapless reproduce`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gapless.cli import main
+from gapless.demo import OUTPUTS, ExperimentConfig, Stages
+from gapless.reproduce import dip_test, verdict
+
+MPPS = ["0.25", "0.375", "0.5", "0.75", "1", "1.5", "2"]
+# Nine 0.8 x 0.8 mm slides (three per class), five iterations of eight tiles, four regions per slide, three folds.
+MINI = [
+    "slides.count=9",
+    "slides.size_mm=[0.8, 0.8]",
+    "pretrain.epochs=0.25",
+    "pretrain.data.batch_size=8",
+    "pretrain.data.workers=1",
+    "bench.regions_per_slide=4",
+    "bench.folds=3",
+    "eval.linear_cs=[0.1, 10.0]",
+]
+
+
+@pytest.fixture(scope="module")
+def mini_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--out", str(out), *MINI]) == 0
+    return out
+
+
+def is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_writes_summary_json_and_plots(mini_demo: Path) -> None:
+    result = json.loads((mini_demo / "demo.json").read_text())
+    run = result["run"]
+    assert sorted(run["rankme"]["values"], key=float) == MPPS
+    for probe in ("knn", "linear"):
+        per_mpp = run["probes"][probe]["summary"]["balanced_accuracy"]
+        assert sorted(per_mpp, key=float) == MPPS
+        for stats in per_mpp.values():
+            assert 0.0 <= stats["mean"] <= 1.0 and stats["std"] >= 0.0 and len(stats["folds"]) == 3
+        assert set(run["gap"][f"{probe}/balanced_accuracy"]) == {"0.375", "0.75", "1.5", "mean"}
+    stages = ["sampling analysis", "synthetic slides + index", "pretraining (DALI)", "evaluation set"]
+    assert all(result["timings_s"][s] > 0 for s in [*stages, "features + probes"])
+    training = result["training"]
+    assert training["iterations"] == 5 and training["tiles_read"] >= 5 * 8 and math.isfinite(training["loss_last"])
+    summary = (mini_demo / "SUMMARY.md").read_text()
+    for text in ("## Per magnification", "## Gap at the intermediate mpps", "## Time per stage", "0.375 mpp", "cu"):
+        assert text in summary
+    for name in ("linear_balanced_accuracy", "knn_balanced_accuracy", "rankme", "gap"):
+        assert is_png(mini_demo / "eval" / f"{name}.png"), name
+    assert is_png(mini_demo / "sampling.png") and (mini_demo / "pretrain" / "backbone.pt").is_file()
+
+
+def test_rerun_resumes_and_other_config_is_refused(mini_demo: Path, capsys) -> None:
+    assert main(["demo", "--out", str(mini_demo), *MINI]) == 0
+    result = json.loads((mini_demo / "demo.json").read_text())
+    assert all(seconds == 0.0 for seconds in result["timings_s"].values())  # every stage reused
+    assert main(["demo", "--out", str(mini_demo), *MINI, "pretrain.data.sampling.strategy=minmax"]) == 2
+    assert "another configuration" in " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+
+
+def test_fresh_deletes_only_the_demo_outputs(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    Stages(out, ExperimentConfig(), fresh=False, kind="demo")
+    (out / "eval").mkdir()
+    (out / "SUMMARY.md").write_text("old")
+    (out / "my_notes.txt").write_text("mine")
+    other = ExperimentConfig()
+    other.slides.count = 21
+    stages = Stages(out, other, fresh=True, kind="demo")
+    assert not (out / "eval").exists() and not (out / "SUMMARY.md").exists()
+    assert (out / "my_notes.txt").read_text() == "mine" and "my_notes.txt" not in OUTPUTS
+    assert stages.manifest["done"] == {}
+
+
+def test_a_foreign_folder_is_never_used(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data.csv").write_text("x")
+    assert main(["demo", "--out", str(tmp_path), "--fresh"]) == 2
+    assert "no demo manifest" in " ".join(capsys.readouterr().err.split()) and (tmp_path / "data.csv").exists()
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--strategies", "du,nope"]) == 2
+
+
+def curve(values: list[float], noise: float = 0.005, folds: int = 5) -> dict[str, list[float]]:
+    """Per-fold values per mpp: the curve plus a small fold-dependent wobble."""
+    wobble = [noise * ((f * 7) % 5 - 2) / 2 for f in range(folds)]
+    return {m: [v + w for w in wobble] for m, v in zip(MPPS, values)}
+
+
+SAWTOOTH = [0.80, 0.74, 0.80, 0.75, 0.80, 0.74, 0.80]  # DU: dips of 5-6 points between the standard mpps
+FLAT = [0.80, 0.80, 0.79, 0.79, 0.78, 0.78, 0.77]  # a smooth, slowly falling curve
+
+
+def test_sawtooth_is_a_dip_and_a_flat_curve_is_not() -> None:
+    saw = dip_test(curve(SAWTOOTH))
+    assert saw["dips"] and saw["gap"] == pytest.approx((0.06 + 0.05 + 0.06) / 3, abs=1e-9)
+    assert saw["per_mpp"] == pytest.approx({"0.375": 0.06, "0.75": 0.05, "1.5": 0.06})
+    flat = dip_test(curve(FLAT))
+    assert not flat["dips"] and abs(flat["gap"]) < 0.01
+
+
+def test_a_dip_within_fold_noise_is_not_called() -> None:
+    noisy = curve(SAWTOOTH)
+    noisy["0.75"] = [0.85, 0.65, 0.85, 0.65, 0.75]  # the same mean dip, but folds disagree wildly
+    noisy["0.375"] = [0.84, 0.64, 0.84, 0.64, 0.74]
+    noisy["1.5"] = [0.84, 0.64, 0.84, 0.64, 0.74]
+    assert not dip_test(noisy)["dips"]
+
+
+def test_verdict_continuous_strategies_close_the_du_gap() -> None:
+    result = verdict({"du": curve(SAWTOOTH), "cu": curve(FLAT), "minmax": curve(SAWTOOTH)})
+    assert result["du_dips"] and result["effect"]
+    assert result["closes"] == {"cu": True, "minmax": False}
+    assert any("CU" in line and "closes the gap" in line for line in result["text"])
+
+
+def test_verdict_says_plainly_when_the_effect_is_absent() -> None:
+    result = verdict({"init": curve(FLAT), "du": curve(FLAT), "cu": curve(FLAT)})
+    assert result["du_dips"] is False and not result["effect"] and result["closes"] == {"cu": False}
+    assert any("did not appear" in line for line in result["text"])
+    assert any("untrained" in line for line in result["text"])
+
+
+@pytest.mark.slow
+def test_full_size_demo(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    result = json.loads((out / "demo.json").read_text())
+    assert sorted(result["run"]["probes"]["linear"]["summary"]["balanced_accuracy"], key=float) == MPPS
+
+
+@pytest.mark.slow
+def test_reproduce_tiny_budget(tmp_path: Path) -> None:
+    out = tmp_path / "reproduce"
+    assert main(["reproduce", "--budget", "tiny", "--out", str(out)]) == 0
+    result = json.loads((out / "reproduce.json").read_text())
+    assert set(result["balanced_accuracy"]["linear"]) == {"init", "fixed", "du", "cu", "maxavg", "minmax"}
+    assert isinstance(result["verdict"]["linear"]["du_dips"], bool) and is_png(Path(result["figure"]))
+    assert "Verdict" in (out / "SUMMARY.md").read_text()
