@@ -60,23 +60,16 @@ def test_synthetic_loader_contract() -> None:
 
 
 def test_tiny_run_loss_goes_down(tmp_path: Path) -> None:
-    # Constant sharp teacher temperature, no drop path and 8 repeated images: a signal 15 steps can learn.
-    cfg = tiny(
-        "epochs=1.5",
-        "schedule.teacher_temp_warmup_epochs=0",
-        "schedule.teacher_temp=0.04",
-        "model.drop_path=0",
-        "optim.base_lr=0.05",
-        "checkpoint.every=100",
-    )
-    loader = SyntheticMultiCropLoader(cfg.data, pool=8)
-    record = train(cfg, tmp_path, loader=loader)
+    # The shipped tiny config on the synthetic source (crops of 32 textured, coloured images).
+    record = train(tiny("epochs=3", "checkpoint.every=100"), tmp_path)
     curve = losses(tmp_path)
-    first, last = curve[1], sum(curve[i] for i in range(11, 16)) / 5
-    assert last < 0.6 * first, curve
-    assert record["iteration"] == 15 and 0 < record["data_wait_frac"] < 1 and record["images_per_s"] > 0
+    first, last = curve[1], sum(curve[i] for i in range(26, 31)) / 5
+    assert last < 0.8 * first, curve
+    # not collapsed: the teacher's target depends on the image (the mean target is broader than each one)
+    assert record["teacher_marginal_entropy"] > record["teacher_entropy"] + 0.2
+    assert record["iteration"] == 30 and 0 < record["data_wait_frac"] < 1 and record["images_per_s"] > 0
     assert record["loader_skipped_tiles"] == 0 and "teacher_temp" in record and "momentum" in record
-    assert (tmp_path / "config.yaml").is_file() and latest_checkpoint(tmp_path).name == "ckpt_00000015.pt"
+    assert (tmp_path / "config.yaml").is_file() and latest_checkpoint(tmp_path).name == "ckpt_00000030.pt"
 
 
 def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:

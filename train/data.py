@@ -53,7 +53,8 @@ class SyntheticMultiCropLoader:
         a = cfg.augment
         # The pool is the same on every rank (one "dataset"); which images a rank draws depends on the rank.
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 0x5EED))
-        coarse = torch.randn(pool, 3, 8, 8, generator=gen)
+        # Smooth texture plus a per-image colour: crops of one image share an easily found signature.
+        coarse = torch.randn(pool, 3, 8, 8, generator=gen) + torch.randn(pool, 3, 1, 1, generator=gen)
         self.pool = F.interpolate(coarse, size=(a.global_size, a.global_size), mode="bicubic", align_corners=False)
         self.pool = self.pool.to(self.device)
 

@@ -36,8 +36,6 @@ from train.optim import apply_schedule, build_optimizer
 from train.schedules import build_schedules
 from train.ssl import DINOv2Objective, build_models, update_teacher
 
-PARTS = ("loss", "dino_global", "dino_local", "ibot", "koleo")
-
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
@@ -143,10 +141,11 @@ def train(
                     teacher_out = teacher.teacher_forward(batch["global_crops"], masks)
                     student_out = model(batch["global_crops"], batch["local_crops"], masks)
                     loss, parts = objective(student_out, teacher_out, masks, sched["teacher_temp"])
+                names = ["loss", *parts]  # the loss parts, then the teacher's collapse monitors
                 reported = all_reduce_mean(torch.stack([loss.detach().float(), *parts.values()]))
                 if not torch.isfinite(reported).all():
                     kept = ckpt_io.latest_checkpoint(run_dir)
-                    values = ", ".join(f"{k}={v:.4g}" for k, v in zip(PARTS, reported.tolist()))
+                    values = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, reported.tolist()))
                     raise NonFiniteLossError(
                         f"non-finite loss at iteration {it} ({values}); stopped without saving. Last good checkpoint: "
                         f"{kept or 'none'}. Lower optim.base_lr, use precision=bf16/fp32, or check the data."
@@ -172,7 +171,7 @@ def train(
                     record = {
                         "iteration": done,
                         "epoch": it // cfg.data.iterations_per_epoch,
-                        **dict(zip(PARTS, reported.tolist())),
+                        **dict(zip(names, reported.tolist())),
                         **sched,
                         "grad_norm": float(grad_norm),
                         "images_per_s": window["steps"] * B * env.world_size / window["time"],

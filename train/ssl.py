@@ -77,6 +77,20 @@ def update_teacher(teacher: nn.Module, student: nn.Module, momentum: float) -> N
     torch._foreach_add_(t, s, alpha=1.0 - momentum)
 
 
+@torch.no_grad()
+def collapse_monitors(targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Entropies of the teacher's CLS targets [B, K]: the mean per-sample entropy and the entropy of the mean.
+
+    Both near log K: uniform collapse (every sample gets the same flat target); both near 0: one prototype wins
+    for every sample. Healthy training has a sharp per-sample target and a broad marginal.
+    """
+    t = targets.float()
+    per_sample = -(t * torch.log(t.clamp_min(1e-12))).sum(dim=-1).mean()
+    mean = t.mean(dim=0)
+    marginal = -(mean * torch.log(mean.clamp_min(1e-12))).sum()
+    return {"teacher_entropy": per_sample, "teacher_marginal_entropy": marginal}
+
+
 class DINOv2Objective(nn.Module):
     """Total loss and its parts; holds the centring buffers, which belong in every checkpoint."""
 
@@ -117,4 +131,5 @@ class DINOv2Objective(nn.Module):
         koleo = sum(self.koleo(c) for c in student["global_cls_features"].chunk(n_g))
         total = cfg.dino_weight * (dino_global + dino_local) + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
         parts = {"dino_global": dino_global, "dino_local": dino_local, "ibot": ibot, "koleo": koleo}
-        return total, {k: torch.as_tensor(v).detach().float() for k, v in parts.items()}
+        parts = {k: v.detach().float() if torch.is_tensor(v) else ibot.new_tensor(float(v)) for k, v in parts.items()}
+        return total, {**parts, **collapse_monitors(cls_targets)}
