@@ -66,8 +66,15 @@ class MetricsLog:
     def __init__(self, path: Path, resume_from: int) -> None:
         self.path = path
         if path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["iteration"] <= resume_from]
+            kept = [ln for ln in path.read_text().splitlines() if self._iteration(ln) <= resume_from]
             path.write_text("".join(ln + "\n" for ln in kept))
+
+    @staticmethod
+    def _iteration(line: str) -> float:
+        try:
+            return json.loads(line)["iteration"]
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill: drop it
+            return math.inf
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
