@@ -242,6 +242,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from eval.evaluate import evaluate
     from eval.report import print_tables
+    from gapless.cli import UserError
     from gapless.cli import main as gapless
     from gapless.console import console, progress, table, write_json
 
@@ -250,7 +251,12 @@ def run(args: argparse.Namespace) -> int:
     stages = Stages(out, cfg, args.fresh, "demo")
     started = time.perf_counter()
     plots = ["--json", str(out / "sampling.json"), "--plot", str(out / "sampling.png")]
-    stages.run("sampling analysis", lambda: gapless(["sampling", *plots]))
+
+    def sampling() -> None:
+        if gapless(["sampling", *plots]) != 0:
+            raise UserError("the sampling analysis failed (see its message above)")
+
+    stages.run("sampling analysis", sampling)
     stages.run("synthetic slides + index", lambda: make_slides(cfg.slides, out / "slides"))
     index = out / "slides" / "index.h5"
     stages.run("pretraining (DALI)", lambda: pretrain(cfg.pretrain, index, out / "pretrain"))
