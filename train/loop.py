@@ -160,7 +160,11 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), o.clip_grad or math.inf)
+                # Clipped per module (backbone, head) as in DINOv2.
+                grad_norm = max(
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), o.clip_grad or math.inf)
+                    for m in (student.backbone, student.head)
+                )
                 scaler.step(optimizer)
                 scaler.update()
                 update_teacher(teacher, student, sched["momentum"])
