@@ -109,6 +109,8 @@ class _StageRun:
         self.multicrop = MultiCrop(cfg.augment)
         for entry in self.source.slides:  # open every handle first: opening is start-up, not per-tile cost
             self.source.cache.get(entry.path, mpp=entry.mpp)
+        for g in range(4 * len(self.source.slides)):  # and load tissue masks (lazy, once per slide) the same way
+            self.source.plan(10**9 + g)
         self.specs, plan_times = plan_specs(self.source, n_tiles)
         self.times: dict[str, list[float]] = {s: [] for s in STAGES}
         self.times["plan"] = plan_times
