@@ -65,31 +65,47 @@ def crop_recipes(aug: AugmentConfig) -> list[CropRecipe]:
     return recipes
 
 
-def crop_window(
-    rng: np.random.Generator, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
-) -> tuple[int, int, int, int]:
-    """torchvision's ``RandomResizedCrop.get_params``: (y, x, h, w) in integer pixels of a height x width image.
+def crop_windows(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    scales: np.ndarray,
+    ratio: tuple[float, float],
+    tries: int = 10,
+) -> np.ndarray:
+    """torchvision's ``RandomResizedCrop.get_params`` for ``len(scales)`` crops at once: int [n, 4] of (y, x, h, w).
 
-    Ten tries of (area uniform in ``scale``, aspect log-uniform in ``ratio``) placed uniformly; when none fits,
-    the whole image clamped to the ratio range, centred.
+    Per crop, ``tries`` draws of (area uniform in its ``scales`` row, aspect log-uniform in ``ratio``); the first
+    that fits is placed uniformly. When none fits, the whole image clamped to the ratio range, centred. All tries
+    are drawn up front (vectorised): the first fitting one of i.i.d. tries has torchvision's distribution.
     """
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    n = len(scales)
+    u = rng.random((n, tries, 2))
+    area = height * width * (scales[:, :1] + (scales[:, 1:] - scales[:, :1]) * u[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w, h = np.rint(np.sqrt(area * aspect)), np.rint(np.sqrt(area / aspect))  # round half to even, as round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.argmax(axis=1)
+    h, w = h[np.arange(n), first].astype(np.int64), w[np.arange(n), first].astype(np.int64)
+    position = rng.random((n, 2))
+    y = np.floor(position[:, 0] * (height - h + 1)).astype(np.int64)
+    x = np.floor(position[:, 1] * (width - w + 1)).astype(np.int64)
+    missed = ~fits.any(axis=1)
+    if missed.any():
+        in_ratio = width / height
+        if in_ratio < min(ratio):
+            fw, fh = width, int(round(width / min(ratio)))
+        elif in_ratio > max(ratio):
+            fh, fw = height, int(round(height * max(ratio)))
+        else:
+            fw, fh = width, height
+        h[missed], w[missed], y[missed], x[missed] = fh, fw, (height - fh) // 2, (width - fw) // 2
+    return np.stack([y, x, h, w], axis=1)
+
+
+def _between(u: np.ndarray, low: float, high: float) -> np.ndarray:
+    return low + (high - low) * u
 
 
 def draw_params(aug: AugmentConfig, rng: np.random.Generator, tile_px: int) -> np.ndarray:
@@ -97,27 +113,35 @@ def draw_params(aug: AugmentConfig, rng: np.random.Generator, tile_px: int) -> n
 
     Windows are drawn in integer pixels of the ``tile_px``² base tile, as torchvision does, and stored relative,
     so DALI's ``roi_relative`` window and the baseline's integer slice cover the same pixels. Every view draws the
-    same number of values whatever its coins say, so one view's flips never shift another's window.
+    same number of values whatever its coins say, so one view's coins never shift another's window. Vectorised
+    over views: this runs once per sample in the loader workers.
     """
     recipes = crop_recipes(aug)
-    params = np.zeros((len(recipes), N_PARAMS), dtype=np.float32)
-    for row, recipe in zip(params, recipes):
-        y, x, h, w = crop_window(rng, tile_px, tile_px, recipe.scale, CROP_RATIO)
-        row[[Y0, X0, Y1, X1]] = (y / tile_px, x / tile_px, (y + h) / tile_px, (x + w) / tile_px)
-        coins = rng.random(5)  # flip, jitter, grayscale, blur, solarize
-        factors = (
-            rng.uniform(max(0.0, 1.0 - aug.brightness), 1.0 + aug.brightness),
-            rng.uniform(max(0.0, 1.0 - aug.contrast), 1.0 + aug.contrast),
-            rng.uniform(max(0.0, 1.0 - aug.saturation), 1.0 + aug.saturation),
-            rng.uniform(-aug.hue, aug.hue),
-        )
-        sigma = rng.uniform(*BLUR_SIGMA)
-        row[FLIP] = coins[0] < aug.flip_p
-        row[[BRIGHTNESS, CONTRAST, SATURATION, HUE]] = factors if coins[1] < aug.jitter_p else (1.0, 1.0, 1.0, 0.0)
-        row[GRAY] = coins[2] < aug.grayscale_p
-        row[BLUR] = coins[3] < recipe.blur_p
-        row[SIGMA] = sigma
-        row[SOLARIZE] = coins[4] < recipe.solarize_p
+    n = len(recipes)
+    params = np.zeros((n, N_PARAMS), dtype=np.float32)
+    if n == 0:
+        return params
+    scales = np.array([r.scale for r in recipes], dtype=np.float64)
+    y, x, h, w = crop_windows(rng, tile_px, tile_px, scales, CROP_RATIO).T
+    params[:, [Y0, X0, Y1, X1]] = np.stack([y, x, y + h, x + w], axis=1) / tile_px
+    u = rng.random((n, 10))  # 5 coins, 4 jitter factors, sigma
+    flip, jitter, gray, blur, solarize = u[:, :5].T
+    params[:, FLIP] = flip < aug.flip_p
+    factors = np.stack(
+        [
+            _between(u[:, 5], max(0.0, 1.0 - aug.brightness), 1.0 + aug.brightness),
+            _between(u[:, 6], max(0.0, 1.0 - aug.contrast), 1.0 + aug.contrast),
+            _between(u[:, 7], max(0.0, 1.0 - aug.saturation), 1.0 + aug.saturation),
+            _between(u[:, 8], -aug.hue, aug.hue),
+        ],
+        axis=1,
+    )
+    identity = np.array([1.0, 1.0, 1.0, 0.0])
+    params[:, [BRIGHTNESS, CONTRAST, SATURATION, HUE]] = np.where((jitter < aug.jitter_p)[:, None], factors, identity)
+    params[:, GRAY] = gray < aug.grayscale_p
+    params[:, BLUR] = blur < np.array([r.blur_p for r in recipes])
+    params[:, SIGMA] = _between(u[:, 9], *BLUR_SIGMA)
+    params[:, SOLARIZE] = solarize < np.array([r.solarize_p for r in recipes])
     return params
 
 

@@ -11,7 +11,7 @@ from scipy import stats
 
 from pipeline import augparams as P
 from pipeline.augment import MultiCrop, resize_window
-from pipeline.augparams import CropRecipe, crop_recipes, crop_window, sample_params, window_pixels
+from pipeline.augparams import CropRecipe, crop_recipes, crop_windows, sample_params, window_pixels
 from pipeline.config import AugmentConfig, DataConfig
 from pipeline.loader import build_source
 from pipeline.resize import resize_square
@@ -54,11 +54,13 @@ def test_parameters_follow_the_dinov2_recipe() -> None:
         assert np.all((rows[:, P.SIGMA] >= 0.1) & (rows[:, P.SIGMA] <= 2.0))
 
 
-def test_crop_window_falls_back_to_the_centre_as_torchvision() -> None:
-    rng = np.random.default_rng(0)
-    assert crop_window(rng, 100, 100, scale=(2.0, 3.0), ratio=(0.75, 4 / 3)) == (0, 0, 100, 100)
+def test_crop_windows_fall_back_to_the_centre_as_torchvision() -> None:
+    rng, ratio = np.random.default_rng(0), (0.75, 4 / 3)
+    impossible = np.array([[2.0, 3.0], [0.5, 0.5]])  # no try can fit the first; the second always fits
+    windows = crop_windows(rng, 100, 100, impossible, ratio)
+    assert windows[0].tolist() == [0, 0, 100, 100] and 0 < windows[1, 2] < 100
     # A wide image clamps the whole-image fallback to the largest allowed aspect ratio.
-    assert crop_window(rng, 100, 300, scale=(5.0, 6.0), ratio=(0.75, 4 / 3)) == (0, 83, 100, 133)
+    assert crop_windows(rng, 100, 300, np.array([[5.0, 6.0]]), ratio)[0].tolist() == [0, 83, 100, 133]
 
 
 @pytest.fixture(scope="module")
