@@ -28,6 +28,7 @@ from gapless.demo import CONFIGS, Stages, load_experiment, make_bench, make_slid
 STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax")
 CONTINUOUS = ("cu", "maxavg", "minmax")
 INTERMEDIATE = ("0.375", "0.75", "1.5")
+NEAR_CHANCE = 0.1  # balanced accuracy this close to chance: the summary warns that the gaps mean little
 MIN_GAP = 0.01  # one balanced-accuracy point: smaller dips are not called dips, whatever the folds say
 
 
@@ -192,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         "strategies": strategies,
         "fixed_mpp": cfg.pretrain.data.sampling.fixed_mpp,
         "regions": len(bench),
+        "chance": 1.0 / len(bench.classes),
         "folds": int(len(np.unique(bench.folds))),
         "verdict": verdicts,
         "balanced_accuracy": {
@@ -225,6 +227,13 @@ def summary_markdown(cfg, result: dict) -> str:
     for probe, v in result["verdict"].items():
         parts.append(f"## {probe} probe\n\n**Verdict.** " + " ".join(v["text"]))
         table = result["balanced_accuracy"][probe]
+        best = max(cell["mean"] for t in table.values() for cell in t.values())
+        if best < result["chance"] + NEAR_CHANCE:
+            parts.append(
+                f"**Caution:** the best balanced accuracy, {best:.3f}, is within {100 * NEAR_CHANCE:g} points of chance "
+                f"({result['chance']:.3f}): these features barely tell the classes apart, so gaps of a few points are "
+                "noise-level, whatever the standard errors say."
+            )
         mpps = sorted(next(iter(table.values())), key=float)
         rows = [[s, *(f"{t[m]['mean']:.3f} ± {t[m]['std']:.3f}" for m in mpps)] for s, t in table.items()]
         parts.append("Balanced accuracy (mean ± std over folds):\n\n" + markdown_table(["strategy", *mpps], rows))
