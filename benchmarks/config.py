@@ -44,9 +44,9 @@ class BenchConfig:
     workers: int = 2  # DataLoader workers = DALI source workers = DALI threads (0: in the main process)
     batch_size: int = 16
     warmup_batches: int = -1  # after start-up, before the clock starts; -1: the loader's queue depth + 1
-    batches_per_repeat: int = 8  # one measurement window
-    repeats: int = 6  # measurement windows per (loader, strategy): median, min, max
-    passes: int = 2  # 2: strategies measured forward then backward (loaders rebuilt), repeats split between them
+    batches_per_repeat: int = 6  # one measurement window
+    repeats: int = 8  # measurement windows per (loader, strategy): median, min, max
+    passes: int = 4  # strategies measured forward, backward, forward, … (loaders rebuilt), windows split evenly
     synthetic: bool = True  # the no-I/O upper bound (train.data.SyntheticMultiCropLoader)
     scaling_workers: list[int] = field(default_factory=list)  # empty: 1, 2, 4, ... up to the usable cores
     scaling_loaders: list[str] = field(default_factory=lambda: list(LOADERS))

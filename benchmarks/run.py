@@ -55,6 +55,8 @@ def merge_passes(parts: list[dict[str, Any]]) -> dict[str, Any]:
         return parts[0]
     out = dict(parts[0])
     out["rates"] = [v for p in parts for v in p["rates"]]
+    out["pass_rates"] = [p["rates"] for p in parts]  # for the verdict: strategies paired within each pass
+    out["pass_cpu_ms_per_tile"] = [p["cpu_ms_per_tile"] for p in parts]
     out["cpu_ms_per_tile"] = [v for p in parts for v in p["cpu_ms_per_tile"]]
     out["startup_s"] = statistics.mean(p["startup_s"] for p in parts)
     out["memory"] = {k: max((p["memory"].get(k) for p in parts if p["memory"].get(k) is not None), default=None)
@@ -71,8 +73,9 @@ def merge_passes(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Main throughput (every loader × strategy, plus the no-I/O bound) and the worker-count scaling.
 
-    With ``passes`` = 2 each loader's strategies are measured forward, then backward (DU CU … CU DU), each pass
-    taking half the windows: a machine that slows down or speeds up during the run then biases no strategy.
+    With ``passes`` > 1 each loader's strategies are measured forward, then backward (DU CU … CU DU), and so on,
+    the windows split between passes: the strategies of one pass are measured close together in time, so the
+    verdict compares them pass by pass and a machine whose load drifts during the run biases no strategy.
     """
     device = device_name()
     passes = max(1, min(cfg.passes, cfg.repeats))

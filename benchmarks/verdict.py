@@ -1,10 +1,13 @@
 """The verdicts of a run, computed from its own measurements: what continuous sampling costs, how the loaders
 compare, and whether the loader keeps up with the trainer. Pure arithmetic on lists of rates (tiles/s).
 
-Cost of strategy S relative to DU in the same loader: ``cost = 1 - median(S) / median(DU)`` (positive: S is
-slower). Its spread comes from the repeated windows, conservatively: the ratio can be as low as
-``min(S) / max(DU)`` and as high as ``max(S) / min(DU)``; ``± spread`` is half that interval. "CU ≥ 0.98× DU"
-holds when the median ratio is at least 0.98.
+Cost of strategy S relative to DU in the same loader: ``cost = 1 - ratio`` (positive: S is slower). With one
+measurement pass, ``ratio = median(S) / median(DU)`` and its spread comes from the repeated windows,
+conservatively: the ratio can be as low as ``min(S) / max(DU)`` and as high as ``max(S) / min(DU)``. With several
+passes (strategies measured close together in time, pass after pass), each pass gives its own ratio
+``median(S_p) / median(DU_p)``; ``ratio`` is their median and the interval their min and max, so load that drifts
+between passes does not count as a difference between strategies. ``± spread`` is half the interval.
+"CU ≥ 0.98× DU" holds when the ratio is at least 0.98.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Cost:
     cost_pct: float  # 100 (1 - ratio)
     spread_pct: float  # 100 (ratio_high - ratio_low) / 2
     meets_target: bool
+    passes: int = 1  # > 1: ratio and interval from per-pass ratios
 
     def sentence(self, labels: dict[str, str] | None = None) -> str:
         name = (labels or {}).get(self.strategy, self.strategy)
@@ -39,8 +43,12 @@ class Cost:
         what = "throughput" if self.metric == "throughput" else "tiles per CPU-second"
         return (
             f"{self.loader}: {name} {word} {abs(self.cost_pct):.1f} % (± {self.spread_pct:.1f}) {what} relative to "
-            f"{ref} ({self.ratio:.3f}×; target ≥ {TARGET_RATIO}×: {'met' if self.meets_target else 'not met'})"
+            f"{ref} ({self.ratio:.3f}×, {self._basis()}; target ≥ {TARGET_RATIO}×: "
+            f"{'met' if self.meets_target else 'not met'})"
         )
+
+    def _basis(self) -> str:
+        return f"median of {self.passes} paired passes" if self.passes > 1 else "medians of the windows"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,13 +61,24 @@ def cost(
     reference_rates: list[float],
     reference: str = "du",
     metric: str = "throughput",
+    pass_rates: list[list[float]] | None = None,
+    pass_reference_rates: list[list[float]] | None = None,
 ) -> Cost:
-    """The :class:`Cost` of ``rates`` (tiles/s per window) relative to ``reference_rates``."""
+    """The :class:`Cost` of ``rates`` (tiles/s per window) relative to ``reference_rates``; with the windows of
+    each pass given too (same number of passes for both), from the per-pass ratios (see the module doc)."""
     if not rates or not reference_rates:
         raise ValueError("cost needs at least one measurement of each strategy")
-    ratio = statistics.median(rates) / statistics.median(reference_rates)
-    low = min(rates) / max(reference_rates)
-    high = max(rates) / min(reference_rates)
+    passes = 1
+    if pass_rates and pass_reference_rates and len(pass_rates) == len(pass_reference_rates) > 1:
+        per_pass = [statistics.median(a) / statistics.median(b)
+                    for a, b in zip(pass_rates, pass_reference_rates) if a and b]  # fmt: skip
+        passes = len(per_pass)
+    if passes > 1:
+        ratio, low, high = statistics.median(per_pass), min(per_pass), max(per_pass)
+    else:
+        ratio = statistics.median(rates) / statistics.median(reference_rates)
+        low = min(rates) / max(reference_rates)
+        high = max(rates) / min(reference_rates)
     return Cost(
         loader=loader,
         strategy=strategy,
@@ -71,6 +90,7 @@ def cost(
         cost_pct=100.0 * (1.0 - ratio),
         spread_pct=100.0 * (high - low) / 2.0,
         meets_target=ratio >= TARGET_RATIO,
+        passes=passes,
     )
 
 
@@ -83,12 +103,18 @@ def strategy_costs(results: list[dict[str, Any]], reference: str = "du", metric:
             return [1e3 / v for v in r.get("cpu_ms_per_tile", []) if v > 0]
         return list(r.get("rates", []))
 
-    by_key = {(r["loader"], r["strategy"]): values(r) for r in results if r["loader"] != "synthetic"}
+    def per_pass(r: dict[str, Any]) -> list[list[float]] | None:
+        if metric == "cpu":
+            passes = r.get("pass_cpu_ms_per_tile")
+            return [[1e3 / v for v in p if v > 0] for p in passes] if passes else None
+        return r.get("pass_rates")
+
+    by_key = {(r["loader"], r["strategy"]): r for r in results if r["loader"] != "synthetic"}
     costs = []
-    for (loader, strategy), rates in by_key.items():
+    for (loader, strategy), r in by_key.items():
         ref = by_key.get((loader, reference))
-        if strategy != reference and ref and rates:
-            costs.append(cost(loader, strategy, rates, ref, reference, metric))
+        if strategy != reference and ref and values(r) and values(ref):
+            costs.append(cost(loader, strategy, values(r), values(ref), reference, metric, per_pass(r), per_pass(ref)))
     return costs
 
 

@@ -233,3 +233,15 @@ def test_paired_stage_ratio() -> None:
     # A failed read (nan) drops its pair; the interval brackets the ratio.
     r = paired_ratio([2.0, float("nan"), 3.0, 1.0], [1.0, 5.0, 2.0, 1.0])
     assert r["ratio"] == pytest.approx(4 / 6) and r["low"] <= r["ratio"] <= r["high"]
+
+
+def test_cost_from_paired_passes() -> None:
+    # The machine slowed down between passes: pooled windows would blur the strategies, per-pass ratios do not.
+    du = [[100.0, 100.0], [50.0, 50.0], [80.0, 80.0]]
+    cu = [[90.0, 90.0], [45.0, 45.0], [76.0, 76.0]]
+    c = cost("dali", "cu", sum(cu, []), sum(du, []), pass_rates=cu, pass_reference_rates=du)
+    assert c.passes == 3
+    assert c.ratio == pytest.approx(0.9) and (c.ratio_low, c.ratio_high) == pytest.approx((0.9, 0.95))
+    assert c.spread_pct == pytest.approx(2.5) and "3 paired passes" in c.sentence()
+    pooled = cost("dali", "cu", sum(cu, []), sum(du, []))
+    assert pooled.passes == 1 and pooled.spread_pct > 50
