@@ -37,3 +37,22 @@ def test_help_does_not_import_heavy_libraries():
     code = "import sys, gapless.cli as c; c.build_parser(); print(sorted(m for m in ('torch', 'nvidia.dali', 'cucim') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_overrides_may_stand_on_both_sides_of_options(monkeypatch):
+    import gapless.cli as cli
+
+    captured = {}
+    original = cli.build_parser
+
+    def parser_with_recording_pretrain():
+        parser = original()
+        sub = next(a for a in parser._actions if a.dest == "command")
+        sub.choices["pretrain"].set_defaults(func=lambda args: captured.setdefault("overrides", args.overrides))
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_recording_pretrain)
+    cli.main(["pretrain", "--config", "c.yaml", "a=1", "--out", "/r", "b.c=2"])
+    assert captured["overrides"] == ["a=1", "b.c=2"]
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--config", "c.yaml", "--out", "/r", "--bogus"])
