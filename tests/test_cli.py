@@ -48,7 +48,7 @@ def test_overrides_may_stand_on_both_sides_of_options(monkeypatch):
     def parser_with_recording_pretrain():
         parser = original()
         sub = next(a for a in parser._actions if a.dest == "command")
-        sub.choices["pretrain"].set_defaults(func=lambda args: captured.setdefault("overrides", args.overrides))
+        sub.choices["pretrain"].set_defaults(func=lambda args: captured.update(overrides=args.overrides))
         return parser
 
     monkeypatch.setattr(cli, "build_parser", parser_with_recording_pretrain)
