@@ -6,7 +6,7 @@ augments with :class:`pipeline.augment.MultiCrop` using the parameters the DALI 
 (:func:`pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
 
 Tuned as one would tune it for real: each worker builds whole batches (``batch_size=None``: no per-sample IPC and
-no collate in the main process), OpenCV and torch are pinned to one thread per worker (no oversubscription),
+no collate in the main process) straight into shared memory (no copy when they are sent), OpenCV and torch are pinned to one thread per worker (no oversubscription),
 workers persist across epochs, each keeps ``prefetch`` batches in flight, and batches are pinned when a GPU will
 receive them. Worker ``w`` of ``n`` builds batches ``start + w, start + w + n, …``; the DataLoader returns worker
 outputs round-robin, so batches arrive in order and batch ``b`` is the same whatever the worker count.
@@ -15,7 +15,6 @@ Augmentation parameters are a pure function of (seed, g), so the baseline is res
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,58 +44,59 @@ class BaselineDataset(IterableDataset):
         if info is not None:
             import cv2
 
-            # 0: OpenCV runs in the calling thread. (1 keeps a one-thread pool, whose teardown aborted workers at
-            # exit here.) Parallelism comes from the workers themselves.
+            # One thread each: parallelism comes from the workers themselves (no oversubscription).
             cv2.setNumThreads(0)
             torch.set_num_threads(1)
         b = self.start + worker
         try:
             while True:
-                yield self.make_batch(b)
+                yield self.make_batch(b, shared=info is not None)
                 b += n_workers
         finally:
-            # Close the slide handles while the interpreter is intact: native decoder threads torn down during
-            # interpreter exit abort the worker.
-            self.source.close()
+            self.source.close()  # this process's slide handles
 
-    def make_batch(self, b: int) -> dict[str, Any]:
-        """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata."""
+    def make_batch(self, b: int, shared: bool = False) -> dict[str, torch.Tensor]:
+        """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata.
+
+        ``shared`` (in a worker): every tensor is made in shared memory here, as the DataLoader's own collate does.
+        Otherwise the worker's queue feeder thread moves it there while pickling, in C++ with the GIL released; a
+        worker told to stop while a prefetched batch is still being pickled then exits under that thread, and
+        CPython ends a thread that wants the GIL back during finalization with ``pthread_exit``, whose unwinding
+        through torch's C++ frame calls ``std::terminate``: the worker dies of SIGABRT at shutdown.
+        """
         cfg, aug = self.cfg, self.cfg.augment
         B = cfg.batch_size
-        globals_ = np.empty((aug.global_crops, B, 3, aug.global_size, aug.global_size), dtype=np.float32)
-        locals_ = np.empty((aug.local_crops, B, 3, aug.local_size, aug.local_size), dtype=np.float32)
+        crops = {
+            "global_crops": torch.empty(aug.global_crops * B, 3, aug.global_size, aug.global_size),
+            "local_crops": torch.empty(aug.local_crops * B, 3, aug.local_size, aug.local_size),
+        }
+        if shared:
+            crops = {key: crop.share_memory_() for key, crop in crops.items()}
+        # Crop-major views of the outputs: [crop, sample, 3, S, S].
+        globals_ = crops["global_crops"].numpy().reshape(aug.global_crops, B, 3, aug.global_size, aug.global_size)
+        locals_ = crops["local_crops"].numpy().reshape(aug.local_crops, B, 3, aug.local_size, aug.local_size)
         meta = np.zeros((4, B), dtype=np.float64)  # mpp, level, retries, skipped
         for k in range(B):
             g = TileSource.global_index(b * B + k, self.rank, self.world_size)
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
-            params = sample_params(aug, self.source.seed, g, cfg.tile_px)
-            views_g, views_l = self.multicrop.apply(base, params)
+            views_g, views_l = self.multicrop.apply(base, sample_params(aug, self.source.seed, g, cfg.tile_px))
             for c, view in enumerate(views_g):
                 globals_[c, k] = view
             for c, view in enumerate(views_l):
                 locals_[c, k] = view
             meta[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
-        return {
-            "global_crops": torch.from_numpy(globals_.reshape(-1, 3, aug.global_size, aug.global_size)),
-            "local_crops": torch.from_numpy(locals_.reshape(-1, 3, aug.local_size, aug.local_size)),
+        batch = {
+            **crops,
             "mpp": torch.from_numpy(meta[0].astype(np.float32)),
             "level": torch.from_numpy(meta[1].astype(np.int64)),
             "retries": torch.from_numpy(meta[2].astype(np.int64)),
             "skipped": torch.from_numpy(meta[3].astype(np.int64)),
         }
-
-
-def _skip_native_teardown(worker_id: int) -> None:
-    """End a worker with ``os._exit`` once its Python exit handlers are due.
-
-    The worker has delivered its batches by then; what remains is C++ static destruction, during which a native
-    decoder thread pool (cuCIM/OpenCV) intermittently called ``std::terminate`` here and the DataLoader reported
-    the worker as killed. Registered in the worker, so it runs first of its exit handlers and only there.
-    """
-    import atexit
-
-    atexit.register(os._exit, 0)
+        if shared:
+            for key in ("mpp", "level", "retries", "skipped"):
+                batch[key].share_memory_()
+        return batch
 
 
 class BaselineLoader:
@@ -125,7 +125,6 @@ class BaselineLoader:
             persistent_workers=workers > 0,
             # spawn: cuCIM and OpenCV keep native thread pools that do not survive fork reliably.
             multiprocessing_context="spawn" if workers else None,
-            worker_init_fn=_skip_native_teardown if workers else None,
         )
         self._it: Any = iter(self.dataloader)
         self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
