@@ -31,7 +31,7 @@ def throughput_rows(result: dict[str, Any]) -> list[list[Any]]:
     du = {r["loader"]: r["median"] for r in result["throughput"] if r["strategy"] == "du" and r["rates"]}
     rows = []
     for r in result["throughput"]:
-        if r["error"]:  # the message itself is printed when it happens and kept in the JSON
+        if r["error"] and not r["rates"]:  # the message itself is printed when it happens and kept in the JSON
             rows.append([r["loader"], _label(r["strategy"]), r["workers"], "failed", *[""] * 7])
             continue
         ref = du.get(r["loader"])

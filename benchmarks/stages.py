@@ -6,8 +6,8 @@ Each tile of a strategy goes through the baseline loader's own functions, one at
 - read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``);
 - resize: crop-and-resize to ``tile_px`` (``pipeline.resize.resize_square``, antialiased);
 - augment: DINOv2 multi-crop (``pipeline.augment.MultiCrop``);
-- transfer: per batch, collating the views into batch arrays and handing them over: into shared memory on a CPU
-  (what a DataLoader worker does to send a batch), pinned and copied to the device on a GPU (synchronised).
+- transfer: per batch, collating the views into batch tensors: in shared memory on a CPU (what a DataLoader worker
+  does so that a batch is sent as handles), pinned and copied to the device on a GPU (synchronised).
 
 OpenCV and torch use one thread, as in a loader worker, so the figures are per worker. Alongside the times, the
 region plans give the decoded pixels per output pixel: ``read_size² / tile_px²`` and the JPEG-tile-aligned area
@@ -85,16 +85,21 @@ def pixel_figures(source: Any, specs: list[Any]) -> dict[str, Any]:
 
 
 def _transfer(globals_: list[np.ndarray], locals_: list[np.ndarray], cuda: bool) -> None:
+    """Collate views into batch tensors as the baseline worker does: straight into shared memory on a CPU (the
+    DataLoader then sends handles, not pixels); into ordinary memory, then pinned and copied on a GPU."""
     import torch
 
-    batch = [torch.from_numpy(np.stack(globals_)), torch.from_numpy(np.stack(locals_))]
+    for views in (globals_, locals_):
+        batch = torch.empty((len(views), *views[0].shape), dtype=torch.float32)
+        if not cuda:
+            batch.share_memory_()
+        out = batch.numpy()
+        for i, view in enumerate(views):
+            out[i] = view
+        if cuda:
+            batch.pin_memory().to("cuda", non_blocking=True)
     if cuda:
-        moved = [t.pin_memory().to("cuda", non_blocking=True) for t in batch]
         torch.cuda.synchronize()
-        del moved
-    else:
-        for t in batch:
-            t.share_memory_()
 
 
 class _StageRun:
@@ -133,7 +138,7 @@ class _StageRun:
         t1 = time.perf_counter()
         base = resize_square(region, self.cfg.tile_px)
         t2 = time.perf_counter()
-        views_g, views_l = self.multicrop(base, np.random.default_rng([self.cfg.seed, k]))
+        views_g, views_l = self._augment(base, k)
         t3 = time.perf_counter()
         for stage, dt in (("read", t1 - t0), ("resize", t2 - t1), ("augment", t3 - t2)):
             self.times[stage].append(dt)
@@ -145,6 +150,15 @@ class _StageRun:
             _transfer(*self.pending, self.cuda)
             self.times["transfer"].extend([(time.perf_counter() - t0) / self.batch] * self.batch)
             self.pending = ([], [])
+
+    def _augment(self, base: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The baseline's augmentation of sample ``k``: parameters drawn per sample, then applied."""
+        try:
+            from pipeline.augparams import sample_params
+        except ImportError:  # an older pipeline draws inside MultiCrop
+            return self.multicrop(base, np.random.default_rng([self.cfg.seed, k]))
+        params = sample_params(self.cfg.augment, self.source.seed, self.specs[k].index, self.cfg.tile_px)
+        return self.multicrop.apply(base, params)
 
     def result(self) -> dict[str, Any]:
         times = self.times
