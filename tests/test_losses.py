@@ -12,14 +12,7 @@ import torch.multiprocessing as mp
 
 from train.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, sinkhorn_knopp
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: the tensors are tiny, and on a busy shared CPU spinning threads run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def log_softmax_by_hand(values: list[float]) -> list[float]:

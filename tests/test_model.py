@@ -18,14 +18,7 @@ from train.schedules import build_schedules, cosine_schedule
 from train.ssl import build_models
 from train.vit import Attention, VisionTransformer, build_vit
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: the tensors are tiny, and on a busy shared CPU spinning threads run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_vit(**kw) -> VisionTransformer:

@@ -9,19 +9,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    if distributed():
-        dist.all_reduce(x)
-    return x
+from train.losses.center import CenteredTeacherLoss, all_reduce_sum
 
 
 @torch.no_grad()
@@ -46,26 +36,8 @@ def sinkhorn_knopp(
     return Q.t()
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(CenteredTeacherLoss):
     """Cross-entropy between teacher targets and student log-probabilities, summed over (student, teacher) pairs."""
-
-    def __init__(self, prototypes: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
-        super().__init__()
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, prototypes))
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """EMA of the mean teacher score over the global batch (all ranks)."""
-        total = all_reduce_sum(teacher_logits.float().sum(dim=0, keepdim=True))
-        count = all_reduce_sum(torch.tensor(float(teacher_logits.shape[0]), device=total.device))
-        m = self.center_momentum
-        self.center.mul_(m).add_(total / count, alpha=1 - m)
 
     def forward(self, student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor]) -> torch.Tensor:
         """Sum over every (student crop, teacher crop) pair of the batch-mean cross-entropy."""

@@ -9,30 +9,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from train.losses.dino import all_reduce_sum
+from train.losses.center import CenteredTeacherLoss
 
 
-class IBOTPatchLoss(nn.Module):
-    def __init__(self, prototypes: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
-        super().__init__()
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, prototypes))
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        total = all_reduce_sum(teacher_logits.float().sum(dim=0, keepdim=True))
-        count = all_reduce_sum(torch.tensor(float(teacher_logits.shape[0]), device=total.device))
-        m = self.center_momentum
-        # With no masked patch anywhere there is nothing to average: keep the centre.
-        if count.item() > 0:
-            self.center.mul_(m).add_(total / count, alpha=1 - m)
+class IBOTPatchLoss(CenteredTeacherLoss):
+    """Cross-entropy at the masked patches, teacher targets softmax-centred with their own running centre."""
 
     def forward(
         self, student_logits: torch.Tensor, teacher_probs: torch.Tensor, weights: torch.Tensor, n_crops: int
