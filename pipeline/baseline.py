@@ -58,11 +58,8 @@ class BaselineDataset(IterableDataset):
     def make_batch(self, b: int, shared: bool = False) -> dict[str, torch.Tensor]:
         """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata.
 
-        ``shared`` (in a worker): every tensor is made in shared memory here, as the DataLoader's own collate does.
-        Otherwise the worker's queue feeder thread moves it there while pickling, in C++ with the GIL released; a
-        worker told to stop while a prefetched batch is still being pickled then exits under that thread, and
-        CPython ends a thread that wants the GIL back during finalization with ``pthread_exit``, whose unwinding
-        through torch's C++ frame calls ``std::terminate``: the worker dies of SIGABRT at shutdown.
+        ``shared`` (in a worker): the tensors are made in shared memory here, as the DataLoader's own collate does,
+        so the queue's feeder thread has nothing to copy when it sends them.
         """
         cfg, aug = self.cfg, self.cfg.augment
         B = cfg.batch_size
@@ -99,6 +96,27 @@ class BaselineDataset(IterableDataset):
         return batch
 
 
+def _join_queue_feeders_at_exit(worker_id: int) -> None:
+    """Worker init: at exit, let the worker's queue feeder thread finish before the interpreter finalizes.
+
+    A worker told to stop may still be sending a prefetched batch: the feeder thread (a daemon; the DataLoader
+    cancels its join) is pickling tensors or freeing them, in torch C++ code that releases the GIL. CPython (before
+    3.14) ends a thread that wants the GIL back during finalization with ``pthread_exit``, and its forced unwind
+    through those C++ frames calls ``std::terminate``: the worker died of SIGABRT at shutdown. ``atexit``
+    handlers run before finalization, so joining the feeder there (bounded: the main process may have stopped
+    reading) closes the race.
+    """
+    import atexit
+    import threading
+
+    def join_feeders(timeout: float = 2.0) -> None:
+        for thread in threading.enumerate():
+            if thread.name == "QueueFeederThread":  # multiprocessing.Queue's sender thread
+                thread.join(timeout)
+
+    atexit.register(join_feeders)
+
+
 class BaselineLoader:
     """Iterable of training batches backed by a PyTorch DataLoader (same contract as the DALI loader)."""
 
@@ -125,6 +143,7 @@ class BaselineLoader:
             persistent_workers=workers > 0,
             # spawn: cuCIM and OpenCV keep native thread pools that do not survive fork reliably.
             multiprocessing_context="spawn" if workers else None,
+            worker_init_fn=_join_queue_feeders_at_exit if workers else None,
         )
         self._it: Any = iter(self.dataloader)
         self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
