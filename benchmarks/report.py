@@ -181,7 +181,8 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[list[Any]]:
             k = key(r)
             if r["rates"] and k in mine and (section, k) not in seen:
                 seen.add((section, k))
-                rows.append([f"{k[0]} {_label(k[1])} ×{k[2]} tiles/s", r["median"], mine[k]["median"],
+                where = "scaling: " if section == "scaling" else ""
+                rows.append([f"{where}{k[0]} {_label(k[1])} ×{k[2]} tiles/s", r["median"], mine[k]["median"],
                              mine[k]["median"] / r["median"]])  # fmt: skip
     for strategy, s in (a.get("stages") or {}).items():
         other = (b.get("stages") or {}).get(strategy)
