@@ -97,9 +97,10 @@ def test_dali_and_baseline_make_the_same_augmented_views(dali_batches, baseline_
     """Every global and local crop of the DALI loader against the baseline's for the same samples.
 
     Both apply the same host-drawn parameters (window, flip, colour twist, grayscale, blur, solarize), so only the
-    resize filters differ (DALI: antialiased triangle; OpenCV: area averaging / bilinear): measured 43-59 dB on
-    these slides. 38 dB (RMS under 3.2 grey levels) leaves that margin and still fails for a view shifted by one
-    output pixel (29-37 dB measured) or one made from other parameters (10-16 dB), checked below.
+    resize filters differ (DALI: antialiased triangle; OpenCV: area averaging / bilinear). Measured on these
+    slides: 39.5-58.5 dB per crop, median 50 dB; the same views shifted by one output pixel: median 30 dB (20-43);
+    views made from other parameters: 3-20 dB. So every crop must beat 35 dB (RMS under 4.5 grey levels, as the
+    un-augmented tile test) and the median 45 dB, which a systematic shift or colour error cannot reach.
     """
     _, epochs, _ = dali_batches
     cfg, batches, _, _ = baseline_batches
@@ -108,10 +109,14 @@ def test_dali_and_baseline_make_the_same_augmented_views(dali_batches, baseline_
     def psnr(a, b) -> float:
         return 10 * np.log10(255.0**2 / max(float(np.mean(((a - b) * scale) ** 2)), 1e-9))
 
-    for dali, base in zip(epochs[0], batches):
-        for key in ("global_crops", "local_crops"):
-            for a, b in zip(dali[key].numpy(), base[key].numpy()):
-                assert psnr(a, b) > 38.0
+    values = [
+        psnr(a, b)
+        for dali, base in zip(epochs[0], batches)
+        for key in ("global_crops", "local_crops")
+        for a, b in zip(dali[key].numpy(), base[key].numpy())
+    ]
+    assert len(values) == 3 * B * (cfg.augment.global_crops + cfg.augment.local_crops)
+    assert min(values) > 35.0 and float(np.median(values)) > 45.0
     # The test can fail: the second global crop of each sample (other window and colours) is far off.
     dali, base = epochs[0][0]["global_crops"].numpy(), batches[0]["global_crops"].numpy()
     assert all(psnr(dali[k], base[B + k]) < 25.0 for k in range(B))
