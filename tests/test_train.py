@@ -84,6 +84,27 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert torch.allclose(a["objective"]["dino.center"], b["objective"]["dino.center"], atol=1e-6)
 
 
+def test_stop_and_resume_through_the_dali_pipeline(tmp_path: Path, synthetic_slides) -> None:
+    """The same, fed by real slides through DALI's CPU graph: tiles, mpps and augmentations resume exactly."""
+    cfg = tiny(
+        "data.loader=dali",
+        f"data.index={synthetic_slides.index}",
+        "data.workers=0",
+        "data.tile_px=96",
+        "data.batch_size=4",
+        "data.iterations_per_epoch=6",
+        "epochs=1",
+        "checkpoint.every=3",
+    )
+    train(cfg, tmp_path / "straight")
+    train(cfg, tmp_path / "resumed", max_steps=3)
+    train(cfg, tmp_path / "resumed")
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 7))
+    for it in (4, 5, 6):
+        assert resumed[it] == pytest.approx(straight[it], rel=1e-5, abs=1e-6), (it, straight, resumed)
+
+
 class NaNAfter:
     """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation."""
 
