@@ -82,6 +82,7 @@ class DaliLoader:
     ) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
+        self._it = None  # set last: close() (and __del__ after a failed __init__) must find it
         self.cfg = cfg
         self.iterations_per_epoch = cfg.iterations_per_epoch
         self.out_device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -139,4 +140,5 @@ class DaliLoader:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        if hasattr(self, "_it"):  # __init__ may have failed before setting anything
+            self.close()
