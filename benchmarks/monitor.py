@@ -12,34 +12,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from gapless.proctree import tree_cpu_seconds, tree_rss_bytes
 
-def tree_rss_bytes() -> int:
-    """RSS of this process and all its descendants, bytes."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:  # a child that just exited
-            continue
-    return total
-
-
-def tree_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its live descendants."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
+__all__ = ["MemoryMonitor", "gpu_used_bytes", "tree_cpu_seconds", "tree_rss_bytes"]
 
 
 def gpu_used_bytes() -> int | None:

@@ -18,21 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gapless.proctree import tree_rss_bytes
 from pipeline.config import DataConfig
 
 
 def tree_rss_mib() -> float:
     """RSS of this process and all its descendants, MiB."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:  # a child that just exited
-            continue
-    return total / 2**20
+    return tree_rss_bytes() / 2**20
 
 
 def soak(cfg: DataConfig, iterations: int, every: int = 50, warmup: int = 100) -> dict[str, float]:
