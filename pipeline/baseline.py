@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.augment import MultiCrop
 from pipeline.augparams import sample_params
 from pipeline.config import DataConfig
+from pipeline.loader_base import TrainLoader
 from pipeline.resize import resize_square
 from pipeline.source import TileSource
 
@@ -117,7 +118,7 @@ def _join_queue_feeders_at_exit(worker_id: int) -> None:
     atexit.register(join_feeders)
 
 
-class BaselineLoader:
+class BaselineLoader(TrainLoader):
     """Iterable of training batches backed by a PyTorch DataLoader (same contract as the DALI loader)."""
 
     def __init__(
@@ -129,9 +130,8 @@ class BaselineLoader:
         start_iteration: int = 0,
         skipped_slides: int = 0,
     ) -> None:
-        self.cfg = cfg
-        self.iterations_per_epoch = cfg.iterations_per_epoch
-        self.out_device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        super().__init__(cfg, skipped_slides)
+        self._it: Any = None  # close() after a failed start finds nothing to stop
         dataset = BaselineDataset(cfg, source, rank, world_size, start_iteration)
         workers = max(0, cfg.workers)
         self.dataloader = DataLoader(
@@ -145,43 +145,19 @@ class BaselineLoader:
             multiprocessing_context="spawn" if workers else None,
             worker_init_fn=_join_queue_feeders_at_exit if workers else None,
         )
-        self._it: Any = iter(self.dataloader)
-        self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
-
-    def __len__(self) -> int:
-        return self.iterations_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for _ in range(self.iterations_per_epoch):
-            yield self.next_batch()
+        self._it = iter(self.dataloader)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self._it is None:
             raise RuntimeError("the loader is closed")
         raw = next(self._it)
         skipped, retries = raw.pop("skipped"), raw.pop("retries")
-        n_skipped = int(skipped.sum())
-        self._counts["reads"] += int(skipped.numel()) - n_skipped
-        self._counts["skipped_tiles"] += n_skipped
-        self._counts["retries"] += int(retries.sum())
+        self._count(retries, skipped)
         if self.out_device.type == "cuda":
             return {k: v.to(self.out_device, non_blocking=True) for k, v in raw.items()}
         return raw
 
-    def stats(self) -> dict[str, int]:
-        return dict(self._counts)
-
-    def close(self) -> None:
-        """Stop the worker processes (idempotent)."""
+    def _shutdown(self) -> None:
         it, self._it = self._it, None
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
-
-    def __enter__(self) -> BaselineLoader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()

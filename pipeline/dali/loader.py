@@ -7,7 +7,6 @@ Batches are cloned out of DALI's buffers (``torch.cat`` copies), so a consumer m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ import torch
 from pipeline.config import DataConfig
 from pipeline.dali import pipelines
 from pipeline.dali.gpu_source import BatchParams, GpuBatchReader
+from pipeline.loader_base import TrainLoader
 from pipeline.source import SampleCallback, TileSource
 
 
@@ -66,7 +66,7 @@ def build_dali_pipeline(
     return pipelines.train_pipeline(params_source=params_source, **kwargs, **common)
 
 
-class DaliLoader:
+class DaliLoader(TrainLoader):
     """Iterable of training batches (the contract in :mod:`pipeline.loader`), backed by a DALI pipeline."""
 
     def __init__(
@@ -82,22 +82,13 @@ class DaliLoader:
     ) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-        self._it = None  # set last: close() (and __del__ after a failed __init__) must find it
-        self.cfg = cfg
-        self.iterations_per_epoch = cfg.iterations_per_epoch
-        self.out_device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        super().__init__(cfg, skipped_slides)
+        self._it: Any = None
+        self.pipe: Any = None  # close() after a failed build finds nothing to stop
         self.pipe = build_dali_pipeline(cfg, source, rank, world_size, start_iteration, device, read_device)
         self.pipe.build()
         self.names = pipelines.output_names(cfg.augment)
         self._it = DALIGenericIterator([self.pipe], self.names, auto_reset=False)
-        self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
-
-    def __len__(self) -> int:
-        return self.iterations_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for _ in range(self.iterations_per_epoch):
-            yield self.next_batch()
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self._it is None:
@@ -117,28 +108,7 @@ class DaliLoader:
         self._count(out["retries"], out["skipped"])
         return batch
 
-    def _count(self, retries: torch.Tensor, skipped: torch.Tensor) -> None:
-        n_skipped = int(skipped.sum())
-        self._counts["reads"] += int(skipped.numel()) - n_skipped
-        self._counts["skipped_tiles"] += n_skipped
-        self._counts["retries"] += int(retries.sum())
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._counts)
-
-    def close(self) -> None:
-        """Stop the pipeline and its worker processes (idempotent)."""
-        if self._it is not None:
-            self._it = None
-            pipe, self.pipe = self.pipe, None
-            del pipe
-
-    def __enter__(self) -> DaliLoader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if hasattr(self, "_it"):  # __init__ may have failed before setting anything
-            self.close()
+    def _shutdown(self) -> None:
+        self._it = None
+        pipe, self.pipe = self.pipe, None
+        del pipe
