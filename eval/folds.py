@@ -30,6 +30,14 @@ def assign_folds(labels: np.ndarray, patients: np.ndarray, n_folds: int = 5, see
         folds[test_idx] = fold
     if (folds < 0).any():  # cannot happen with sklearn's splitter; guard against a silent hole
         raise RuntimeError("some samples were assigned to no fold")
+    for split in fold_splits(folds):
+        # A probe cannot be fitted on one class: say so here, at build time, not mid-evaluation.
+        if len(np.unique(labels[split.train])) < 2:
+            counts = {str(c): len(np.unique(patients[labels == c])) for c in np.unique(labels)}
+            raise ValueError(
+                f"the training split of fold {split.fold} holds a single class; patients per class {counts} "
+                f"are too few for {n_folds} patient-disjoint folds (use fewer folds or more patients)"
+            )
     return folds
 
 

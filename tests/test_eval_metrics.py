@@ -203,3 +203,13 @@ def test_warm_started_sweep_runs_the_same_protocol() -> None:
     a = summarise(run_probes(feats, labels, folds, cold, [1.0])["linear"])
     b = summarise(run_probes(feats, labels, folds, warm, [1.0])["linear"])
     assert abs(a["balanced_accuracy"]["1"]["mean"] - b["balanced_accuracy"]["1"]["mean"]) < 0.1
+
+
+def test_folds_whose_training_split_holds_one_class_are_refused():
+    from eval.folds import assign_folds
+
+    # Class 1 has one patient: the folds that test or validate that patient would train on class 0 alone.
+    labels = np.array([0] * 5 + [1])
+    patients = np.array(["a", "b", "c", "d", "e", "f"])
+    with pytest.raises(ValueError, match="single class"):
+        assign_folds(labels, patients, n_folds=3, seed=0)
