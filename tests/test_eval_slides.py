@@ -20,7 +20,8 @@ MPPS = [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
 def slides(tmp_path_factory: pytest.TempPathFactory):
     from pipeline.slides.synth import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("slides"), slides=6, size_mm=(0.5, 0.4), seed=0)
+    # 18 slides, two per patient: 9 patients, 3 per class, so every 3-fold training split holds several classes.
+    return make_dataset(tmp_path_factory.mktemp("slides"), slides=18, size_mm=(0.5, 0.4), seed=0)
 
 
 def test_set_from_slides_shows_the_same_tissue_at_every_mpp(slides, tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ def test_set_from_slides_shows_the_same_tissue_at_every_mpp(slides, tmp_path: Pa
     args = ["bench-set", str(slides.paths[0].parent), "--labels", str(slides.labels_csv), "--out", str(out)]
     assert main([*args, "--tile-px", str(TILE), "--regions-per-slide", "3", "--folds", "3"]) == 0
     bench = BenchSet.load(out)
-    assert 6 <= len(bench) <= 18 and bench.classes == sorted(set(slides.labels.values()))
+    assert 18 <= len(bench) <= 54 and bench.classes == sorted(set(slides.labels.values()))
     for p in np.unique(bench.patients):  # make_dataset puts two slides per patient: same fold for both
         assert len(set(bench.folds[bench.patients == p])) == 1
     assert set(bench.folds) == {0, 1, 2}
@@ -60,7 +61,7 @@ def test_set_from_an_index_uses_its_labels_and_masks(slides, tmp_path: Path) -> 
     )
     bench = BenchSet.load(out)
     assert set(bench.slides) == {p.name for p in slides.paths}
-    assert set(bench.patients) == {"patient_000", "patient_001", "patient_002"}
+    assert set(bench.patients) == {f"patient_{i:03d}" for i in range(9)}
 
 
 def test_downsample_halves_exactly_then_finishes_with_one_area_step() -> None:
