@@ -186,3 +186,9 @@ def test_cli_json_plot_and_draw(tmp_path):
     assert main(["sampling", "draw", "--strategy", "cu", "-n", "1000", "--seed", "5", "--out", str(draws)]) == 0
     assert np.load(draws).shape == (1000,)
     assert main(["sampling", "--strategies", "bogus"]) == 2
+    assert main(["sampling", "--strategies", "maxavg", "minmax", "--json", str(out_json)]) == 0
+    data = json.loads(out_json.read_text())["strategies"]
+    assert data["maxavg"]["density_peak_mpp"] == pytest.approx(1.34, abs=0.01)
+    assert data["maxavg"]["density_low_over_max"] == pytest.approx(0.68, abs=0.01)
+    assert data["minmax"]["lp_optimum"] == pytest.approx(0.3247, abs=5e-4)
+    assert data["minmax"]["end_point_masses"] == pytest.approx([0.164, 0.164], abs=0.01)

@@ -57,6 +57,10 @@ def summarize(dist: Distribution, kernel: Kernel, low: float, high: float, n: in
         "signal_at_eval": {f"{m:g}": float(np.interp(m, grid, s)) for m in EVAL_MPPS if low <= m <= high},
     }
     result.update(density_on_grid(dist, grid))
-    if getattr(dist, "optimum", None) is not None:
+    if getattr(dist, "optimum", None) is not None:  # MINMAX: the LP's optimum and its end-point atoms
         result["lp_optimum"] = dist.optimum
+        result["end_point_masses"] = [float(dist.lp_weights[0]), float(dist.lp_weights[-1])]
+    if dist.name == "maxavg":  # where K̄ peaks and how mild the tilt is: p(low) / max p
+        result["density_peak_mpp"] = float(dist.grid[np.argmax(dist.density)])
+        result["density_low_over_max"] = float(dist.density[0] / dist.density.max())
     return result

@@ -112,8 +112,18 @@ def run_analysis(args: argparse.Namespace) -> int:
     eval_keys = list(next(iter(results.values()))["signal_at_eval"])
     rows = [[n, *r["signal_at_eval"].values()] for n, r in results.items()]
     console.print(table("S at the evaluation mpps", ["strategy", *eval_keys], rows))
+    if "maxavg" in results:
+        r = results["maxavg"]
+        console.print(
+            f"MAXAVG (λ = {args.lam:g}, K̄ = mean over targets): density peaks at {r['density_peak_mpp']:.3f} mpp, "
+            f"p({args.range[0]:g}) / max p = {r['density_low_over_max']:.3f}"
+        )
     if "minmax" in results:
-        console.print(f"MINMAX LP optimum t* = {results['minmax']['lp_optimum']:.4f}")
+        r = results["minmax"]
+        lo, hi = r["end_point_masses"]
+        console.print(
+            f"MINMAX LP optimum t* = {r['lp_optimum']:.4f}; end-point masses {100 * lo:.1f} % and {100 * hi:.1f} %"
+        )
     if args.json:
         meta = {"range": list(args.range), "lam": args.lam, "kernel": args.kernel, "grid": args.grid}
         write_json({"settings": meta, "strategies": results}, args.json)
