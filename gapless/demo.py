@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from train.config import PretrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 OUTPUTS = ("manifest.json", "config.yaml", "sampling.json", "sampling.png", "slides", "pretrain", "bench.h5", "eval",
-           "features", "results", "plots", "demo.json", "reproduce.json", "SUMMARY.md")  # fmt: skip
+           "features", "results", "plots", "untrained", "demo.json", "reproduce.json", "SUMMARY.md")  # fmt: skip
 
 
 @dataclass
@@ -153,6 +154,22 @@ def pretrain(cfg: PretrainConfig, index: Path, run_dir: Path) -> Path:
     return export_backbone(latest_checkpoint(run_dir), run_dir / "backbone.pt")
 
 
+def untrained_backbone(cfg, path: Path) -> Path:
+    """The teacher backbone every strategy's run starts from (seeded as the trainer seeds it), in export format."""
+    import torch
+
+    from gapless.config import to_dict
+    from train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION, atomic_save
+    from train.ssl import build_models
+
+    torch.manual_seed(cfg.seed)
+    _, teacher = build_models(cfg)
+    state = {"format": BACKBONE_FORMAT, "version": FORMAT_VERSION, "iteration": 0, "config": to_dict(cfg),
+             "fingerprint": "", "backbone": teacher.backbone.state_dict()}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_save(state, path)
+
+
 def make_bench(cfg: ExperimentConfig, index: Path, out: Path) -> None:
     from eval.benchset import build_set
     from gapless.console import console, progress
@@ -166,7 +183,7 @@ def make_bench(cfg: ExperimentConfig, index: Path, out: Path) -> None:
 
 
 def training_figures(run_dir: Path) -> dict[str, float]:
-    """First and last loss, images/s of the last window and tiles read, from the run's metrics.jsonl."""
+    """First and last loss, images/s, tiles read and the teacher's entropies at the end, from metrics.jsonl."""
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     return {
         "iterations": lines[-1]["iteration"],
@@ -175,6 +192,9 @@ def training_figures(run_dir: Path) -> dict[str, float]:
         "images_per_s": lines[-1]["images_per_s"],
         "tiles_read": lines[-1].get("loader_reads", 0),
         "tiles_skipped": lines[-1].get("loader_skipped_tiles", 0),
+        # The collapse monitors at the end: a healthy teacher keeps the marginal clearly above the per-sample one.
+        "teacher_entropy": lines[-1].get("teacher_entropy", float("nan")),
+        "teacher_marginal_entropy": lines[-1].get("teacher_marginal_entropy", float("nan")),
     }
 
 
@@ -196,6 +216,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def demo_markdown(cfg: ExperimentConfig, result: dict, out: Path) -> str:
     p, run, train = cfg.pretrain, result["run"], result["training"]
     mpps, rows = per_mpp_rows(run)
+    if "untrained" in result:  # the control: the same probes on the weights the run started from
+        rows += [[f"untrained: {r[0]}", *r[1:]] for r in per_mpp_rows(result["untrained"])[1]]
     gap_rows = [[name, *(f"{g.get(k, float('nan')):+.3f}" for k in ("0.375", "0.75", "1.5")), f"{g['mean']:+.3f}"]
                 for name, g in run["gap"].items() if name == "rankme" or name.endswith("balanced_accuracy")]  # fmt: skip
     stage_rows = [[n, f"{s:.1f}"] for n, s in result["earlier_runs_s"].items()]
@@ -207,7 +229,9 @@ def demo_markdown(cfg: ExperimentConfig, result: dict, out: Path) -> str:
             f"(patch {p.model.patch_size}) pretrained with DINOv2 for {train['iterations']} iterations of "
             f"{p.data.batch_size} tiles, sampling **{p.data.sampling.strategy}** on [{p.data.sampling.low:g}, "
             f"{p.data.sampling.high:g}] mpp through the `{p.data.loader}` loader ({train['tiles_read']} tiles read, "
-            f"{train['tiles_skipped']} skipped; loss {train['loss_first']:.3f} -> {train['loss_last']:.3f}); then "
+            f"{train['tiles_skipped']} skipped; loss {train['loss_first']:.3f} -> {train['loss_last']:.3f}; teacher "
+            f"entropy per sample {train['teacher_entropy']:.2f} vs of the mean {train['teacher_marginal_entropy']:.2f} "
+            f"nats, log K = {math.log(p.model.head_prototypes):.2f}); then "
             f"a set of {result['regions']} regions at {len(mpps)} mpps, probes trained on "
             f"{', '.join(f'{m:g}' for m in cfg.eval.train_mpps)} mpp and tested at every mpp over "
             f"{cfg.bench.folds} patient-disjoint folds (RankMe: {run['rankme']['method']}).",
@@ -261,11 +285,16 @@ def run(args: argparse.Namespace) -> int:
     index = out / "slides" / "index.h5"
     stages.run("pretraining (DALI)", lambda: pretrain(cfg.pretrain, index, out / "pretrain"))
     stages.run("evaluation set", lambda: make_bench(cfg, index, out / "bench.h5"))
+    # The control: the weights the run started from, through the same probes. Pretraining helped only where the
+    # trained teacher beats it.
+    untrained = out / "untrained" / "backbone.pt"
+    stages.run("untrained network", lambda: untrained_backbone(cfg.pretrain, untrained))
 
     def evaluation() -> None:
+        backbones = [str(out / "pretrain" / "backbone.pt"), str(untrained)]
         with progress() as bar:
-            evaluate([str(out / "pretrain" / "backbone.pt")], out / "bench.h5", out / "eval", cfg.eval,
-                     [cfg.pretrain.data.sampling.strategy], progress=bar)  # fmt: skip
+            evaluate(backbones, out / "bench.h5", out / "eval", cfg.eval,
+                     [cfg.pretrain.data.sampling.strategy, "untrained"], progress=bar)  # fmt: skip
 
     stages.run("features + probes", evaluation)
     report = json.loads((out / "eval" / "report.json").read_text())
@@ -280,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
         "report": str(out / "eval" / "report.json"),
         "regions": report["regions"],
         "run": report["runs"][0],
+        "untrained": report["runs"][1],
     }
     write_json(result, out / "demo.json")
     (out / "SUMMARY.md").write_text(demo_markdown(cfg, result, out))

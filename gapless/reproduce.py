@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from gapless.demo import CONFIGS, Stages, load_experiment, make_bench, make_slides, markdown_table, pretrain
+from gapless.demo import (
+    CONFIGS,
+    Stages,
+    load_experiment,
+    make_bench,
+    make_slides,
+    markdown_table,
+    pretrain,
+    untrained_backbone,
+)
 
 STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax")
 CONTINUOUS = ("cu", "maxavg", "minmax")
@@ -108,22 +117,6 @@ def verdict(per_strategy: dict[str, dict[str, list[float]]], min_gap: float = MI
         "effect": effect,
         "text": lines,
     }
-
-
-def untrained_backbone(cfg, path: Path) -> Path:
-    """The teacher backbone every strategy's run starts from (seeded as the trainer seeds it), in export format."""
-    import torch
-
-    from gapless.config import to_dict
-    from train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION, atomic_save
-    from train.ssl import build_models
-
-    torch.manual_seed(cfg.seed)
-    _, teacher = build_models(cfg)
-    state = {"format": BACKBONE_FORMAT, "version": FORMAT_VERSION, "iteration": 0, "config": to_dict(cfg),
-             "fingerprint": "", "backbone": teacher.backbone.state_dict()}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_save(state, path)
 
 
 def fold_values(run: dict, probe: str) -> dict[str, list[float]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gapless.cli import main
-from gapless.demo import OUTPUTS, ExperimentConfig, Stages
+from gapless.demo import CONFIGS, OUTPUTS, ExperimentConfig, Stages, load_experiment
 from gapless.reproduce import dip_test, verdict
 
 MPPS = ["0.25", "0.375", "0.5", "0.75", "1", "1.5", "2"]
@@ -47,16 +47,28 @@ def test_demo_writes_summary_json_and_plots(mini_demo: Path) -> None:
         for stats in per_mpp.values():
             assert 0.0 <= stats["mean"] <= 1.0 and stats["std"] >= 0.0 and len(stats["folds"]) == 3
         assert set(run["gap"][f"{probe}/balanced_accuracy"]) == {"0.375", "0.75", "1.5", "mean"}
+    control = result["untrained"]  # the same probes on the weights the run started from
+    assert control["name"] == "untrained" and sorted(control["probes"]["linear"]["summary"]["balanced_accuracy"],
+                                                     key=float) == MPPS  # fmt: skip
     stages = ["sampling analysis", "synthetic slides + index", "pretraining (DALI)", "evaluation set"]
     assert all(result["timings_s"][s] > 0 for s in [*stages, "features + probes"])
     training = result["training"]
     assert training["iterations"] == 5 and training["tiles_read"] >= 5 * 8 and math.isfinite(training["loss_last"])
+    assert 0.0 <= training["teacher_entropy"] <= training["teacher_marginal_entropy"] + 1e-6
     summary = (mini_demo / "SUMMARY.md").read_text()
-    for text in ("## Per magnification", "## Gap at the intermediate mpps", "## Time per stage", "0.375 mpp", "cu"):
+    for text in ("## Per magnification", "## Gap", "## Time per stage", "0.375 mpp", "cu", "untrained: linear"):
         assert text in summary
     for name in ("linear_balanced_accuracy", "knn_balanced_accuracy", "rankme", "gap"):
         assert is_png(mini_demo / "eval" / f"{name}.png"), name
     assert is_png(mini_demo / "sampling.png") and (mini_demo / "pretrain" / "backbone.pt").is_file()
+
+
+@pytest.mark.parametrize("name", ["demo_cpu", "demo_gpu", "reproduce_tiny", "reproduce_small", "reproduce_full"])
+def test_shipped_configs_load_with_a_steady_teacher(name: str) -> None:
+    """Every demo/reproduce YAML parses, and none uses the fast-teacher settings that collapsed the tiny model."""
+    cfg = load_experiment(CONFIGS / f"{name}.yaml", [])
+    schedule, loss = cfg.pretrain.schedule, cfg.pretrain.loss
+    assert schedule.teacher_momentum >= 0.99 and loss.center_momentum >= 0.9
 
 
 def test_rerun_resumes_and_other_config_is_refused(mini_demo: Path, capsys) -> None:
