@@ -205,6 +205,7 @@ def test_warm_started_sweep_runs_the_same_protocol() -> None:
     assert abs(a["balanced_accuracy"]["1"]["mean"] - b["balanced_accuracy"]["1"]["mean"]) < 0.1
 
 
+@pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")  # the point of this test
 def test_folds_whose_training_split_holds_one_class_are_refused():
     from eval.folds import assign_folds
 
