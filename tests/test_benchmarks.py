@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -245,3 +246,18 @@ def test_cost_from_paired_passes() -> None:
     assert c.spread_pct == pytest.approx(2.5) and "3 paired passes" in c.sentence()
     pooled = cost("dali", "cu", sum(cu, []), sum(du, []))
     assert pooled.passes == 1 and pooled.spread_pct > 50
+
+
+def test_gpu_check_script_refuses_clearly_without_cuda(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        return  # on a GPU machine the script is the real check, not something to run inside the test suite
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "cannot use a CUDA device" in done.stderr
