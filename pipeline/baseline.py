@@ -1,7 +1,7 @@
 """The plain-CPU baseline loaders: a PyTorch DataLoader doing everything the DALI graph does, on the CPU.
 
 "DU" and "CU" are this loader with ``data.sampling.strategy=du`` or ``cu`` (any strategy works). It shares the tile
-source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with OpenCV ``INTER_AREA`` and
+source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with :func:`pipeline.resize.resize_square` (antialiased) and
 augments with :class:`pipeline.augment.MultiCrop` using the parameters the DALI loader delivers to its graph
 (:func:`pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
 

@@ -144,10 +144,10 @@ def test_mpp_histogram_of_a_large_batch_matches_the_sampler(synthetic_slides) ->
 
 
 def test_dali_and_opencv_crop_resize_agree(synthetic_slides) -> None:
-    """The DALI eval tile and the baseline's OpenCV INTER_AREA tile of the same region.
+    """The DALI eval tile and the baseline's OpenCV tile (pipeline.resize) of the same region.
 
-    Both are antialiased area filters (DALI: a triangle widened to the scale; OpenCV: box averaging), so they
-    differ by filter shape only: on this texture they agree to 40-50 dB. 35 dB (RMS error under 4.5 grey
+    Both are antialiased filters (DALI: a triangle widened to the scale; here: 2x box halvings, then a Gaussian
+    prefilter and bilinear), so they differ by filter shape only: on this texture they agree to 40-50 dB. 35 dB (RMS error under 4.5 grey
     levels) leaves room for that and still fails for a one-pixel shift, a wrong level or a missing antialias,
     which all drop far below 30 dB on tissue texture.
     """
