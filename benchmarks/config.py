@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass, field
 
 LOADERS = ("dali", "baseline")
+# Optional loaders, measured when named: the DALI graph fed by host (CPU) decoding in its parallel workers, beside
+# the default 'dali' that decodes with nvJPEG on a GPU. Both are the same on a machine without CUDA.
+OPTIONAL_LOADERS = ("dali-hostread",)
 STRATEGIES = ("du", "cu", "maxavg", "minmax")
 STRATEGY_LABELS = {"du": "DU", "cu": "CU", "maxavg": "CU-MAXAVG", "minmax": "CU-MINMAX"}
 
@@ -64,8 +67,9 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         for name in [*self.loaders, *self.scaling_loaders]:
-            if name not in LOADERS:
-                raise ValueError(f"loaders: unknown loader '{name}' (choose from {', '.join(LOADERS)})")
+            if name not in LOADERS + OPTIONAL_LOADERS:
+                choices = ", ".join(LOADERS + OPTIONAL_LOADERS)
+                raise ValueError(f"loaders: unknown loader '{name}' (choose from {choices})")
         for name in [*self.strategies, *self.stage_strategies, self.scaling_strategy]:
             if name not in STRATEGIES:
                 raise ValueError(f"strategies: unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")

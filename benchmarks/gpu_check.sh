@@ -1,28 +1,60 @@
 #!/usr/bin/env bash
 # The project's GPU check, for a machine with CUDA, DALI and cuCIM importable (see ../shared/device/README.md for a
-# machine without package-registry access). Writes every figure under $OUT (default runs/gpu-check) and keeps
-# going past a failing part, so one run yields all that can be measured:
+# machine without package-registry access). Keeps going past a failing or overrunning part, so one run yields all
+# that can be measured:
 #   1. the GPU-marked tests (cuCIM GPU reads, DALI GPU graph vs its CPU twin, GPU features);
 #   2. region reads per second with cuCIM's GPU decode beside the CPU backends;
-#   3. `gapless bench --quick`: DALI-GPU vs the DataLoader baselines, DU vs CU, peak GPU memory;
-#   4. the trainer: ViT-S/16 images/s, SDPA vs xFormers in bf16, MFU.
-# Usage: bash benchmarks/gpu_check.sh   (PYTHON=... to choose the interpreter)
+#   3. `gapless bench --quick` with equal workers: DALI-GPU (nvJPEG reads), DALI-GPU fed by host decoding, and the
+#      DataLoader baseline, each under DU and CU; peak GPU memory; the ViT-S/16 trainer's consumption rate;
+#   4. the trainer: ViT-S/16 images/s on synthetic data and through the DALI pipeline (data wait), SDPA vs
+#      xFormers in bf16, MFU.
+# Results: at most 8 files under $OUT (default runs/gpu-check): summary.log, bench.json, trainer.json and
+# gpu-check.tar.gz (every log, plot and figure). Work files go to $WORK (default /tmp/gapless-gpu-check).
+# Usage: bash benchmarks/gpu_check.sh   (PYTHON=... interpreter; WORKERS=8; GPU_CHECK_CPU=1 tries it without CUDA)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu-check}
+work=${WORK:-/tmp/gapless-gpu-check}
 py=${PYTHON:-python3}
-mkdir -p "$out"
+workers=${WORKERS:-8}
+mkdir -p "$out" "$work"
+summary=$out/summary.log
 status=0
-run() {  # name, command...: log to $out/name.log, remember failures
-  local name=$1; shift
-  echo "== $name: $*"
-  if ! "$@" > "$out/$name.log" 2>&1; then echo "   failed (see $out/$name.log)"; status=1; fi
-  tail -n 25 "$out/$name.log"
+log() { echo "$*" | tee -a "$summary"; }
+run() {  # name, seconds, command...: log to $work/name.log, stop it after `seconds`, remember failures
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  log "== $name (limit ${limit}s): $*"
+  timeout -k 10 "$limit" "$@" > "$work/$name.log" 2>&1
+  local rc=$?
+  [ "$rc" -ne 0 ] && { status=1; log "   $name: exit $rc$([ "$rc" -eq 124 ] && echo ' (time limit)')"; }
+  log "   $name took $((SECONDS - t0)) s"
+  tail -n 40 "$work/$name.log" | tee -a "$summary"
 }
-"$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
-  || { echo "gpu_check: $py cannot use a CUDA device (torch with CUDA needed)" >&2; exit 2; }
-run gpu-tests "$py" -m pytest -q -m gpu tests
-run reads "$py" -m pipeline.slides.bench_reads --cuda --seconds 2
-run bench "$py" -m gapless.cli bench --quick --out "$out/bench"
-run trainer "$py" -m train.bench_step --gpu --model vits16 --out "$out/trainer.json"
+if [ -z "${GPU_CHECK_CPU:-}" ]; then
+  "$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" \
+    || { echo "gpu_check: $py cannot use a CUDA device (torch with CUDA needed)" >&2; exit 2; }
+fi
+export PYTHONUNBUFFERED=1
+log "== machine: $(date -u +%FT%TZ), $(nproc) cores"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
+"$py" - <<'EOF' 2>&1 | tee -a "$summary"
+import importlib
+for name in ("torch", "nvidia.dali", "cucim", "cupy", "numpy", "cv2", "xformers"):
+    try:
+        print(f"{name} {importlib.import_module(name).__version__}")
+    except Exception as exc:
+        print(f"{name}: not importable ({type(exc).__name__}: {exc})")
+EOF
+run gpu-tests 120 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
+run reads 45 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
+run bench 210 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
+  --set "loaders=[dali,dali-hostread,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
+  --set trainer=true --set trainer_steps=10
+index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)
+run trainer 120 "$py" -m train.bench_step --gpu --model vits16 --steps 10 ${index:+--index "$index"} \
+  --out "$work/trainer.json"
+cp -f "$work/bench/bench.json" "$work/trainer.json" "$out/" 2>/dev/null
+tar -czf "$out/gpu-check.tar.gz" -C "$work" --exclude=cache . 2>/dev/null
+log "== gpu_check: exit $status"
 exit $status

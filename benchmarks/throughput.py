@@ -78,8 +78,13 @@ def window_rates(
 
 
 def loader_config(base: DataConfig, loader: str, strategy: str, workers: int) -> DataConfig:
-    """``base`` with loader, sampling strategy and worker count replaced (devices stay 'auto': GPU if present)."""
+    """``base`` with loader, sampling strategy and worker count replaced (devices stay 'auto': GPU if present).
+
+    ``dali-hostread`` is the DALI loader decoding on the host (``read_device=cpu``) whatever the graph's device.
+    """
     sampling = dataclasses.replace(base.sampling, strategy=strategy)
+    if loader == "dali-hostread":
+        return dataclasses.replace(base, loader="dali", read_device="cpu", sampling=sampling, workers=workers)
     return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers)
 
 
