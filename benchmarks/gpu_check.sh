@@ -47,7 +47,7 @@ for name in ("torch", "nvidia.dali", "cucim", "cupy", "numpy", "cv2", "xformers"
         print(f"{name}: not importable ({type(exc).__name__}: {exc})")
 EOF
 run gpu-tests 120 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
-run reads 45 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
+run reads 70 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
 run bench 210 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
   --set "loaders=[dali,dali-hostread,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
   --set trainer=true --set trainer_steps=10

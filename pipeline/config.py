@@ -49,7 +49,8 @@ class DataConfig:
     seed: int = 0
     loader: str = "auto"  # auto | dali | baseline | synthetic (random in-memory tensors, no I/O)
     device: str = "auto"  # auto | cpu | gpu (where crop-resize and augmentation run)
-    read_device: str = "auto"  # auto | cpu | cuda (where cuCIM decodes)
+    read_device: str = "auto"  # auto | cpu | cuda (where the slides' JPEG tiles are decoded)
+    gpu_decode: str = "batched"  # with read_device=cuda: batched (one nvImageCodec call per batch) | cucim
     workers: int = 2  # worker processes (DALI parallel external source, or DataLoader workers)
     prefetch: int = 2  # batches queued ahead per worker
     handle_cache: int = 32  # open slide handles kept per process (bounded LRU)
@@ -60,6 +61,7 @@ class DataConfig:
             ("loader", ("auto", "dali", "baseline", "synthetic")),
             ("device", ("auto", "cpu", "gpu")),
             ("read_device", ("auto", "cpu", "cuda")),
+            ("gpu_decode", ("batched", "cucim")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")

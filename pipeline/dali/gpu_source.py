@@ -1,4 +1,8 @@
-"""GPU read path: cuCIM decodes regions on the GPU (nvJPEG) and hands CuPy arrays to DALI without a host copy.
+"""GPU read path: a batch's regions decoded on the GPU and handed to DALI as CuPy arrays, without a host copy.
+
+By default the JPEG tiles of the whole batch are decoded in one nvImageCodec call
+(:class:`pipeline.slides.tiled_decode.TiledJpegReader`); ``batched=False`` reads region by region with cuCIM's
+``device="cuda"`` decode instead (one decode call per region).
 
 A batch callable for a non-parallel ``device="gpu"`` external source, and a second, host-side batch callable for
 the same samples' augmentation parameters (DALI argument inputs are CPU data even in a GPU graph, and one external
@@ -24,9 +28,14 @@ class GpuBatchReader:
     samples the CPU per-sample callback produces, so the two read paths make the same tiles.
     """
 
-    def __init__(self, source: TileSource, batch_size: int, rank: int, world_size: int, offset: int) -> None:
+    def __init__(
+        self, source: TileSource, batch_size: int, rank: int, world_size: int, offset: int, batched: bool = True
+    ) -> None:
         self.source, self.batch_size = source, int(batch_size)
         self.rank, self.world_size, self.offset = rank, world_size, int(offset)
+        # batched: the batch's JPEG tiles decoded in one nvImageCodec call; else cuCIM reads region by region.
+        self.batched = bool(batched)
+        self._reader: Any = None
 
     def sample_indices(self, iteration: int) -> list[int]:
         first = self.offset + int(iteration) * self.batch_size
@@ -35,9 +44,18 @@ class GpuBatchReader:
     def __call__(self, iteration: int) -> tuple[list[Any], ...]:
         import cupy
 
+        gs = self.sample_indices(iteration)
+        if self.batched:
+            if self._reader is None:
+                from pipeline.slides.tiled_decode import TiledJpegReader
+
+                self._reader = TiledJpegReader("cuda")
+            tiles = self.source.read_many(gs, self._reader, device="cuda")
+        else:
+            tiles = [self.source.read(g, device="cuda") for g in gs]
         columns: tuple[list[Any], ...] = ([], [], [], [], [])
-        for g in self.sample_indices(iteration):
-            for column, value in zip(columns, tile_outputs(self.source.read(g, device="cuda"), xp=cupy)):
+        for tile in tiles:
+            for column, value in zip(columns, tile_outputs(tile, xp=cupy)):
                 column.append(value)
         return columns
 

@@ -36,7 +36,8 @@ def build_dali_pipeline(
     augment = None if evaluation else cfg.augment  # training delivers each sample's augmentation parameters
     params_source = None
     if batched_gpu:
-        callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset)
+        batched = cfg.gpu_decode == "batched"
+        callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset, batched=batched)
         params_source = None if evaluation else BatchParams(callback, cfg.augment)
     else:
         callback = SampleCallback(source, rank, world_size, offset, augment)

@@ -33,6 +33,7 @@ class PageLayout:
     jpeg: bool
     offsets: np.ndarray
     counts: np.ndarray
+    jpeg_tables: bytes | None = None  # shared quantisation/Huffman tables (JPEGTables tag), as SVS files use
 
 
 def is_tiff(path: Path) -> bool:
@@ -60,7 +61,8 @@ def tiff_layout(path: Path) -> list[PageLayout] | None:
                     )
                 if page.is_tiled:
                     layout.append(PageLayout(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
-                                             page.compression == 7, offsets, counts))  # fmt: skip
+                                             page.compression == 7, offsets, counts,
+                                             page.jpegtables or None))  # fmt: skip
     except SlideError:
         raise
     except Exception as exc:

@@ -46,9 +46,13 @@ def pyramid_shape(width: int, height: int, step: int, min_side: int = 64) -> tup
 
 def load_he_tile() -> np.ndarray:
     """The real 240 x 240 H&E tile that the ``wsidicom-data`` package ships (RGB)."""
-    from importlib.resources import files
+    from importlib.util import find_spec
 
-    data = files("wsidicom_data").joinpath("data/test_tile.png").read_bytes()
+    # Located, not imported: the package's __init__ imports wsidicom, which this data file does not need.
+    spec = find_spec("wsidicom_data")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("wsidicom-data is not installed (pip install wsidicom-data)")
+    data = (Path(next(iter(spec.submodule_search_locations))) / "data" / "test_tile.png").read_bytes()
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 

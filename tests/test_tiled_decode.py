@@ -1,0 +1,140 @@
+"""Batched tile decoding (pipeline.slides.tiled_decode): the same pixels as the slide backends, errors per region.
+
+The CPU twin (nvImageCodec's CPU backend) runs everywhere; the GPU decode is checked against it under the gpu mark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from pipeline.config import DataConfig
+from pipeline.loader import build_source
+from pipeline.slides import open_slide
+from pipeline.slides.backends import PageLayout
+from pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader, jpeg_stream
+
+
+def _requests(path, n: int, seed: int = 0) -> list[RegionRequest]:
+    slide = open_slide(path)
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        level = slide.levels[k % min(2, len(slide.levels))]
+        size = int(rng.integers(40, min(level.width, level.height, 600)))
+        lx, ly = int(rng.integers(0, level.width - size + 1)), int(rng.integers(0, level.height - size + 1))
+        location = (int(lx * level.downsample), int(ly * level.downsample))
+        out.append(RegionRequest(str(path), location, level.index, (size, size), level.downsample,
+                                 (level.width, level.height)))  # fmt: skip
+    return out
+
+
+def test_batched_reads_equal_the_backend_reads(synthetic_slides) -> None:
+    reader = TiledJpegReader("cpu")
+    requests = [r for path in synthetic_slides.paths[:2] for r in _requests(path, 12)]
+    regions = reader.read(requests)
+    for request, region in zip(requests, regions):
+        expected = open_slide(request.path).read_region(request.location, request.level, request.size)
+        assert region.shape == expected.shape and np.array_equal(region, expected)  # same libjpeg-turbo: exact
+    # Tiles shared by regions are decoded once.
+    assert reader.tiles_decoded < sum(
+        len(np.arange(*_span(r, 0))) * len(np.arange(*_span(r, 1))) for r in requests
+    )  # fmt: skip
+    reader.close()
+
+
+def _span(r: RegionRequest, axis: int) -> tuple[int, int]:
+    start = int(r.location[axis] / r.downsample)
+    return start // 256, (start + r.size[axis] - 1) // 256 + 1
+
+
+def test_a_corrupt_tile_fails_only_its_region(synthetic_slides, tmp_path) -> None:
+    bad = tmp_path / "bad.tiff"
+    shutil.copy(synthetic_slides.paths[0], bad)
+    with tifffile.TiffFile(bad) as tif:
+        offset = tif.pages[0].dataoffsets[0]  # tile (0, 0) of level 0
+    with open(bad, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * 64)
+    level = open_slide(bad).levels[0]
+    hit = RegionRequest(str(bad), (10, 10), 0, (100, 100), 1.0, (level.width, level.height))
+    miss = dataclasses.replace(hit, location=(600, 600))
+    regions = TiledJpegReader("cpu").read([hit, miss])
+    assert isinstance(regions[0], Exception) and "bad.tiff" in str(regions[0])
+    assert regions[1].shape == (100, 100, 3) and regions[1].mean() > 50
+
+
+def test_abbreviated_tiles_get_the_shared_tables() -> None:
+    """SVS tiles carry no tables of their own (JPEGTables tag): the stream decoded is tables + tile segments."""
+    import imagecodecs
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    full = imagecodecs.jpeg8_encode(image, level=90)
+    tables, tile = _split_tables(full)
+    page = PageLayout(64, 64, 64, 64, True, np.zeros(1, np.int64), np.ones(1, np.int64), tables)
+    assert np.array_equal(imagecodecs.jpeg8_decode(jpeg_stream(page, tile)), imagecodecs.jpeg8_decode(full))
+    with pytest.raises(ValueError, match="start-of-image"):
+        jpeg_stream(page, b"\x00\x00" + tile)
+
+
+def _split_tables(jpeg: bytes) -> tuple[bytes, bytes]:
+    """(SOI + DQT/DHT segments + EOI, SOI + every other segment): a full JPEG split the way TIFF stores it."""
+    tables, rest, i = [b"\xff\xd8"], [b"\xff\xd8"], 2
+    while i < len(jpeg):
+        marker = jpeg[i + 1]
+        if marker == 0xDA:  # start of scan: the entropy-coded data runs to the end
+            rest.append(jpeg[i:])
+            break
+        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        (tables if marker in (0xDB, 0xC4) else rest).append(jpeg[i : i + 2 + length])
+        i += 2 + length
+    return b"".join(tables) + b"\xff\xd9", b"".join(rest)
+
+
+def test_read_many_is_read_sample_by_sample(synthetic_slides) -> None:
+    """The batched path makes the tiles the per-sample path makes."""
+    cfg = DataConfig(index=str(synthetic_slides.index), batch_size=8, seed=3, tile_px=64)
+    source, _ = build_source(cfg)
+    gs = list(range(40))
+    expected = [source.read(g) for g in gs]
+    tiles = source.read_many(gs, TiledJpegReader("cpu"), device="cpu")
+    for a, b in zip(tiles, expected):
+        assert a.spec == b.spec and a.retries == b.retries and a.skipped == b.skipped
+        assert np.array_equal(a.region, b.region)
+
+
+def test_read_many_retries_where_reads_fail(synthetic_slides, tmp_path) -> None:
+    cfg = DataConfig(index=str(synthetic_slides.index), batch_size=8, seed=3, tile_px=64)
+    source, _ = build_source(cfg)
+    # A copy of slide 0 whose every tile is garbage: each read of it fails and is retried elsewhere.
+    entry = source.slides[0]
+    broken = tmp_path / "broken.tiff"
+    shutil.copy(entry.path, broken)
+    with tifffile.TiffFile(broken) as tif:
+        spans = [(o, c) for page in tif.pages for o, c in zip(page.dataoffsets, page.databytecounts)]
+    with open(broken, "r+b") as f:
+        for offset, count in spans:
+            f.seek(offset)
+            f.write(b"\x00" * min(16, count))
+    source.slides[0] = dataclasses.replace(entry, path=str(broken))
+    gs = list(range(60))
+    tiles = source.read_many(gs, TiledJpegReader("cpu"), device="cpu")
+    assert [t.spec.path if t.spec else None for t in tiles].count(str(broken)) == 0
+    assert any(t.retries > 0 for t in tiles)
+    expected = [source.read(g) for g in gs]
+    assert [(t.spec, t.retries) for t in tiles] == [(t.spec, t.retries) for t in expected]
+
+
+@pytest.mark.gpu
+def test_gpu_decode_matches_the_cpu_twin(synthetic_slides) -> None:
+    requests = _requests(synthetic_slides.paths[0], 16)
+    gpu = TiledJpegReader("cuda").read(requests)
+    cpu = TiledJpegReader("cpu").read(requests)
+    for a, b in zip(gpu, cpu):
+        # nvJPEG and libjpeg-turbo differ in IDCT and chroma upsampling rounding: a few grey levels.
+        mse = float(np.mean((a.get().astype(np.float64) - b) ** 2))
+        assert 10 * np.log10(255.0**2 / max(mse, 1e-9)) > 30.0
