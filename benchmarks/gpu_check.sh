@@ -3,20 +3,23 @@
 # machine without package-registry access). Keeps going past a failing or overrunning part, so one run yields all
 # that can be measured:
 #   1. the GPU-marked tests (cuCIM GPU reads, DALI GPU graph vs its CPU twin, GPU features);
-#   2. region reads per second with cuCIM's GPU decode beside the CPU backends;
+#   2. which JPEG decoder batched reads should use (nvImageCodec backends, DALI's nvJPEG), and region reads per
+#      second of every backend, GPU decodes included;
 #   3. `gapless bench --quick` with equal workers: DALI-GPU (nvJPEG reads), DALI-GPU fed by host decoding, and the
 #      DataLoader baseline, each under DU and CU; peak GPU memory; the ViT-S/16 trainer's consumption rate;
 #   4. the trainer: ViT-S/16 images/s on synthetic data and through the DALI pipeline (data wait), SDPA vs
 #      xFormers in bf16, MFU.
 # Results: at most 8 files under $OUT (default runs/gpu-check): summary.log, bench.json, trainer.json and
 # gpu-check.tar.gz (every log, plot and figure). Work files go to $WORK (default /tmp/gapless-gpu-check).
-# Usage: bash benchmarks/gpu_check.sh   (PYTHON=... interpreter; WORKERS=8; GPU_CHECK_CPU=1 tries it without CUDA)
+# Usage: bash benchmarks/gpu_check.sh   (PYTHON=... interpreter; WORKERS=8; PARTS="tests bench" runs some parts;
+#        GPU_CHECK_CPU=1 tries it without CUDA)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu-check}
 work=${WORK:-/tmp/gapless-gpu-check}
 py=${PYTHON:-python3}
 workers=${WORKERS:-8}
+parts=${PARTS:-tests decode reads bench trainer}  # which parts to run, e.g. PARTS="tests bench"
 mkdir -p "$out" "$work"
 summary=$out/summary.log
 status=0
@@ -46,13 +49,15 @@ for name in ("torch", "nvidia.dali", "cucim", "cupy", "numpy", "cv2", "xformers"
     except Exception as exc:
         print(f"{name}: not importable ({type(exc).__name__}: {exc})")
 EOF
-run gpu-tests 120 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
-run reads 70 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
-run bench 210 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
+want() { [[ " $parts " == *" $1 "* ]]; }
+want tests && run gpu-tests 50 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
+want decode && run decode 45 "$py" -m pipeline.slides.bench_gpu_decode
+want reads && run reads 70 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
+want bench && run bench 150 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
   --set "loaders=[dali,dali-hostread,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
   --set trainer=true --set trainer_steps=10
 index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)
-run trainer 120 "$py" -m train.bench_step --gpu --model vits16 --steps 10 ${index:+--index "$index"} \
+want trainer && run trainer 80 "$py" -m train.bench_step --gpu --model vits16 --steps 10 ${index:+--index "$index"} \
   --out "$work/trainer.json"
 cp -f "$work/bench/bench.json" "$work/trainer.json" "$out/" 2>/dev/null
 tar -czf "$out/gpu-check.tar.gz" -C "$work" --exclude=cache . 2>/dev/null

@@ -22,6 +22,9 @@ import numpy as np
 
 from pipeline.slides.backends import PageLayout, SlideError, tiff_layout
 
+# nvImageCodec backends for GPU decoding: auto lets it choose per image (hardware engine, CUDA, hybrid).
+GPU_BACKENDS = {"auto": None, "cuda": "GPU_ONLY", "hardware": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU"}
+
 
 @dataclass(frozen=True)
 class RegionRequest:
@@ -60,14 +63,18 @@ class TiledJpegReader:
     make one per process.
     """
 
-    def __init__(self, device: str = "cuda", max_open: int = 64) -> None:
+    def __init__(self, device: str = "cuda", max_open: int = 64, backend: str = "auto") -> None:
         from nvidia import nvimgcodec
 
         if device not in ("cuda", "cpu"):
             raise ValueError(f"device: '{device}' is not one of cuda, cpu")
+        if backend not in GPU_BACKENDS:
+            raise ValueError(f"backend: '{backend}' is not one of {', '.join(GPU_BACKENDS)}")
         self.device, self.max_open = device, int(max_open)
         if device == "cuda":
-            self._decoder = nvimgcodec.Decoder(device_id=0)
+            kind = GPU_BACKENDS[backend]
+            backends = None if kind is None else [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))]
+            self._decoder = nvimgcodec.Decoder(device_id=0, backends=backends)
         else:
             cpu = [nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)]
             self._decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, backends=cpu)

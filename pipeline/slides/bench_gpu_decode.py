@@ -1,0 +1,130 @@
+"""Which JPEG decoder to use for batched region reads: nvImageCodec's backends beside DALI's own decoder.
+
+Run as ``python -m pipeline.slides.bench_gpu_decode [--batch N] [--repeats R]``. It writes one synthetic 4x-pyramid
+slide, plans ``--batch`` 224 px tiles at the seven evaluation mpps, and times for each decoder the first call
+(start-up) and the median of ``--repeats`` calls: whole region reads (:class:`TiledJpegReader`: file reads, decode,
+assembly) and the decode alone. DALI's ``decoders.image(device="mixed")`` decodes the same tile streams as a
+reference for what nvJPEG does on this GPU. Prints figures; asserts nothing. Without CUDA only the CPU rows run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.slides.bench_reads import EVAL_MPPS
+from pipeline.slides.planning import plan_region
+from pipeline.slides.render import SlideSpec
+from pipeline.slides.slide import open_slide
+from pipeline.slides.synth import write_slide
+from pipeline.slides.tiled_decode import GPU_BACKENDS, RegionRequest, TiledJpegReader
+from pipeline.slides.tissue import tissue_mask_for_slide
+
+
+def plan_requests(path: Path, n: int, seed: int = 0) -> list[RegionRequest]:
+    slide = open_slide(path)
+    mask = tissue_mask_for_slide(slide)
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        target = EVAL_MPPS[k % len(EVAL_MPPS)]
+        centre = mask.sample_center(rng, 224 * target, 0.5) or (slide.dimensions[0] / 2, slide.dimensions[1] / 2)
+        p = plan_region(slide.levels, target, 224, centre)
+        lv = slide.levels[p.level]
+        out.append(RegionRequest(str(path), p.location, p.level, (p.read_size, p.read_size), lv.downsample,
+                                 (lv.width, lv.height)))  # fmt: skip
+    return out
+
+
+def timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tuple[float, float]:
+    """(seconds of the first call, median seconds of the next ``repeats``)."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times[0], statistics.median(times[1:])
+
+
+def dali_decode(streams: list[bytes]) -> Callable[[], Any]:
+    """A DALI pipeline decoding ``streams`` as one batch with nvJPEG (``device="mixed"``); returns its run()."""
+    from nvidia.dali import fn, pipeline_def
+
+    arrays = [np.frombuffer(s, np.uint8) for s in streams]
+
+    @pipeline_def(batch_size=len(arrays), num_threads=4, device_id=0, prefetch_queue_depth=1)
+    def pipe():  # type: ignore[no-untyped-def]
+        return fn.decoders.image(fn.external_source(source=lambda: arrays, batch=True), device="mixed")
+
+    p = pipe()
+    p.build()
+    return p.run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64, help="regions per call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls after the first")
+    args = parser.parse_args(argv)
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+        has_cuda, sync = True, lambda: cupy.cuda.runtime.deviceSynchronize()
+    except Exception:
+        has_cuda, sync = False, lambda: None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_slide(Path(tmp) / "s4.tiff", SlideSpec(2000.0, 2000.0, 0.25, "regular", 1), level_step=4)
+        requests = plan_requests(path, args.batch)
+        print(f"{args.batch} regions of 224 px tiles at {', '.join(map(str, EVAL_MPPS))} mpp; ms per call")
+        print(f"{'decoder':24}{'first':>10}{'median':>10}{'regions/s':>12}{'decode ms':>11}{'tiles':>7}")
+        rows = [("cpu", "auto")] + ([("cuda", b) for b in GPU_BACKENDS] if has_cuda else [])
+        streams: list[bytes] = []
+        for device, backend in rows:
+            name = f"nvimgcodec {device}/{backend}"
+            try:
+                reader = TiledJpegReader(device, backend=backend)
+                first, med = timed(lambda r=reader: r.read(requests), args.repeats, sync)
+                n_tiles = reader.tiles_decoded // (args.repeats + 1)
+                streams = streams or _streams(reader, requests)
+                _, dec = timed(lambda r=reader, s=streams: r._decode(s), args.repeats, sync)
+                print(f"{name:24}{1e3 * first:10.1f}{1e3 * med:10.1f}{args.batch / med:12.0f}{1e3 * dec:11.1f}"
+                      f"{n_tiles:7d}")  # fmt: skip
+            except Exception as exc:  # one decoder failing must not hide the others
+                print(f"{name:24} failed: {type(exc).__name__}: {exc}")
+        if has_cuda and streams:
+            try:
+                first, med = timed(dali_decode(streams), args.repeats, sync)
+                print(f"{'dali decoders.image mixed':24}{1e3 * first:10.1f}{1e3 * med:10.1f}{'':>12}{1e3 * med:11.1f}"
+                      f"{len(streams):7d}")  # fmt: skip
+            except Exception as exc:
+                print(f"dali decoders.image failed: {type(exc).__name__}: {exc}")
+
+
+def _streams(reader: TiledJpegReader, requests: list[RegionRequest]) -> list[bytes]:
+    """The distinct tile streams the requests decode (what one batched decode call receives)."""
+    from pipeline.slides.tiled_decode import jpeg_stream, tile_grid
+
+    seen, out = set(), []
+    for r in requests:
+        page = reader._page(r)
+        lx, ly = int(r.location[0] / r.downsample), int(r.location[1] / r.downsample)
+        tx, ty = tile_grid(page, lx, ly, *r.size)
+        cols = -(-page.width // page.tile_width)
+        for t in (ty[:, None] * cols + tx[None, :]).ravel():
+            if (r.level, int(t)) not in seen:
+                seen.add((r.level, int(t)))
+                out.append(jpeg_stream(page, reader._tile_stream(reader._fd(r.path), page, int(t), r)))
+    return out
+
+
+if __name__ == "__main__":
+    main()
