@@ -2,13 +2,13 @@
 # The project's GPU check, for a machine with CUDA, DALI and cuCIM importable (see ../shared/device/README.md for a
 # machine without package-registry access). Keeps going past a failing or overrunning part, so one run yields all
 # that can be measured:
-#   1. the GPU-marked tests (cuCIM GPU reads, DALI GPU graph vs its CPU twin, GPU features);
-#   2. which JPEG decoder batched reads should use (nvImageCodec backends, DALI's nvJPEG), and region reads per
-#      second of every backend, GPU decodes included;
-#   3. `gapless bench --quick` with equal workers: DALI-GPU (nvJPEG reads), DALI-GPU fed by host decoding, and the
-#      DataLoader baseline, each under DU and CU; peak GPU memory; the ViT-S/16 trainer's consumption rate;
-#   4. the trainer: ViT-S/16 images/s on synthetic data and through the DALI pipeline (data wait), SDPA vs
-#      xFormers in bf16, MFU.
+#   bench:    `gapless bench --quick` with equal workers and GPU-sized windows: DALI-GPU (batched GPU decode),
+#             DALI-GPU fed by host decoding, and the DataLoader baseline, each under DU and CU; peak GPU memory;
+#   trainer:  ViT-S/16 images/s on synthetic data (what it consumes) and through the DALI pipeline (data wait);
+#   tests:    the GPU-marked tests (GPU reads, DALI GPU graph vs its CPU twin, GPU features);
+#   decode:   which JPEG decoder batched reads should use (nvImageCodec backends, DALI's nvJPEG);
+#   reads:    region reads per second of every backend, GPU decodes included;
+#   xformers: SDPA vs xFormers attention in bf16, with MFU.
 # Results: at most 8 files under $OUT (default runs/gpu-check): summary.log, bench.json, trainer.json and
 # gpu-check.tar.gz (every log, plot and figure). Work files go to $WORK (default /tmp/gapless-gpu-check).
 # Usage: bash benchmarks/gpu_check.sh   (PYTHON=... interpreter; WORKERS=8; PARTS="tests bench" runs some parts;
@@ -19,7 +19,7 @@ out=${OUT:-runs/gpu-check}
 work=${WORK:-/tmp/gapless-gpu-check}
 py=${PYTHON:-python3}
 workers=${WORKERS:-8}
-parts=${PARTS:-tests decode reads bench trainer}  # which parts to run, e.g. PARTS="tests bench"
+parts=${PARTS:-bench trainer tests decode reads xformers}  # which parts to run, e.g. PARTS="tests bench"
 mkdir -p "$out" "$work"
 summary=$out/summary.log
 status=0
@@ -50,16 +50,18 @@ for name in ("torch", "nvidia.dali", "cucim", "cupy", "numpy", "cv2", "xformers"
         print(f"{name}: not importable ({type(exc).__name__}: {exc})")
 EOF
 want() { [[ " $parts " == *" $1 "* ]]; }
+# Measurement windows sized for a GPU machine: the quick preset's 4 batches of 8 drain a prefetch queue too fast.
+want bench && run bench 150 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
+  --set "loaders=[dali,dali-hostread,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
+  --set batch_size=32 --set batches_per_repeat=8 --set repeats=4 --set passes=2 --set trainer=false
+index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)
+want trainer && run trainer 80 "$py" -m train.bench_step --model vits16 --steps 10 ${index:+--index "$index"} \
+  --set "data.workers=$workers" --out "$work/trainer.json"
 want tests && run gpu-tests 50 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
 want decode && run decode 45 "$py" -m pipeline.slides.bench_gpu_decode
 want reads && run reads 70 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
-want bench && run bench 150 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
-  --set "loaders=[dali,dali-hostread,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
-  --set trainer=true --set trainer_steps=10
-index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)
-want trainer && run trainer 80 "$py" -m train.bench_step --gpu --model vits16 --steps 10 ${index:+--index "$index"} \
-  --out "$work/trainer.json"
-cp -f "$work/bench/bench.json" "$work/trainer.json" "$out/" 2>/dev/null
+want xformers && run xformers 80 "$py" -m train.bench_step --gpu --model vits16 --steps 10 --out "$work/attention.json"
+cp -f "$work/bench/bench.json" "$work/trainer.json" "$work/attention.json" "$out/" 2>/dev/null
 tar -czf "$out/gpu-check.tar.gz" -C "$work" --exclude=cache . 2>/dev/null
 log "== gpu_check: exit $status"
 exit $status

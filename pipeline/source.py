@@ -180,57 +180,16 @@ class TileSource:
                 log.debug("sample %d attempt %d: %s", g, attempt, exc)
                 continue
             return Tile(region, spec, mpp, retries=attempt, skipped=False)
-        return self._skipped(g, device)
+        return self.skipped_tile(g, device)
 
-    def _skipped(self, g: int, device: str) -> Tile:
+    def skipped_tile(self, g: int, device: str = "cpu") -> Tile:
+        """The flat tile delivered for a sample whose every attempt failed."""
         region = np.broadcast_to(self.fill, (self.tile_px, self.tile_px, 3)).copy()
         if device == "cuda":
             import cupy
 
             region = cupy.asarray(region)
         return Tile(region, None, self.target_mpp(g), retries=self.max_retries + 1, skipped=True)
-
-    def read_many(self, gs: list[int], reader: Any, device: str = "cuda") -> list[Tile]:
-        """The tiles of samples ``gs``, identical to ``[read(g) for g in gs]``, with the regions of each round of
-        attempts read together by ``reader`` (a :class:`pipeline.slides.tiled_decode.TiledJpegReader`): one decode
-        call per round. Regions the reader does not handle go through the slide's own backend."""
-        from pipeline.slides.tiled_decode import RegionRequest
-
-        attempts = {g: 0 for g in dict.fromkeys(gs)}
-        tiles: dict[int, Tile] = {}
-        while attempts:
-            specs: dict[int, TileSpec] = {}
-            for g, attempt in attempts.items():
-                spec = None
-                while spec is None and attempt <= self.max_retries:
-                    spec, attempt = self.plan(g, attempt), attempt + 1
-                if spec is None:
-                    tiles[g] = self._skipped(g, device)
-                else:
-                    specs[g] = spec
-            requests = {}
-            for g, spec in specs.items():
-                level = self.slides[spec.slide].levels[spec.plan.level]
-                request = RegionRequest(spec.path, spec.plan.location, spec.plan.level,
-                                        (spec.plan.read_size, spec.plan.read_size), level.downsample,
-                                        (level.width, level.height))  # fmt: skip
-                if reader.handles(request):
-                    requests[g] = request
-            regions = dict(zip(requests, reader.read(list(requests.values()))))
-            attempts = {}
-            for g, spec in specs.items():
-                region = regions.get(g)
-                if g not in regions:
-                    try:
-                        region = self.read_spec(spec, device)
-                    except Exception as exc:  # as in read(): any backend failure -> the next attempt
-                        region = exc
-                if isinstance(region, Exception):
-                    log.debug("sample %d attempt %d: %s", g, spec.attempt, region)
-                    attempts[g] = spec.attempt + 1
-                else:
-                    tiles[g] = Tile(region, spec, self.target_mpp(g), retries=spec.attempt, skipped=False)
-        return [tiles[g] for g in gs]
 
 
 class SampleCallback:

@@ -47,6 +47,22 @@ def test_gpu_reader_reads_the_samples_the_cpu_callback_reads(synthetic_slides) -
     assert all(np.array_equal(params[b], augmented(_Info(B + b))[5]) for b in range(B))
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_gpu_reader_cpu_twin_delivers_what_the_cpu_callback_delivers(synthetic_slides, batched: bool) -> None:
+    """The GPU reader's columns, made on the host (NumPy, nvImageCodec's CPU decoder), against the CPU path."""
+    cfg = _cfg(synthetic_slides.index)
+    source, _ = build_source(cfg)
+    reader = GpuBatchReader(source, B, rank=0, world_size=2, offset=B, batched=batched, planners=0, device="cpu")
+    callback = SampleCallback(source, rank=0, world_size=2, offset=B)
+    for iteration in range(2):
+        columns = reader(iteration)
+        assert [len(c) for c in columns] == [B] * 5
+        for b in range(B):
+            expected = callback(_Info(iteration * B + b))
+            for got, want in zip((column[b] for column in columns), expected):
+                assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+
+
 @pytest.mark.gpu
 def test_gpu_graph_with_host_reads_keeps_the_contract(synthetic_slides) -> None:
     import torch

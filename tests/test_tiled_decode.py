@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from pipeline.batch_read import PlanPrefetcher, first_plans, read_many
 from pipeline.config import DataConfig
 from pipeline.loader import build_source
 from pipeline.slides import open_slide
@@ -101,7 +102,7 @@ def test_read_many_is_read_sample_by_sample(synthetic_slides) -> None:
     source, _ = build_source(cfg)
     gs = list(range(40))
     expected = [source.read(g) for g in gs]
-    tiles = source.read_many(gs, TiledJpegReader("cpu"), device="cpu")
+    tiles = read_many(source, gs, TiledJpegReader("cpu"), device="cpu")
     for a, b in zip(tiles, expected):
         assert a.spec == b.spec and a.retries == b.retries and a.skipped == b.skipped
         assert np.array_equal(a.region, b.region)
@@ -122,11 +123,28 @@ def test_read_many_retries_where_reads_fail(synthetic_slides, tmp_path) -> None:
             f.write(b"\x00" * min(16, count))
     source.slides[0] = dataclasses.replace(entry, path=str(broken))
     gs = list(range(60))
-    tiles = source.read_many(gs, TiledJpegReader("cpu"), device="cpu")
+    tiles = read_many(source, gs, TiledJpegReader("cpu"), device="cpu")
     assert [t.spec.path if t.spec else None for t in tiles].count(str(broken)) == 0
     assert any(t.retries > 0 for t in tiles)
     expected = [source.read(g) for g in gs]
     assert [(t.spec, t.retries) for t in tiles] == [(t.spec, t.retries) for t in expected]
+
+
+def test_plans_made_ahead_in_other_processes_are_the_plans_made_here(synthetic_slides) -> None:
+    cfg = DataConfig(index=str(synthetic_slides.index), batch_size=8, seed=4, tile_px=64)
+    source, _ = build_source(cfg)
+    batches = [list(range(k * 16, (k + 1) * 16)) for k in range(3)]
+    prefetcher = PlanPrefetcher(source, workers=1)
+    try:
+        for key, gs in enumerate(batches):
+            prefetcher.ahead(key, gs)
+        made_ahead = [prefetcher.plans(key, gs) for key, gs in enumerate(batches)]
+        assert prefetcher.plans(7, batches[0]) == made_ahead[0]  # never queued: planned here
+    finally:
+        prefetcher.close()
+    assert made_ahead == [first_plans(source, gs) for gs in batches]
+    tiles = read_many(source, batches[1], TiledJpegReader("cpu"), device="cpu", plans=made_ahead[1])
+    assert [t.spec for t in tiles] == [source.read(g).spec for g in batches[1]]
 
 
 @pytest.mark.gpu

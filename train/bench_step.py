@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader", default="auto", help="pipeline loader for --index: auto | dali | baseline")
     ap.add_argument("--gpu", action="store_true", help="GPU comparisons: SDPA vs xFormers in bf16, with MFU")
     ap.add_argument("--out", help="also write the figures to this JSON file")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every measurement, e.g. --set data.workers=8")  # fmt: skip
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     if args.gpu and not cuda:
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         common = [] if args.batch is None and cuda else [f"data.batch_size={args.batch or 8}"]
         if not cuda:
             common += ["device=cpu", "precision=fp32"]
+        common += args.overrides
         rows.append(measure(model, steps, common))
         if args.index:
             rows.append(measure(model, steps, [*common, f"data.index={args.index}"], loader=args.loader))

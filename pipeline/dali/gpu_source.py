@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.augparams import sample_params
 from pipeline.config import AugmentConfig
-from pipeline.source import TileSource, tile_outputs
+from pipeline.source import TileSource
 
 
 class GpuBatchReader:
@@ -29,35 +29,57 @@ class GpuBatchReader:
     """
 
     def __init__(
-        self, source: TileSource, batch_size: int, rank: int, world_size: int, offset: int, batched: bool = True
+        self,
+        source: TileSource,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        offset: int,
+        batched: bool = True,
+        planners: int = 0,
+        device: str = "cuda",
     ) -> None:
         self.source, self.batch_size = source, int(batch_size)
         self.rank, self.world_size, self.offset = rank, world_size, int(offset)
         # batched: the batch's JPEG tiles decoded in one nvImageCodec call; else cuCIM reads region by region.
         self.batched = bool(batched)
+        self.planners = int(planners)  # processes planning the next batches while this one decodes
+        self.device = device  # "cpu": NumPy arrays and the CPU decoder, this reader's CPU twin for tests
         self._reader: Any = None
+        self._prefetcher: Any = None
 
     def sample_indices(self, iteration: int) -> list[int]:
         first = self.offset + int(iteration) * self.batch_size
         return [TileSource.global_index(first + b, self.rank, self.world_size) for b in range(self.batch_size)]
 
     def __call__(self, iteration: int) -> tuple[list[Any], ...]:
-        import cupy
+        from pipeline.slides.tiled_decode import array_module
 
+        xp = array_module(self.device)
         gs = self.sample_indices(iteration)
         if self.batched:
-            if self._reader is None:
-                from pipeline.slides.tiled_decode import TiledJpegReader
-
-                self._reader = TiledJpegReader("cuda")
-            tiles = self.source.read_many(gs, self._reader, device="cuda")
+            tiles = self._read_batched(int(iteration), gs)
         else:
-            tiles = [self.source.read(g, device="cuda") for g in gs]
-        columns: tuple[list[Any], ...] = ([], [], [], [], [])
-        for tile in tiles:
-            for column, value in zip(columns, tile_outputs(tile, xp=cupy)):
-                column.append(value)
-        return columns
+            tiles = [self.source.read(g, device=self.device) for g in gs]
+        regions = [xp.ascontiguousarray(t.region) for t in tiles]
+        # The metadata columns cross to the GPU as one array each, handed to DALI as per-sample rows.
+        meta = np.array([[t.target_mpp, t.level, t.retries, int(t.skipped)] for t in tiles], np.float64)
+        mpp = xp.asarray(meta[:, 0:1].astype(np.float32))
+        ints = xp.asarray(meta[:, 1:].astype(np.int32))
+        columns = [[ints[b, k : k + 1] for b in range(len(tiles))] for k in range(3)]
+        return (regions, [mpp[b] for b in range(len(tiles))], *columns)
+
+    def _read_batched(self, iteration: int, gs: list[int]) -> list[Any]:
+        from pipeline.batch_read import PlanPrefetcher, read_many
+        from pipeline.slides.tiled_decode import TiledJpegReader
+
+        if self._reader is None:
+            self._reader = TiledJpegReader(self.device)
+            self._prefetcher = PlanPrefetcher(self.source, self.planners)
+        plans = self._prefetcher.plans(iteration, gs)
+        for ahead in range(iteration + 1, iteration + 1 + self.planners):
+            self._prefetcher.ahead(ahead, self.sample_indices(ahead))
+        return read_many(self.source, gs, self._reader, device=self.device, plans=plans)
 
 
 class BatchParams:

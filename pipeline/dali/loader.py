@@ -37,7 +37,8 @@ def build_dali_pipeline(
     params_source = None
     if batched_gpu:
         batched = cfg.gpu_decode == "batched"
-        callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset, batched=batched)
+        callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset, batched=batched,
+                                       planners=cfg.workers)  # fmt: skip
         params_source = None if evaluation else BatchParams(callback, cfg.augment)
     else:
         callback = SampleCallback(source, rank, world_size, offset, augment)

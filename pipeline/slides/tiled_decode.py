@@ -38,6 +38,15 @@ class RegionRequest:
     level_size: tuple[int, int]  # (width, height) of the level: it finds the TIFF page
 
 
+def array_module(device: str) -> Any:
+    """NumPy for "cpu", CuPy for "cuda" (imported only then: CUDA stays optional)."""
+    if device == "cpu":
+        return np
+    import cupy
+
+    return cupy
+
+
 def tile_grid(page: PageLayout, lx: int, ly: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     """Tile columns and rows a level-pixel box (lx, ly, w, h) touches."""
     tx = np.arange(lx // page.tile_width, (lx + w - 1) // page.tile_width + 1)
@@ -142,7 +151,7 @@ class TiledJpegReader:
         if any(t is None for t in tiles):
             return SlideError(f"{request.path}: a JPEG tile of level {request.level} near level pixel ({lx}, {ly}) "
                               "cannot be decoded (corrupt data)")  # fmt: skip
-        xp = np if self.device == "cpu" else __import__("cupy")
+        xp = array_module(self.device)
         w, h = request.size
         region = xp.empty((h, w, 3), dtype=xp.uint8)
         tw, th = page.tile_width, page.tile_height
