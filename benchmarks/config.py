@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 
 LOADERS = ("dali", "baseline")
-# Optional loaders, measured when named: the DALI graph fed by host (CPU) decoding in its parallel workers, beside
-# the default 'dali' that decodes with nvJPEG on a GPU. Both are the same on a machine without CUDA.
-OPTIONAL_LOADERS = ("dali-hostread",)
+# Optional loaders, measured when named: the DALI graph fed by batched GPU decoding (read_device=cuda; needs CUDA),
+# beside the default 'dali', whose parallel workers decode on the host.
+OPTIONAL_LOADERS = ("dali-gpudecode",)
 STRATEGIES = ("du", "cu", "maxavg", "minmax")
 STRATEGY_LABELS = {"du": "DU", "cu": "CU", "maxavg": "CU-MAXAVG", "minmax": "CU-MINMAX"}
 

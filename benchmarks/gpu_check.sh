@@ -2,8 +2,9 @@
 # The project's GPU check, for a machine with CUDA, DALI and cuCIM importable (see ../shared/device/README.md for a
 # machine without package-registry access). Keeps going past a failing or overrunning part, so one run yields all
 # that can be measured:
-#   bench:    `gapless bench --quick` with equal workers and GPU-sized windows: DALI-GPU (batched GPU decode),
-#             DALI-GPU fed by host decoding, and the DataLoader baseline, each under DU and CU; peak GPU memory;
+#   bench:    `gapless bench --quick` with equal workers and GPU-sized windows: the DALI GPU graph fed by host
+#             decoding (dali) and by batched GPU decoding (dali-gpudecode), and the DataLoader baseline, each
+#             under DU and CU; peak GPU memory;
 #   trainer:  ViT-S/16 images/s on synthetic data (what it consumes) and through the DALI pipeline (data wait);
 #   tests:    the GPU-marked tests (GPU reads, DALI GPU graph vs its CPU twin, GPU features);
 #   decode:   which JPEG decoder batched reads should use (nvImageCodec backends, DALI's nvJPEG);
@@ -52,7 +53,7 @@ EOF
 want() { [[ " $parts " == *" $1 "* ]]; }
 # Measurement windows sized for a GPU machine: the quick preset's 4 batches of 8 drain a prefetch queue too fast.
 want bench && run bench 150 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
-  --set "loaders=[dali,dali-hostread,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
+  --set "loaders=[dali,dali-gpudecode,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
   --set batch_size=32 --set batches_per_repeat=8 --set repeats=4 --set passes=2 --set trainer=false
 cp -f "$work/bench/bench.json" "$out/" 2>/dev/null  # now, in case a later part overruns the caller's limit
 index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)

@@ -80,11 +80,12 @@ def window_rates(
 def loader_config(base: DataConfig, loader: str, strategy: str, workers: int) -> DataConfig:
     """``base`` with loader, sampling strategy and worker count replaced (devices stay 'auto': GPU if present).
 
-    ``dali-hostread`` is the DALI loader decoding on the host (``read_device=cpu``) whatever the graph's device.
+    ``dali-gpudecode`` is the DALI loader decoding on the GPU (``read_device=cuda``, ``device=gpu``).
     """
     sampling = dataclasses.replace(base.sampling, strategy=strategy)
-    if loader == "dali-hostread":
-        return dataclasses.replace(base, loader="dali", read_device="cpu", sampling=sampling, workers=workers)
+    if loader == "dali-gpudecode":
+        return dataclasses.replace(base, loader="dali", device="gpu", read_device="cuda", sampling=sampling,
+                                   workers=workers)  # fmt: skip
     return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers)
 
 

@@ -49,7 +49,7 @@ class DataConfig:
     seed: int = 0
     loader: str = "auto"  # auto | dali | baseline | synthetic (random in-memory tensors, no I/O)
     device: str = "auto"  # auto | cpu | gpu (where crop-resize and augmentation run)
-    read_device: str = "auto"  # auto | cpu | cuda (where the slides' JPEG tiles are decoded)
+    read_device: str = "auto"  # auto (= cpu) | cpu | cuda (where the slides' JPEG tiles are decoded)
     gpu_decode: str = "batched"  # with read_device=cuda: batched (one nvImageCodec call per batch) | cucim
     workers: int = 2  # worker processes (DALI parallel external source, or DataLoader workers)
     prefetch: int = 2  # batches queued ahead per worker

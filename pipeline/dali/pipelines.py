@@ -6,8 +6,9 @@ Both read regions through an external source and differ only in what the graph d
   parallel external source (``py_num_workers`` spawned processes, each with its own slide-handle cache), with
   ``workers == 0`` in the pipeline's own thread (fast start; tests and tiny jobs). For training it also delivers
   each sample's augmentation parameters (a sixth output, a small host array).
-- GPU reads (:class:`pipeline.dali.gpu_source.GpuBatchReader`): cuCIM ``device="cuda"`` decodes a whole batch and
-  hands CuPy arrays to a ``device="gpu"`` external source: no host round trip. GPU input cannot be parallel, so
+- GPU reads (:class:`pipeline.dali.gpu_source.GpuBatchReader`, ``read_device=cuda``): the batch's JPEG tiles are
+  decoded on the GPU in one call and its regions handed as CuPy arrays to a ``device="gpu"`` external source: no
+  host round trip. GPU input cannot be parallel, so
   this source runs in the pipeline thread. The augmentation parameters of the same samples come from a second,
   CPU external source (:class:`pipeline.dali.gpu_source.BatchParams`): argument inputs must be CPU data.
 
