@@ -143,6 +143,7 @@ LOGISTICS_KEYS = (
     "data.loader",
     "data.device",
     "data.read_device",
+    "data.gpu_decode",
     "data.workers",
     "data.prefetch",
     "data.handle_cache",
