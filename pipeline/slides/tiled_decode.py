@@ -22,7 +22,8 @@ import numpy as np
 
 from pipeline.slides.backends import PageLayout, SlideError, tiff_layout
 
-# nvImageCodec backends for GPU decoding: auto lets it choose per image (hardware engine, CUDA, hybrid).
+# nvImageCodec backends for GPU decoding: auto lets it choose per image (hardware engine, CUDA, hybrid). On an H100
+# with nvImageCodec 0.9 the CUDA-only backend rejected every tile (benchmarks/results/h100-decode.txt): keep auto.
 GPU_BACKENDS = {"auto": None, "cuda": "GPU_ONLY", "hardware": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU"}
 
 
