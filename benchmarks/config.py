@@ -47,7 +47,8 @@ class BenchConfig:
     workers: int = 2  # DataLoader workers = DALI source workers = DALI threads (0: in the main process)
     batch_size: int = 16
     warmup_batches: int = -1  # after start-up, before the clock starts; -1: the loader's queue depth + 1
-    batches_per_repeat: int = 6  # one measurement window
+    batches_per_repeat: int = 6  # one measurement window, at least ...
+    min_window_s: float = 1.0  # ... and at least this long (fast loaders would otherwise time their prefetch queue)
     repeats: int = 8  # measurement windows per (loader, strategy): median, min, max
     passes: int = 4  # strategies measured forward, backward, forward, … (loaders rebuilt), windows split evenly
     synthetic: bool = True  # the no-I/O upper bound (train.data.SyntheticMultiCropLoader)
@@ -80,8 +81,8 @@ class BenchConfig:
             raise ValueError("workers and scaling_workers must be >= 0")
         if self.trainer_model not in ("vits16", "tiny"):
             raise ValueError(f"trainer_model: '{self.trainer_model}' is not one of vits16, tiny")
-        if self.warmup_batches < -1 or self.stage_tiles < 0 or self.stage_batch < 1:
-            raise ValueError("warmup_batches must be >= -1, stage_tiles >= 0, stage_batch >= 1")
+        if self.warmup_batches < -1 or self.stage_tiles < 0 or self.stage_batch < 1 or self.min_window_s < 0:
+            raise ValueError("warmup_batches must be >= -1, stage_tiles >= 0, stage_batch >= 1, min_window_s >= 0")
 
     def warmup(self, workers: int, prefetch: int) -> int:
         """Batches to discard first: enough to drain what the workers queued while the loader started, so the
@@ -107,6 +108,7 @@ def quick(cfg: BenchConfig | None = None) -> BenchConfig:
         strategies=["du", "cu"],  # the verdict; the stage breakdown still covers all four strategies
         batch_size=8,
         batches_per_repeat=4,
+        min_window_s=0.5,
         repeats=3,
         passes=1,
         scaling_workers=[1, 2],

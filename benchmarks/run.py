@@ -42,7 +42,8 @@ def device_name() -> str:
 def _measure(data: DataConfig, cfg: BenchConfig, repeats: int, device: str, label: str | None = None) -> dict[str, Any]:
     """One loader configuration's throughput record; ``label`` names the loader in it (default ``data.loader``)."""
     warmup = cfg.warmup(data.workers, data.prefetch)
-    result: Throughput = measure_loader(data, warmup, cfg.batches_per_repeat, repeats, device)
+    result: Throughput = measure_loader(data, warmup, cfg.batches_per_repeat, repeats, device,
+                                        min_window_s=cfg.min_window_s)  # fmt: skip
     result.loader = label or data.loader
     name = f"{result.loader}/{data.sampling.strategy} ×{data.workers}"
     if result.error:

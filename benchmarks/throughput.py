@@ -2,8 +2,8 @@
 
 One tile is one sample's whole multi-crop output (2 global + N local crops). A loader is built once per
 (loader, strategy, workers); its first ``warmup_batches`` batches absorb worker start-up and queue filling; then
-``repeats`` windows of ``batches_per_repeat`` batches each are timed back to back. On a GPU every window ends with
-``torch.cuda.synchronize()`` so that queued device work is counted. Memory peaks cover the loader's whole life.
+``repeats`` windows of at least ``batches_per_repeat`` batches and ``min_window_s`` seconds each are timed back to
+back. On a GPU every window ends with ``torch.cuda.synchronize()`` so that queued device work is counted. Memory peaks cover the loader's whole life.
 """
 
 from __future__ import annotations
@@ -55,12 +55,14 @@ def _sync() -> None:
 
 
 def window_rates(
-    next_batch: Callable[[], Any], batch_size: int, warmup: int, batches: int, repeats: int
+    next_batch: Callable[[], Any], batch_size: int, warmup: int, batches: int, repeats: int, min_window_s: float = 0.0
 ) -> tuple[list[float], list[float]]:
     """Tiles/s and CPU ms per tile of ``repeats`` windows of ``batches`` calls to ``next_batch`` after ``warmup``.
 
-    CPU time is summed over the process tree (workers included): unlike wall-clock rates it hardly changes when
-    other programs compete for the cores, so it separates a loader's own cost from a busy machine's noise.
+    A window lasts at least ``min_window_s``: on a fast machine a few batches come straight out of the prefetch
+    queue, and a window that short measures the queue, not the loader. CPU time is summed over the process tree
+    (workers included): unlike wall-clock rates it hardly changes when other programs compete for the cores, so it
+    separates a loader's own cost from a busy machine's noise.
     """
     for _ in range(warmup):
         next_batch()
@@ -68,12 +70,14 @@ def window_rates(
     rates, cpu_ms = [], []
     for _ in range(repeats):
         cpu0, start = tree_cpu_seconds(), time.perf_counter()
-        for _ in range(batches):
+        done = 0
+        while done < batches or time.perf_counter() - start < min_window_s:
             next_batch()
+            done += 1
         _sync()
         wall, cpu = time.perf_counter() - start, tree_cpu_seconds() - cpu0
-        rates.append(batches * batch_size / wall)
-        cpu_ms.append(1e3 * cpu / (batches * batch_size))
+        rates.append(done * batch_size / wall)
+        cpu_ms.append(1e3 * cpu / (done * batch_size))
     return rates, cpu_ms
 
 
@@ -96,6 +100,7 @@ def measure_loader(
     repeats: int,
     device: str = "cpu",
     build: Callable[[], Any] | None = None,
+    min_window_s: float = 0.0,
 ) -> Throughput:
     """Throughput of ``pipeline.loader.build_loader(cfg)`` (or the synthetic loader for ``cfg.loader='synthetic'``).
 
@@ -114,7 +119,7 @@ def measure_loader(
             next_batch()  # the first batch includes worker start-up
             result.startup_s = time.perf_counter() - t0
             result.rates, result.cpu_ms_per_tile = window_rates(
-                next_batch, cfg.batch_size, max(0, warmup - 1), batches, repeats
+                next_batch, cfg.batch_size, max(0, warmup - 1), batches, repeats, min_window_s
             )
             result.stats = dict(loader.stats())
         except Exception as exc:  # recorded and reported; the run goes on with the next configuration

@@ -225,6 +225,20 @@ def test_scaled_reader_matches_cucim(tiny_run: tuple[dict, Path, str]) -> None:
         assert cfg.tile_px <= region.shape[0] < 2 * cfg.tile_px + 1
 
 
+def test_windows_last_at_least_their_minimum() -> None:
+    from benchmarks.throughput import window_rates
+
+    calls = []
+    rates, cpu_ms = window_rates(
+        lambda: calls.append(1), batch_size=4, warmup=2, batches=3, repeats=2, min_window_s=0.05
+    )
+    assert len(rates) == len(cpu_ms) == 2
+    assert len(calls) > 2 + 2 * 3  # an instant loader is called far more than 3 times in 50 ms
+    calls.clear()
+    window_rates(lambda: calls.append(1), batch_size=4, warmup=0, batches=3, repeats=2)
+    assert len(calls) == 6
+
+
 def test_paired_stage_ratio() -> None:
     from benchmarks.stages import paired_ratio
 
