@@ -9,13 +9,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+# Each library under the distribution names it ships as (CUDA 12 and 13 builds have different names).
 PACKAGES = {
-    "torch": "torch",
-    "dali": "nvidia-dali-cuda120",
-    "cucim": "cucim-cu12",
-    "numpy": "numpy",
-    "opencv": "opencv-python-headless",
-    "gapless": "gapless",
+    "torch": ("torch",),
+    "dali": ("nvidia-dali-cuda120", "nvidia-dali-cuda130"),
+    "cucim": ("cucim-cu12", "cucim-cu13"),
+    "nvimgcodec": ("nvidia-nvimgcodec-cu12", "nvidia-nvimgcodec-cu13"),
+    "numpy": ("numpy",),
+    "opencv": ("opencv-python-headless", "opencv-python"),
+    "gapless": ("gapless",),
 }
 
 
@@ -63,11 +65,14 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name, dist in PACKAGES.items():
-        try:
-            out[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+    for name, dists in PACKAGES.items():
+        out[name] = None
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 

@@ -222,12 +222,12 @@ class SampleCallback:
         return (*outputs, sample_params(self.augment, self.source.seed, g, self.source.tile_px))
 
 
-def tile_outputs(tile: Tile, xp: Any = np) -> tuple[Any, ...]:
-    """The five per-sample outputs of a tile (``xp``: numpy, or cupy for the GPU source)."""
+def tile_outputs(tile: Tile) -> tuple[np.ndarray, ...]:
+    """The five per-sample host outputs of a tile (the GPU reader builds the same columns on the device)."""
     return (
-        xp.ascontiguousarray(tile.region),
-        xp.asarray([tile.target_mpp], dtype=xp.float32),
-        xp.asarray([tile.level], dtype=xp.int32),
-        xp.asarray([tile.retries], dtype=xp.int32),
-        xp.asarray([int(tile.skipped)], dtype=xp.int32),
+        np.ascontiguousarray(tile.region),
+        np.asarray([tile.target_mpp], dtype=np.float32),
+        np.asarray([tile.level], dtype=np.int32),
+        np.asarray([tile.retries], dtype=np.int32),
+        np.asarray([int(tile.skipped)], dtype=np.int32),
     )
