@@ -35,6 +35,13 @@ class PageLayout:
     counts: np.ndarray
     jpeg_tables: bytes | None = None  # shared quantisation/Huffman tables (JPEGTables tag), as SVS files use
 
+    def tiles_touched(self, lx: int, ly: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(columns, rows, tile indices in row-major order) of the tiles a level-pixel box (lx, ly, w, h) touches."""
+        tx = np.arange(lx // self.tile_width, (lx + w - 1) // self.tile_width + 1)
+        ty = np.arange(ly // self.tile_height, (ly + h - 1) // self.tile_height + 1)
+        cols = -(-self.width // self.tile_width)
+        return tx, ty, (ty[:, None] * cols + tx[None, :]).ravel()
+
 
 def is_tiff(path: Path) -> bool:
     with open(path, "rb") as f:
@@ -110,9 +117,7 @@ class CucimBackend:
         page, vetted = self._pages[level], self._vetted[level]
         lx, ly = int(location[0] / self.downsamples[level]), int(location[1] / self.downsamples[level])
         cols = -(-page.width // page.tile_width)
-        tx = np.arange(lx // page.tile_width, (lx + size[0] - 1) // page.tile_width + 1)
-        ty = np.arange(ly // page.tile_height, (ly + size[1] - 1) // page.tile_height + 1)
-        tiles = (ty[:, None] * cols + tx[None, :]).ravel()
+        _, _, tiles = page.tiles_touched(lx, ly, size[0], size[1])
         tiles = tiles[(tiles < len(vetted))]
         todo = tiles[~vetted[tiles]]
         if not len(todo):

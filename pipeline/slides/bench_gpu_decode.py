@@ -114,18 +114,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def _streams(reader: TiledJpegReader, requests: list[RegionRequest]) -> list[bytes]:
     """The distinct tile streams the requests decode (what one batched decode call receives)."""
-    from pipeline.slides.tiled_decode import jpeg_stream, tile_grid
-
     seen, out = set(), []
     for r in requests:
         page = reader._page(r)
         lx, ly = int(r.location[0] / r.downsample), int(r.location[1] / r.downsample)
-        tx, ty = tile_grid(page, lx, ly, *r.size)
-        cols = -(-page.width // page.tile_width)
-        for t in (ty[:, None] * cols + tx[None, :]).ravel():
+        for t in page.tiles_touched(lx, ly, *r.size)[2]:
             if (r.level, int(t)) not in seen:
                 seen.add((r.level, int(t)))
-                out.append(jpeg_stream(page, reader._tile_stream(reader._fd(r.path), page, int(t), r)))
+                out.append(reader._tile_stream(reader._fd(r.path), page, int(t), r))  # tables already spliced in
     return out
 
 
