@@ -2,7 +2,7 @@
 
 The full preset is the default; ``--quick`` trades strategies (DU and CU only), repeats and batch counts for a run
 of under two minutes on a 2-core CPU machine (its slides, once synthesised, are cached). Every field can be overridden with ``key=value``
-on the command line (``gapless bench --quick --set repeats=5``), as every other gapless config.
+on the command line (``gapless bench --quick repeats=5``), as every other gapless config.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from gapless.pipeline.sampling.config import PAPER_STRATEGIES
+
 LOADERS = ("dali", "baseline")
 # Optional loaders, measured when named: the DALI graph fed by batched GPU decoding (read_device=cuda; needs CUDA),
 # beside the default 'dali', whose parallel workers decode on the host.
 OPTIONAL_LOADERS = ("dali-gpudecode",)
-STRATEGIES = ("du", "cu", "maxavg", "minmax")
-STRATEGY_LABELS = {"du": "DU", "cu": "CU", "maxavg": "CU-MAXAVG", "minmax": "CU-MINMAX"}
+STRATEGIES = PAPER_STRATEGIES
 
 
 @dataclass
@@ -51,7 +52,7 @@ class BenchConfig:
     min_window_s: float = 1.0  # ... and at least this long (fast loaders would otherwise time their prefetch queue)
     repeats: int = 8  # measurement windows per (loader, strategy): median, min, max
     passes: int = 4  # strategies measured forward, backward, forward, … (loaders rebuilt), windows split evenly
-    synthetic: bool = True  # the no-I/O upper bound (train.data.SyntheticMultiCropLoader)
+    synthetic: bool = True  # the no-I/O upper bound (gapless.pipeline.synthetic.SyntheticLoader)
     scaling_workers: list[int] = field(default_factory=list)  # empty: 1, 2, 4, ... up to the usable cores
     scaling_loaders: list[str] = field(default_factory=lambda: list(LOADERS))
     scaling_strategy: str = "cu"
@@ -59,7 +60,7 @@ class BenchConfig:
     stage_tiles: int = 128  # tiles timed stage by stage, per strategy, in one process
     stage_strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
     stage_batch: int = 16  # batch size of the transfer (collate/pin/copy) stage
-    trainer: bool = True  # the trainer's consumption rate (train.bench_step)
+    trainer: bool = True  # the trainer's consumption rate (gapless.benchmarks.train_step)
     trainer_model: str = "vits16"  # vits16 (ViT-S/16, the loaders' multi-crop) | tiny (a 2-block test model)
     trainer_batch: int = 0  # 0: the config's batch on a GPU, 2 on a CPU (a ViT-S step there takes many seconds)
     trainer_steps: int = 1  # timed steps (as many again run first as warm-up)

@@ -53,17 +53,17 @@ EOF
 want() { [[ " $parts " == *" $1 "* ]]; }
 # Measurement windows sized for a GPU machine: the quick preset's 4 batches of 8 drain a prefetch queue too fast.
 want bench && run bench 150 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
-  --set "loaders=[dali,dali-gpudecode,baseline]" --set "workers=$workers" --set "scaling_workers=[$workers]" \
-  --set batch_size=32 --set batches_per_repeat=8 --set repeats=4 --set passes=2 --set trainer=false
+  "loaders=[dali,dali-gpudecode,baseline]" "workers=$workers" "scaling_workers=[$workers]" \
+  batch_size=32 batches_per_repeat=8 repeats=4 passes=2 trainer=false
 cp -f "$work/bench/bench.json" "$out/" 2>/dev/null  # now, in case a later part overruns the caller's limit
 index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)
-want trainer && run trainer 80 "$py" -m train.bench_step --model vits16 --steps 10 ${index:+--index "$index"} \
-  --set "data.workers=$workers" --out "$work/trainer.json"
+want trainer && run trainer 80 "$py" -m gapless.benchmarks.train_step --model vits16 --steps 10 ${index:+--index "$index"} \
+  "data.workers=$workers" --out "$work/trainer.json"
 cp -f "$work/trainer.json" "$out/" 2>/dev/null
 want tests && run gpu-tests 50 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
-want decode && run decode 45 "$py" -m pipeline.slides.bench_gpu_decode
-want reads && run reads 70 "$py" -m pipeline.slides.bench_reads --cuda --seconds 0.5
-want xformers && run xformers 80 "$py" -m train.bench_step --gpu --model vits16 --steps 10 --out "$work/attention.json"
+want decode && run decode 45 "$py" -m gapless.benchmarks.gpu_decode
+want reads && run reads 70 "$py" -m gapless.benchmarks.reads --cuda --seconds 0.5
+want xformers && run xformers 80 "$py" -m gapless.benchmarks.train_step --gpu --model vits16 --steps 10 --out "$work/attention.json"
 cp -f "$work/bench/bench.json" "$work/trainer.json" "$work/attention.json" "$out/" 2>/dev/null
 tar -czf "$out/gpu-check.tar.gz" -C "$work" --exclude=cache . 2>/dev/null
 log "== gpu_check: exit $status"

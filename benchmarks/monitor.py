@@ -12,9 +12,39 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from gapless.proctree import tree_cpu_seconds, tree_rss_bytes
 
-__all__ = ["MemoryMonitor", "gpu_used_bytes", "tree_cpu_seconds", "tree_rss_bytes"]
+def _tree() -> list[Any]:
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def tree_rss_bytes() -> int:
+    """RSS of this process and all its descendants (DataLoader and DALI source workers are children), bytes."""
+    import psutil
+
+    total = 0
+    for proc in _tree():
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:  # a child that just exited
+            continue
+    return total
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants."""
+    import psutil
+
+    total = 0.0
+    for proc in _tree():
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def gpu_used_bytes() -> int | None:

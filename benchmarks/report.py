@@ -12,10 +12,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import STRATEGY_LABELS
-from benchmarks.stages import STAGES
-from gapless.cli import UserError
+from gapless.benchmarks.stages import STAGES
+from gapless.pipeline.sampling.config import STRATEGY_LABELS
+
 from gapless.console import console, table
+from gapless.errors import InputError
 
 
 def _label(strategy: str) -> str:
@@ -157,13 +158,13 @@ def _save(fig: Any, path: Path) -> Path:
 def load_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: benchmark result not found")
+        raise InputError(f"{path}: benchmark result not found")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file ({exc})") from exc
+        raise InputError(f"{path}: not a JSON file ({exc})") from exc
     if not isinstance(data, dict) or data.get("schema") != "gapless-bench/1" or "throughput" not in data:
-        raise UserError(f"{path}: not a gapless benchmark result (no 'schema: gapless-bench/1')")
+        raise InputError(f"{path}: not a gapless benchmark result (no 'schema: gapless-bench/1')")
     return data
 
 
@@ -204,7 +205,7 @@ def print_compare(a_path: str | Path, b_path: str | Path) -> list[list[Any]]:
     a, b = load_result(a_path), load_result(b_path)
     rows = compare_rows(a, b)
     if not rows:
-        raise UserError(f"{a_path} and {b_path} have no measurement in common")
+        raise InputError(f"{a_path} and {b_path} have no measurement in common")
     title = f"A = {a_path} ({a.get('preset')}, {a['machine'].get('cpu')})\nB = {b_path} ({b.get('preset')})"
     _print(table(title, ["figure", "A", "B", "B / A"], rows))
     return rows

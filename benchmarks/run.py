@@ -15,14 +15,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine
-from benchmarks.config import STRATEGY_LABELS, BenchConfig
-from benchmarks.slideset import prepare
-from benchmarks.throughput import Throughput, loader_config, measure_loader
-from benchmarks.verdict import keeps_up, speedups, strategy_costs
+from gapless.benchmarks import machine
+from gapless.benchmarks.config import BenchConfig
+from gapless.benchmarks.slideset import prepare
+from gapless.benchmarks.throughput import Throughput, loader_config, measure_loader
+from gapless.benchmarks.verdict import keeps_up, speedups, strategy_costs
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.sampling.config import STRATEGY_LABELS
+
 from gapless.config import to_dict
-from gapless.console import console, progress, write_json
-from pipeline.config import DataConfig
+from gapless.console import console, progress
+from gapless.devices import cuda_available
+from gapless.io import write_json
 
 SCHEMA = "gapless-bench/1"
 
@@ -34,8 +38,6 @@ def base_data_config(cfg: BenchConfig, index: Path) -> DataConfig:
 
 
 def device_name() -> str:
-    from pipeline.loader import cuda_available
-
     return "gpu" if cuda_available() else "cpu"
 
 
@@ -115,7 +117,7 @@ def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]
 
 
 def measure_stages(cfg: BenchConfig, data: DataConfig) -> dict[str, Any]:
-    from benchmarks.stages import time_stages_interleaved
+    from gapless.benchmarks.stages import time_stages_interleaved
 
     cfgs = {s: dataclasses.replace(data, sampling=dataclasses.replace(data.sampling, strategy=s))
             for s in cfg.stage_strategies}  # fmt: skip
@@ -125,7 +127,7 @@ def measure_stages(cfg: BenchConfig, data: DataConfig) -> dict[str, Any]:
 def stage_costs(stages: dict[str, Any], reference: str = "du") -> list[dict[str, Any]]:
     """CU-vs-DU from the interleaved stage timings: per-worker throughput ratio (plan + read + resize + augment
     per tile, paired, plus each strategy's mean plan and transfer), 5-95 % bootstrap interval over tiles."""
-    from benchmarks.stages import paired_ratio
+    from gapless.benchmarks.stages import paired_ratio
 
     ref = stages.get(reference)
     out = []
@@ -143,7 +145,7 @@ def stage_costs(stages: dict[str, Any], reference: str = "du") -> list[dict[str,
     return out
 
 
-def verdict(main: list[dict[str, Any]], trainer: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
+def loader_verdict(main: list[dict[str, Any]], trainer: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
     costs = strategy_costs(main)
     cpu_costs = strategy_costs(main, metric="cpu")
     sentences = [c.sentence(STRATEGY_LABELS) for c in [*costs, *cpu_costs]]
@@ -181,8 +183,8 @@ def run_benchmark(
     cfg: BenchConfig, out: str | Path, index: str = "", cache_dir: str | Path | None = None
 ) -> dict[str, Any]:
     """Run every measurement of ``cfg``; write ``bench.json`` and plots into ``out``; return the result."""
-    from benchmarks.report import plot_all, print_report
-    from benchmarks.trainer_rate import trainer_rate
+    from gapless.benchmarks.report import plot_all, print_report
+    from gapless.benchmarks.trainer_rate import trainer_rate
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -212,7 +214,7 @@ def run_benchmark(
         "scaling": scaling,
         "stages": stages,
         "trainer": trainer,
-        "verdict": verdict(main, trainer, stages),
+        "verdict": loader_verdict(main, trainer, stages),
     }
     result["duration_s"] = time.perf_counter() - t0
     result["plots"] = [p.name for p in plot_all(result, out)]

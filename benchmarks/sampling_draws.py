@@ -1,6 +1,6 @@
 """Draws per second of every sampling strategy (10^6 draws, after a warm-up), printed as a table and JSON.
 
-python -m benchmarks.sampling_draws [--n 1000000] [--repeats 5] [--json OUT.json]
+python -m gapless.benchmarks.sampling_draws [--n 1000000] [--repeats 5] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ import argparse
 import time
 
 import numpy as np
+from gapless.pipeline.sampling import SamplingConfig, build_distribution
+from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 
-from gapless.console import console, table, write_json
-from pipeline.sampling import SamplingConfig, build_distribution
+from gapless.console import console, table
+from gapless.io import write_json
 
-STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax")
+STRATEGIES = ("fixed", *PAPER_STRATEGIES)
 
 
 def measure(strategy: str, n: int, repeats: int) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The benchmark's slides: a synthetic SVS-like set written once into a cache directory, or a user's index.
 
 Without ``--index`` the benchmark writes ``slides`` JPEG-tiled pyramidal slides (256 px tiles, Q 90, real H&E
-texture, levels 0.25 / 1.0 / 4.0 mpp for the default 4x step) with ``pipeline.slides.synth.make_dataset`` and
+texture, levels 0.25 / 1.0 / 4.0 mpp for the default 4x step) with ``gapless.pipeline.synth.writer.make_dataset`` and
 indexes them with ``pipeline.slides.indexer.build_index`` (what ``gapless synth`` and ``gapless index`` run). The
 directory is keyed by the slide-set parameters and marked complete only after the index is written, so an
 interrupted run rebuilds it and a finished one is reused.
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.config import SlideSetConfig
+from gapless.benchmarks.config import SlideSetConfig
 
 _DONE = "COMPLETE"
 
@@ -38,8 +38,8 @@ def slide_set_key(cfg: SlideSetConfig) -> str:
 
 def synthesise(cfg: SlideSetConfig, directory: Path) -> Path:
     """Write the slides and their index into ``directory`` (overwriting); returns the index path."""
-    from pipeline.slides.indexer import build_index
-    from pipeline.slides.synth import make_dataset
+    from gapless.pipeline.slides.indexer import build_index
+    from gapless.pipeline.synth.writer import make_dataset
 
     side_mm = cfg.side_px * cfg.base_mpp / 1000.0
     result = make_dataset(
@@ -64,9 +64,9 @@ def prepare(cfg: SlideSetConfig, index: str = "", cache_dir: str | Path | None =
     if index:
         path = Path(index)
         if not path.is_file():
-            from gapless.cli import UserError
+            from gapless.errors import InputError
 
-            raise UserError(f"{path}: slide index not found (write one with `gapless index`)")
+            raise InputError(f"{path}: slide index not found (write one with `gapless index`)")
         return SlideSet(path, None, 0.0)
     directory = Path(cache_dir or default_cache_dir()) / slide_set_key(cfg)
     if (directory / _DONE).is_file() and (directory / "index.h5").is_file():

@@ -4,7 +4,7 @@ Each tile of a strategy goes through the baseline loader's own functions, one at
 
 - plan: the target mpp draw, tissue-aware location and region plan (``TileSource.plan``);
 - read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``);
-- resize: crop-and-resize to ``tile_px`` (``pipeline.resize.resize_square``, antialiased);
+- resize: crop-and-resize to ``tile_px`` (:func:`gapless.pipeline.resize.resize_square`, antialiased);
 - augment: DINOv2 multi-crop (``pipeline.augment.MultiCrop``);
 - transfer: per batch, collating the views into batch tensors: in shared memory on a CPU (what a DataLoader worker
   does so that a batch is sent as handles), pinned and copied to the device on a GPU (synchronised).
@@ -18,34 +18,32 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.config import DataConfig
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 
 STAGES = ("plan", "read", "resize", "augment", "transfer")
 
 
-def level_tile_sizes(path: str) -> list[tuple[int, int]]:
-    """JPEG tile size of each level of a slide (cuCIM's header; 256 px assumed when it cannot say)."""
+def page_layouts(path: str) -> dict[tuple[int, int], PageLayout]:
+    """The tiled pages of a slide file by (width, height); empty for files that are not tiled TIFFs."""
     try:
-        from cucim import CuImage
-
-        return [tuple(int(v) for v in t) for t in CuImage(path).resolutions["level_tile_sizes"]]
-    except Exception:
-        return []
+        return {(p.width, p.height): p for p in tiff_layout(Path(path)) or []}
+    except Exception:  # not readable as TIFF: the pixel figure falls back to the region itself
+        return {}
 
 
-def tile_aligned_pixels(spec: Any, downsample: float, tile: tuple[int, int]) -> int:
+def tile_aligned_pixels(spec: Any, level: Any, pages: dict[tuple[int, int], PageLayout]) -> int:
     """Pixels of the whole JPEG tiles a planned region touches (the area a tile-based decoder decodes)."""
-    tw, th = tile
-    x0 = int(spec.plan.location[0] / downsample)
-    y0 = int(spec.plan.location[1] / downsample)
     n = spec.plan.read_size
-    cols = (x0 + n - 1) // tw - x0 // tw + 1
-    rows = (y0 + n - 1) // th - y0 // th + 1
-    return cols * rows * tw * th
+    page = pages.get((level.width, level.height))
+    if page is None:
+        return n * n
+    lx, ly = int(spec.plan.location[0] / level.downsample), int(spec.plan.location[1] / level.downsample)
+    return len(page.tiles_touched(lx, ly, n, n)[2]) * page.tile_width * page.tile_height
 
 
 def plan_specs(source: Any, n_tiles: int) -> tuple[list[Any], list[float]]:
@@ -64,16 +62,13 @@ def plan_specs(source: Any, n_tiles: int) -> tuple[list[Any], list[float]]:
 
 def pixel_figures(source: Any, specs: list[Any]) -> dict[str, Any]:
     """Decoded pixels per output pixel (region and tile-aligned), mean target mpp and level shares."""
-    sizes: dict[str, list[tuple[int, int]]] = {}
+    layouts: dict[str, dict[tuple[int, int], PageLayout]] = {}
     region, aligned, levels = [], [], {}
     for spec in specs:
-        entry = source.slides[spec.slide]
-        tiles = sizes.setdefault(spec.path, level_tile_sizes(spec.path))
-        tile = tiles[spec.plan.level] if spec.plan.level < len(tiles) else (256, 256)
-        ds = entry.levels[spec.plan.level].downsample
-        out_area = spec.plan.out_px**2
+        pages = layouts.setdefault(spec.path, page_layouts(spec.path))
+        level = source.slides[spec.slide].levels[spec.plan.level]
         region.append(spec.plan.pixels_per_output_pixel)
-        aligned.append(tile_aligned_pixels(spec, ds, tile) / out_area)
+        aligned.append(tile_aligned_pixels(spec, level, pages) / spec.plan.out_px**2)
         levels[int(spec.plan.level)] = levels.get(int(spec.plan.level), 0) + 1
     n = max(1, len(specs))
     return {
@@ -106,8 +101,8 @@ class _StageRun:
     """The tiles of one strategy, processed one at a time so that several strategies can be interleaved."""
 
     def __init__(self, cfg: DataConfig, n_tiles: int, batch: int, cuda: bool) -> None:
-        from pipeline.augment import MultiCrop
-        from pipeline.loader import build_source
+        from gapless.pipeline.augment import MultiCrop
+        from gapless.pipeline.loader import build_source
 
         self.cfg, self.batch, self.cuda = cfg, batch, cuda
         self.source, _ = build_source(cfg)
@@ -124,7 +119,7 @@ class _StageRun:
         self.failed = 0
 
     def step(self, k: int) -> None:
-        from pipeline.resize import resize_square
+        from gapless.pipeline.resize import resize_square
 
         if k >= len(self.specs):
             return
@@ -153,10 +148,8 @@ class _StageRun:
 
     def _augment(self, base: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The baseline's augmentation of sample ``k``: parameters drawn per sample, then applied."""
-        try:
-            from pipeline.augparams import sample_params
-        except ImportError:  # an older pipeline draws inside MultiCrop
-            return self.multicrop(base, np.random.default_rng([self.cfg.seed, k]))
+        from gapless.pipeline.augparams import sample_params
+
         params = sample_params(self.cfg.augment, self.source.seed, self.specs[k].index, self.cfg.tile_px)
         return self.multicrop.apply(base, params)
 

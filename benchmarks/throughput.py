@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.monitor import MemoryMonitor, tree_cpu_seconds
-from pipeline.config import DataConfig
+from gapless.benchmarks.monitor import MemoryMonitor, tree_cpu_seconds
+from gapless.pipeline.config import DataConfig
 
 
 @dataclass
@@ -136,10 +136,10 @@ def measure_loader(
 
 def _build(cfg: DataConfig) -> Any:
     if cfg.loader == "synthetic":
-        from train.data import SyntheticMultiCropLoader
+        from gapless.pipeline.synthetic import SyntheticLoader
 
-        return SyntheticMultiCropLoader(cfg)
-    from pipeline.loader import build_loader
+        return SyntheticLoader(cfg)
+    from gapless.pipeline.loader import build_loader
 
     return build_loader(cfg, rank=0, world_size=1, start_iteration=0)
 

@@ -1,10 +1,10 @@
-"""Subcommands of the evaluation: ``bench-set``, ``features`` and ``evaluate``."""
+"""Subcommands of the evaluation: ``eval-set``, ``features`` and ``evaluate``."""
 
 from __future__ import annotations
 
 import argparse
 
-from eval.config import EVAL_MPPS
+from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 
 
 def _mpps(text: str) -> list[float]:
@@ -19,8 +19,8 @@ def _mpps(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "bench-set",
-        help="build a labelled multi-scale benchmark set (the same tissue at every mpp)",
+        "eval-set",
+        help="build a labelled multi-scale evaluation set (the same tissue at every mpp)",
         description="Sample tissue regions from labelled slides (or take labelled region images) and store every "
         "region at every evaluation mpp: centre crops of 224·mpp/base_mpp px, antialiased down to 224 px in steps "
         "of at most 2x. Also stores patient-disjoint, stratified folds.",
@@ -41,16 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tissue-threshold", type=float, default=0.5, help="min tissue fraction of a region")
     p.add_argument("--slide-mpp", type=float, help="mpp of level 0 for slides that do not record one")
     p.add_argument("--tile-px", type=int, default=224, help="tile side in pixels (the model's input size)")
-    p.set_defaults(func=_bench_set)
+    p.set_defaults(func=_eval_set)
 
     p = subparsers.add_parser(
         "features",
-        help="embed a benchmark set with a checkpoint's teacher backbone",
+        help="embed a evaluation set with a checkpoint's teacher backbone",
         description="CLS token and mean patch token, each L2-normalised, concatenated; stored per mpp with the "
         "model's config and checkpoint step.",
     )
     p.add_argument("checkpoint", help="a gapless checkpoint")
-    p.add_argument("--set", required=True, dest="set_path", help="benchmark set (.h5)")
+    p.add_argument("--set", required=True, dest="set_path", help="evaluation set (.h5)")
     p.add_argument("--out", required=True, help="features file to write (.h5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -59,33 +59,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="RankMe, k-NN and linear probes per mpp, with tables, JSON and plots",
-        description="Evaluate checkpoints or features files on a benchmark set: RankMe at every mpp, k-NN and "
+        description="Evaluate checkpoints or features files on a evaluation set: RankMe at every mpp, k-NN and "
         "logistic-regression probes trained on pooled mpps and tested at every mpp (mean ± std over folds), the "
         "gap at intermediate mpps; writes report.json and PNG plots with all inputs overlaid.",
     )
     p.add_argument("inputs", nargs="+", metavar="CHECKPOINT_OR_FEATURES")
-    p.add_argument("--set", required=True, dest="set_path", help="benchmark set (.h5)")
+    p.add_argument("--set", required=True, dest="set_path", help="evaluation set (.h5)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--name", nargs="+", help="one display name per input (default: file stems)")
     p.add_argument("--config", help="YAML with evaluation settings (eval.config.EvalConfig)")
-    p.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="setting override, e.g. -o linear_cs=[0.01,1,100] -o probes=[knn]",
-    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="setting overrides among the inputs, e.g. linear_cs=[0.01,1,100] probes=[knn]")  # fmt: skip
     p.set_defaults(func=_evaluate)
 
 
-def _bench_set(args: argparse.Namespace) -> int:
-    from eval.benchset import build_set
-    from gapless.cli import UserError
+def _eval_set(args: argparse.Namespace) -> int:
+    from gapless.eval.sets.build import build_set
+
     from gapless.console import console, progress
+    from gapless.errors import InputError
 
     if args.regions_per_slide < 1:
-        raise UserError("--regions-per-slide must be >= 1")
+        raise InputError("--regions-per-slide must be >= 1")
     with progress() as bar:
         path, stats = build_set(
             args.inputs,
@@ -106,29 +101,35 @@ def _bench_set(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from eval.features import featurise_checkpoint
-    from eval.setfile import BenchSet
+    from gapless.eval.features import featurise_checkpoint
+    from gapless.eval.sets.file import EvalSet
+
     from gapless.console import console, progress
 
-    bench = BenchSet.load(args.set_path)
+    evalset = EvalSet.load(args.set_path)
     with progress() as bar:
         out = featurise_checkpoint(
-            args.checkpoint, bench, args.out, batch_size=args.batch_size, device=args.device, progress=bar
+            args.checkpoint, evalset, args.out, batch_size=args.batch_size, device=args.device, progress=bar
         )
-    console.print(f"wrote {out}: {len(bench)} regions x {len(bench.mpps)} mpps")
+    console.print(f"wrote {out}: {len(evalset)} regions x {len(evalset.mpps)} mpps")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from eval.config import EvalConfig
-    from eval.evaluate import evaluate
-    from gapless.config import load_config
-    from gapless.console import console, progress
+    from gapless.eval.config import EvalConfig
+    from gapless.eval.evaluate import evaluate
 
-    cfg = load_config(EvalConfig, args.config, args.override)
+    from gapless.config import load_config, split_overrides
+    from gapless.console import console, progress
+    from gapless.errors import InputError
+
+    inputs, overrides = split_overrides(args.inputs)
+    if not inputs:
+        raise InputError("evaluate: no checkpoint or features file given")
+    cfg = load_config(EvalConfig, args.config, [*overrides, *args.overrides])
     with progress() as bar:
-        report = evaluate(args.inputs, args.set_path, args.out, cfg, args.name, console=None, progress=bar)
-    from eval.report import print_tables
+        report = evaluate(inputs, args.set_path, args.out, cfg, args.name, console=None, progress=bar)
+    from gapless.eval.report import print_tables
 
     print_tables(report["runs"], console)
     console.print(f"wrote {args.out}/report.json and {len(report['plots'])} plots")

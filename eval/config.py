@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-EVAL_MPPS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
-TRAIN_MPPS = (0.25, 0.5, 1.0, 2.0)
+from gapless.pipeline.sampling.magnifications import STANDARD_MPPS
+
 KNN_KS = (1, 3, 5, 10, 20, 40, 80)
 # The paper's grid, logspace(-4, 4, 9). A full sweep is slow on a CPU; `linear_cs` takes any list.
 LINEAR_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
@@ -19,7 +19,7 @@ LINEAR_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
 class EvalConfig:
     """Evaluation settings. ``test_mpps`` empty means every mpp the set holds."""
 
-    train_mpps: list[float] = field(default_factory=lambda: list(TRAIN_MPPS))
+    train_mpps: list[float] = field(default_factory=lambda: list(STANDARD_MPPS))
     test_mpps: list[float] = field(default_factory=list)
     knn_ks: list[int] = field(default_factory=lambda: list(KNN_KS))
     knn_vote: str = "majority"  # majority (sklearn's uniform weights) | weighted (DINO: exp(cos / 0.07))
@@ -54,8 +54,3 @@ class EvalConfig:
             raise ValueError(f"linear_cs: every C must be > 0, got {self.linear_cs}")
         if self.rankme_eps < 0 or self.rankme_samples < 0 or self.batch_size < 1 or self.linear_max_iter < 1:
             raise ValueError("rankme_eps, rankme_samples must be >= 0; batch_size, linear_max_iter >= 1")
-
-
-def mpp_key(mpp: float) -> str:
-    """The name an mpp gets in HDF5 files and JSON ("0.375"), stable under float round-trips."""
-    return f"{float(mpp):g}"

@@ -12,29 +12,30 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from gapless.eval.config import EvalConfig
+from gapless.eval.features import FeatureFile, featurise_checkpoint, is_features_file
+from gapless.eval.probes import run_probes, summarise
+from gapless.eval.rankme import rankme_per_mpp
+from gapless.eval.report import add_gaps, plot_gaps, plot_series, print_tables
+from gapless.eval.sets.file import EvalSet
+from gapless.pipeline.sampling.magnifications import mpp_key
 
-from eval.config import EvalConfig, mpp_key
-from eval.features import FeatureFile, featurise_checkpoint, is_features_file
-from eval.probes import run_probes, summarise
-from eval.rankme import rankme_per_mpp
-from eval.report import add_gaps, plot_gaps, plot_series, print_tables
-from eval.setfile import BenchSet
-from gapless.cli import UserError
 from gapless.config import to_dict
+from gapless.errors import InputError
 
 
-def test_mpps(cfg: EvalConfig, bench: BenchSet) -> list[float]:
-    mpps = cfg.test_mpps or bench.mpps
-    held = {mpp_key(m) for m in bench.mpps}
+def test_mpps(cfg: EvalConfig, evalset: EvalSet) -> list[float]:
+    mpps = cfg.test_mpps or evalset.mpps
+    held = {mpp_key(m) for m in evalset.mpps}
     missing = [mpp_key(m) for m in [*mpps, *cfg.train_mpps] if mpp_key(m) not in held]
     if missing:
-        raise UserError(f"{bench.path}: the set has no tiles at mpp {', '.join(sorted(set(missing)))}")
+        raise InputError(f"{evalset.path}: the set has no tiles at mpp {', '.join(sorted(set(missing)))}")
     return sorted(mpps)
 
 
-def evaluate_features(feats: FeatureFile, bench: BenchSet, cfg: EvalConfig, name: str, progress=None) -> dict:
+def evaluate_features(feats: FeatureFile, evalset: EvalSet, cfg: EvalConfig, name: str, progress=None) -> dict:
     """RankMe, probes and gaps of one features file; a JSON-ready dict."""
-    mpps = test_mpps(cfg, bench)
+    mpps = test_mpps(cfg, evalset)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a too-small N is recorded in the result and shown with the table
@@ -45,11 +46,11 @@ def evaluate_features(feats: FeatureFile, bench: BenchSet, cfg: EvalConfig, name
             method=cfg.rankme_method,
             seed=cfg.seed,
         )
-    task = progress.add_task(f"probes {name}", total=len(np.unique(bench.folds))) if progress else None
+    task = progress.add_task(f"probes {name}", total=len(np.unique(evalset.folds))) if progress else None
     raw = run_probes(
         feats.features,
-        bench.labels,
-        bench.folds,
+        evalset.labels,
+        evalset.folds,
         cfg,
         mpps,
         progress_callback=(lambda: progress.advance(task)) if progress else None,
@@ -70,7 +71,7 @@ def evaluate_features(feats: FeatureFile, bench: BenchSet, cfg: EvalConfig, name
 
 def run_names(inputs: list[str], names: list[str] | None) -> list[str]:
     if names and len(names) != len(inputs):
-        raise UserError(f"--name: {len(names)} names for {len(inputs)} inputs (give one per input, or none)")
+        raise InputError(f"--name: {len(names)} names for {len(inputs)} inputs (give one per input, or none)")
     chosen = list(names) if names else [Path(p).stem for p in inputs]
     seen: dict[str, int] = {}
     for i, n in enumerate(chosen):  # two runs called "teacher" become "teacher" and "teacher-2"
@@ -90,26 +91,26 @@ def evaluate(
     progress=None,
 ) -> dict:
     """Evaluate every input; writes ``report.json``, the plots and (for checkpoints) features; returns the report."""
-    from gapless.console import write_json
+    from gapless.io import write_json
 
-    bench = BenchSet.load(set_path)
+    evalset = EvalSet.load(set_path)
     out_dir = Path(out_dir)
     runs = []
     for path, name in zip(inputs, run_names(inputs, names)):
         if not Path(path).exists():
-            raise UserError(f"{path}: no such checkpoint or features file")
+            raise InputError(f"{path}: no such checkpoint or features file")
         if not is_features_file(path):
             features_path = out_dir / "features" / f"{name}.h5"
             featurise_checkpoint(
-                path, bench, features_path, batch_size=cfg.batch_size, device=cfg.device, progress=progress
+                path, evalset, features_path, batch_size=cfg.batch_size, device=cfg.device, progress=progress
             )
             path = features_path
-        runs.append(evaluate_features(FeatureFile.load(path, bench), bench, cfg, name, progress))
+        runs.append(evaluate_features(FeatureFile.load(path, evalset), evalset, cfg, name, progress))
     report = {
-        "set": str(bench.path),
-        "regions": len(bench),
-        "classes": bench.classes,
-        "folds": int(len(np.unique(bench.folds))),
+        "set": str(evalset.path),
+        "regions": len(evalset),
+        "classes": evalset.classes,
+        "folds": int(len(np.unique(evalset.folds))),
         "config": to_dict(cfg),
         "rankme_method": runs[0]["rankme"]["method"] if runs else "",
         "gap_definition": "mean of the two neighbouring mpps minus the value at the intermediate mpp",

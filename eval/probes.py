@@ -1,6 +1,6 @@
 """k-NN and linear probes per magnification, cross-validated over patient-disjoint folds.
 
-Protocol (REFERENCE.md §1): for each fold, probes train on embeddings pooled from the training mpps
+Protocol: for each fold, probes train on embeddings pooled from the training mpps
 (default 0.25/0.5/1.0/2.0), choose their hyperparameter on the validation fold's balanced accuracy (pooled over the
 same mpps), are refitted on train + validation (``refit``), and are tested on the test fold at every mpp.
 
@@ -21,13 +21,16 @@ Metrics: balanced accuracy, accuracy and macro-F1; :func:`summarise` gives mean 
 from __future__ import annotations
 
 import copy
+import time
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
-
-from eval.config import EvalConfig, mpp_key
-from eval.folds import fold_splits
+from gapless.eval.config import EvalConfig
+from gapless.eval.folds import fold_splits
+from gapless.pipeline.sampling.magnifications import mpp_key
 
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
 
@@ -97,6 +100,39 @@ def fit_quietly(model, x: np.ndarray, y: np.ndarray) -> int:
     return int(any(issubclass(w.category, ConvergenceWarning) for w in caught))
 
 
+def linear_sweep(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    cs: list[float],
+    n_classes: int,
+    max_iter: int = 1000,
+    seed: int = 0,
+    warm_start: bool = False,
+    on_fit: Callable[[float, Any, float, int, float], None] | None = None,
+) -> tuple[Any, dict[float, float], int]:
+    """Fit the logistic probe at every C (smallest first) and keep the best on validation balanced accuracy.
+
+    Returns (the chosen fitted model, {C: validation balanced accuracy}, fits that hit ``max_iter``); ties go to the
+    smaller (stronger) C. ``on_fit(C, model, seconds, unconverged, val_score)`` is called after each fit.
+    """
+    model = linear_model(1.0, max_iter, seed, warm_start)
+    val_scores, unconverged, best = {}, 0, None
+    for c in sorted(cs):  # small C first: each fit can warm-start from the previous optimum
+        model.set_params(C=c)
+        start = time.perf_counter()
+        missed = fit_quietly(model, train_x, train_y)
+        seconds = time.perf_counter() - start
+        unconverged += missed
+        val_scores[c] = scores(val_y, model.predict(val_x), n_classes)["balanced_accuracy"]
+        if best is None or val_scores[c] > val_scores[best.C]:
+            best = copy.deepcopy(model)
+        if on_fit is not None:
+            on_fit(c, model, seconds, missed, val_scores[c])
+    return best, val_scores, unconverged
+
+
 def run_probes(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -125,14 +161,10 @@ def run_probes(
                 per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes)
             _record(results["knn"], per_mpp, best_k, val_scores)
         if "linear" in cfg.probes:
-            model = linear_model(1.0, cfg.linear_max_iter, cfg.seed, cfg.linear_warm_start)
-            val_scores, unconverged, best = {}, 0, None
-            for c in sorted(cfg.linear_cs):  # small C first: each fit can warm-start from the previous optimum
-                model.set_params(C=c)
-                unconverged += fit_quietly(model, train_x, train_y)
-                val_scores[c] = scores(val_y, model.predict(val_x), n_classes)["balanced_accuracy"]
-                if best is None or val_scores[c] > val_scores[best.C]:  # ties: the smaller (stronger) C
-                    best = copy.deepcopy(model)
+            best, val_scores, unconverged = linear_sweep(
+                train_x, train_y, val_x, val_y, cfg.linear_cs, n_classes, cfg.linear_max_iter, cfg.seed,
+                cfg.linear_warm_start,
+            )  # fmt: skip
             best_c = best.C
             if cfg.refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
                 model = best if cfg.linear_warm_start else linear_model(best_c, cfg.linear_max_iter, cfg.seed)

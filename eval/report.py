@@ -1,9 +1,8 @@
 """Reports of an evaluation: a rich table (metric x mpp), JSON, and PNG plots with runs overlaid.
 
 A run's results are flattened into *series*: ``rankme`` and ``<probe>/<metric>`` (``knn/balanced_accuracy``, ...),
-each a mean (and fold std) per mpp. The *gap* of a series at an intermediate mpp (0.375, 0.75, 1.5) is the mean of
-its two neighbouring mpps minus its value there: positive means a dip below the line through the neighbours (the
-sawtooth of discrete-magnification training), so a sawtooth is a number rather than an impression.
+each a mean (and fold std) per mpp, with the gap of each series at the intermediate mpps (:mod:`gapless.eval.gaps`),
+so a sawtooth is a number rather than an impression.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from gapless.eval.gaps import gaps
+from gapless.eval.probes import METRICS
+from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key
 
-from eval.config import mpp_key
-from eval.probes import METRICS
-
-INTERMEDIATE_MPPS = (0.375, 0.75, 1.5)
 SERIES_TITLES = {
     "rankme": "RankMe",
     "balanced_accuracy": "balanced accuracy",
@@ -30,20 +28,6 @@ def series(run: dict) -> dict[str, dict[str, tuple[float, float]]]:
     for probe, result in run.get("probes", {}).items():
         for metric in METRICS:
             out[f"{probe}/{metric}"] = {m: (s["mean"], s["std"]) for m, s in result["summary"][metric].items()}
-    return out
-
-
-def gaps(values: dict[str, float], intermediate: tuple[float, ...] = INTERMEDIATE_MPPS) -> dict[str, float]:
-    """Drop at each intermediate mpp below the mean of its neighbours in the sorted mpps present."""
-    mpps = sorted(values, key=float)
-    out = {}
-    for m in intermediate:
-        key = mpp_key(m)
-        if key not in values:
-            continue
-        i = mpps.index(key)
-        if 0 < i < len(mpps) - 1:
-            out[key] = (values[mpps[i - 1]] + values[mpps[i + 1]]) / 2 - values[key]
     return out
 
 

@@ -2,7 +2,9 @@
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its ``cli`` module. Heavy
 imports (torch, DALI, cuCIM) happen inside the command handlers, so ``gapless --help`` stays fast and works on any
-machine.
+machine. Commands that take a configuration take ``key=value`` overrides as positional words, anywhere after the
+subcommand. Errors gapless raises on purpose (:mod:`gapless.errors`) are printed as one line: exit status 2 for
+bad input, 1 for a run that stopped for a stated reason.
 """
 
 from __future__ import annotations
@@ -12,23 +14,20 @@ import importlib
 import sys
 
 from gapless import __version__
-from gapless.config import ConfigError
+from gapless.config import is_override
+from gapless.errors import GaplessError, InputError
 
 # Modules that contribute subcommands, in the order `gapless --help` lists them.
 COMMAND_MODULES = (
-    "pipeline.sampling.cli",
-    "pipeline.slides.cli",
-    "pipeline.cli",
-    "train.cli",
-    "eval.cli",
-    "benchmarks.cli",
-    "gapless.demo",
-    "gapless.reproduce",
+    "gapless.pipeline.sampling.cli",
+    "gapless.pipeline.synth.cli",
+    "gapless.pipeline.slides.cli",
+    "gapless.pipeline.cli",
+    "gapless.train.cli",
+    "gapless.eval.cli",
+    "gapless.benchmarks.cli",
+    "gapless.apps.cli",
 )
-
-
-class UserError(Exception):
-    """An error caused by the user's input (a file, a flag); printed as one clear line, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,25 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gapless {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a subsystem not built yet contributes nothing
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
-
-
-def _is_override(arg: str) -> bool:
-    return not arg.startswith("-") and "=" in arg
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse takes one run of positional `key=value` overrides; later runs (after another option) land here.
-    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(a) for a in extra):
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(is_override(a) for a in extra):
         args.overrides.extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -66,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         result = args.func(args)
-    except (UserError, ConfigError, FileNotFoundError) as exc:
+    except (GaplessError, FileNotFoundError) as exc:
+        from rich.markup import escape
+
         from gapless.console import console
 
-        console.print(f"[bold red]error:[/] {exc}")
-        return 2
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2 if isinstance(exc, (InputError, FileNotFoundError)) else 1
     except KeyboardInterrupt:
         return 130
     return int(result or 0)

@@ -4,12 +4,19 @@ A configuration is a (nested) dataclass. Values come, in order of precedence, fr
 file, and ``key=value`` overrides on the command line (dotted keys reach nested sections: ``optim.lr=1e-3``).
 Unknown keys and values of the wrong type are rejected with a :class:`ConfigError` that names the key, so a typo
 never silently trains the wrong model. The resolved configuration is written next to every run.
+
+A YAML file may build on another and state only what differs: ``_base_: demo_cpu.yaml`` (a path relative to the
+file, or the name of a shipped config) is loaded first and the file's keys are merged over it, section by section.
+Shipped configs live in the package (``gapless.configs``); :func:`resolve_config_path` finds one by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,11 +24,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gapless.errors import ConfigError
+from gapless.io import write_text
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the key (and the file, when there is one)."""
+BASE_KEY = "_base_"
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -160,52 +168,95 @@ def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def shipped_configs() -> Path:
+    """The folder of the configs shipped with gapless (package data)."""
+    from importlib.resources import files
+
+    return Path(str(files("gapless.configs")))
+
+
+def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """A config file: ``name`` as a path (relative to ``relative_to`` when given), else a shipped config by name
+    (``pretrain_vits16`` or ``pretrain_vits16.yaml``)."""
+    path = Path(name)
+    candidates = [relative_to / path if relative_to is not None and not path.is_absolute() else path]
+    if len(path.parts) == 1:
+        candidates.append(shipped_configs() / (path.name if path.suffix else f"{path.name}.yaml"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{candidates[0]}: config file not found")
+
+
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML config file, with its ``_base_`` (if any) merged under it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    return data
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: {BASE_KEY} must name one config file, got {base!r}")
+    base_path = resolve_config_path(base, path.parent).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: {BASE_KEY} chain loops back to {base_path}")
+    merged = load_yaml(base_path, (*_seen, path.resolve()))
+    for key, value in flatten(data).items():
+        _merge(merged, key.split("."), value)
+    return merged
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults <- YAML file <- ``key=value`` overrides, validated against the dataclass ``cls``."""
     data = to_dict(cls())
     if path is not None:
+        path = resolve_config_path(path)
         file_data = load_yaml(path)
         try:
             from_dict(cls, file_data)  # validate the file alone so its errors name the file
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-        for key, value in _flatten(file_data):
-            _merge(data, key, value)
+        for key, value in flatten(file_data).items():
+            _merge(data, key.split("."), value)
     for text in overrides or []:
         key, value = parse_override(text)
         _merge(data, key, value)
     return from_dict(cls, data)
 
 
-def _flatten(data: dict[str, Any], prefix: list[str] | None = None) -> list[tuple[list[str], Any]]:
-    out: list[tuple[list[str], Any]] = []
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; an empty mapping is a value of its own."""
+    out: dict[str, Any] = {}
     for k, v in data.items():
-        path = [*(prefix or []), k]
         if isinstance(v, dict) and v:
-            out.extend(_flatten(v, path))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out.append((path, v))
+            out[f"{prefix}{k}"] = v
     return out
+
+
+def fingerprint(data: dict[str, Any]) -> str:
+    """A short, stable digest of a (plain) mapping: equal mappings, equal digests, whatever the key order."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_override(text: str) -> bool:
+    """Whether a command-line word is a ``key=value`` override (a dotted name, then ``=``), not a path."""
+    return bool(_OVERRIDE.match(text))
+
+
+def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
+    """(other words, ``key=value`` overrides) of a list of positional words, each in its order."""
+    return [w for w in words if not is_override(w)], [w for w in words if is_override(w)]
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved configuration as YAML (write-then-rename, so a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), path)

@@ -1,11 +1,9 @@
-"""Console output shared by every command: a rich console, progress bars, tables and JSON results."""
+"""Console output shared by every command: a rich console (on stderr), progress bars and tables."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,23 +42,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return "nan" if math.isnan(v) else f"{v:.4g}"
     return str(v)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.floating, np.integer, np.bool_)):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    """Write ``data`` as indented JSON (numpy values converted), write-then-rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    tmp.replace(path)
-    return path

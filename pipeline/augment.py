@@ -14,29 +14,14 @@ import math
 
 import cv2
 import numpy as np
-
-from pipeline import augparams as P
-from pipeline.augparams import crop_recipes, draw_params, window_pixels
-from pipeline.config import AugmentConfig
+from gapless.pipeline import augparams as P
+from gapless.pipeline.augparams import crop_recipes, draw_params, window_pixels
+from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.resize import resize_window
 
 # RGB <-> YIQ (NTSC), the colour space of DALI's colour twist; the inverse is computed, as DALI's is.
 _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
 _YIQ2RGB = np.linalg.inv(_RGB2YIQ)
-
-
-def resize_window(image: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """Crop (y, x, h, w) out of ``image`` and resize it to ``size``², antialiased along every shrinking axis.
-
-    ``INTER_AREA`` (area averaging) where an axis shrinks and bilinear where it grows, axis by axis as DALI's
-    antialiased linear resize does; a crop that shrinks one way and grows the other is resized in two passes.
-    """
-    y, x, h, w = window
-    crop = np.ascontiguousarray(image[y : y + h, x : x + w])
-    if (h > size) == (w > size) or h == size or w == size:
-        interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
-        return cv2.resize(crop, (size, size), interpolation=interp)
-    first = cv2.resize(crop, (size, h), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)
-    return cv2.resize(first, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
 
 
 def twist_matrix(brightness: float, contrast: float, saturation: float, hue_turns: float) -> tuple[np.ndarray, float]:

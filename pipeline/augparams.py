@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from gapless.pipeline.config import AugmentConfig
 
-from pipeline.config import AugmentConfig
+from gapless.seeding import generator
 
 # Column layout of a sample's parameter array.
 Y0, X0, Y1, X1 = 0, 1, 2, 3  # crop window, relative to the base tile (0..1), (y, x) as DALI's roi arguments
@@ -147,7 +148,7 @@ def draw_params(aug: AugmentConfig, rng: np.random.Generator, tile_px: int) -> n
 
 def sample_params(aug: AugmentConfig, seed: int, g: int, tile_px: int) -> np.ndarray:
     """The parameters of global sample ``g``: :func:`draw_params` with a generator seeded by ``(seed, g)``."""
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), _STREAM_AUGMENT, int(g)])))
+    rng = generator(seed, _STREAM_AUGMENT, g)
     return draw_params(aug, rng, tile_px)
 
 

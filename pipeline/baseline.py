@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from gapless.pipeline.augment import MultiCrop
+from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.loader_base import TrainLoader
+from gapless.pipeline.resize import resize_square
+from gapless.pipeline.source import TileSource
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
-from pipeline.augment import MultiCrop
-from pipeline.augparams import sample_params
-from pipeline.config import DataConfig
-from pipeline.loader_base import TrainLoader
-from pipeline.resize import resize_square
-from pipeline.source import TileSource
 
 
 class BaselineDataset(IterableDataset):

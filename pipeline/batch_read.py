@@ -16,7 +16,7 @@ import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from pipeline.source import Tile, TileSource, TileSpec
+from gapless.pipeline.source import Tile, TileSource, TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def read_many(source: TileSource, gs: list[int], reader: Any, device: str = "cud
     """The tiles of samples ``gs``, identical to ``[source.read(g) for g in gs]``, each round of attempts read
     by one ``reader.read`` call; regions the reader does not handle go through the slide's own backend.
     ``plans``: the first round's plans when already made (:class:`PlanPrefetcher`)."""
-    from pipeline.slides.tiled_decode import RegionRequest
+    from gapless.pipeline.slides.tiled_decode import RegionRequest
 
     plans = first_plans(source, gs) if plans is None else plans
     tiles: dict[int, Tile] = {}

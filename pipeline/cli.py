@@ -27,19 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_tiles(args: argparse.Namespace) -> int:
-    from gapless.cli import UserError
+    from gapless.errors import InputError
 
     if args.mpp <= 0:
-        raise UserError(f"--mpp: must be positive, got {args.mpp}")
+        raise InputError(f"--mpp: must be positive, got {args.mpp}")
     if args.n < 1:
-        raise UserError(f"--n: must be at least 1, got {args.n}")
+        raise InputError(f"--n: must be at least 1, got {args.n}")
     if args.out.suffix.lower() != ".png":
-        raise UserError(f"{args.out}: the contact sheet is written as PNG; give a .png path")
+        raise InputError(f"{args.out}: the contact sheet is written as PNG; give a .png path")
 
     import cv2
+    from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
-    from gapless.console import console, write_json
-    from pipeline.tiles import contact_sheet, slide_tiles
+    from gapless.console import console
+    from gapless.io import write_json
 
     tiles, records = slide_tiles(
         args.slide, args.mpp, args.n, args.seed, args.tile_px, args.tissue_threshold, args.slide_mpp
@@ -48,7 +49,7 @@ def run_tiles(args: argparse.Namespace) -> int:
     sheet = contact_sheet(tiles, captions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise UserError(f"{args.out}: cannot write the PNG")
+        raise InputError(f"{args.out}: cannot write the PNG")
     skipped = sum(r["skipped"] for r in records)
     if args.json:
         write_json(

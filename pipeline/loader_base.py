@@ -1,7 +1,7 @@
 """What every training loader shares: epochs of a fixed length, read counters, the output device, clean closing.
 
 Subclasses make batches (:meth:`TrainLoader.next_batch`) and stop their workers (:meth:`TrainLoader._shutdown`);
-the contract they keep is documented in :mod:`pipeline.loader`.
+the contract they keep is stated once, in :mod:`gapless.pipeline.loader`.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from gapless.pipeline.config import DataConfig
 
-from pipeline.config import DataConfig
+from gapless.devices import torch_device
 
 
 class TrainLoader(ABC):
     """Base of the DALI and the baseline loader."""
 
-    def __init__(self, cfg: DataConfig, skipped_slides: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, skipped_slides: int = 0, device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.iterations_per_epoch = cfg.iterations_per_epoch
-        self.out_device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        self.out_device = device if device is not None else torch_device("auto")
         self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
         self._open = True
 

@@ -1,13 +1,17 @@
-"""Crop-and-resize on the CPU with OpenCV: the baseline loaders' version of the DALI graph's first step.
+"""Resizing on the CPU with OpenCV: every host-side resize of tiles and crops, in one place.
 
-Shrinking is done in two parts: exact 2x box averages (``INTER_AREA`` at factor 2, OpenCV's fast integer path)
-while the image is at least twice the output, then, for the remaining factor f in (1, 2), a Gaussian pre-filter of
-sigma 0.5·sqrt(f² - 1) (widening the footprint to f) and bilinear interpolation. That is an antialiased downscale at a
-fraction of the cost of one ``INTER_AREA`` resize by a non-integer factor, which OpenCV computes on a slow general
-path: on 250–887 px tissue regions 0.16–1.2 ms against 0.55–3.5 ms, and closer to DALI's antialiased linear resize
-(39–53 dB PSNR, against 43–56 dB for ``INTER_AREA``; plain bilinear for the last step falls to 36 dB). Continuous
-sampling makes nearly every factor non-integer, so this is what keeps its resize as cheap as DU's.
-Enlarging (only when a target mpp is finer than the slide's own) uses bilinear interpolation, as DALI does.
+All shrinking starts the same way: exact 2x box averages (:func:`halve`, OpenCV's fast integer ``INTER_AREA`` path)
+while the image is at least twice the output, so no output pixel sees only part of its footprint. What differs is
+the last step, for the remaining factor in [1, 2):
+
+- :func:`resize_square` (the baseline loaders' crop-and-resize): a Gaussian pre-filter of sigma
+  0.5·sqrt(f² - 1), which widens the footprint to the factor f, then bilinear interpolation. An antialiased
+  downscale close to DALI's antialiased linear resize, and far cheaper than ``INTER_AREA`` at a non-integer factor,
+  which OpenCV computes on a slow general path; continuous sampling makes nearly every factor non-integer.
+  Enlarging (a target mpp finer than the slide's own) is bilinear, as in DALI.
+- :func:`downsample` (evaluation-set tiles): one ``INTER_AREA`` resize, an exact area average.
+- :func:`resize_window` (multi-crop views): a crop window resized axis by axis, area where an axis shrinks and
+  bilinear where it grows, as DALI's antialiased linear resize does.
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ def halve(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
+def halve_while_twice(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Halve ``image`` while it is at least twice ``width`` x ``height`` on both axes."""
+    image = np.ascontiguousarray(image)
+    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
+        image = halve(image)
+    return image
+
+
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a square HWC uint8 image to ``size`` x ``size`` (antialiased when shrinking)."""
-    image = np.ascontiguousarray(image)
-    while min(image.shape[:2]) >= 2 * size:
-        image = halve(image)
+    image = halve_while_twice(image, size, size)
     if image.shape[:2] == (size, size):
         return image
     factor = image.shape[0] / size
@@ -38,9 +48,28 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def crop_resize(region: np.ndarray, tile_px: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Crop ``box`` = (x, y, w, h) out of ``region`` (whole region when None) and resize it to ``tile_px``²."""
-    if box is not None:
-        x, y, w, h = box
-        region = region[y : y + h, x : x + w]
-    return resize_square(region, tile_px)
+def downsample(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Shrink ``image`` (H x W [x C]) to ``size`` (square side, or (width, height)) in area steps of at most 2x."""
+    width, height = (size, size) if isinstance(size, int) else size
+    h, w = image.shape[:2]
+    if width > w or height > h:
+        raise ValueError(f"downsample cannot enlarge: {w}x{h} -> {width}x{height}")
+    out = halve_while_twice(image, width, height)
+    if out.shape[1] != width or out.shape[0] != height:
+        out = cv2.resize(out, (width, height), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def resize_window(image: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Crop (y, x, h, w) out of ``image`` and resize it to ``size``², antialiased along every shrinking axis.
+
+    ``INTER_AREA`` (area averaging) where an axis shrinks and bilinear where it grows, axis by axis as DALI's
+    antialiased linear resize does; a crop that shrinks one way and grows the other is resized in two passes.
+    """
+    y, x, h, w = window
+    crop = np.ascontiguousarray(image[y : y + h, x : x + w])
+    if (h > size) == (w > size) or h == size or w == size:
+        interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
+        return cv2.resize(crop, (size, size), interpolation=interp)
+    first = cv2.resize(crop, (size, h), interpolation=cv2.INTER_AREA if w > size else cv2.INTER_LINEAR)
+    return cv2.resize(first, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)

@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
 
-from pipeline.augparams import sample_params
-from pipeline.config import AugmentConfig
-from pipeline.slides import Level, RegionPlan, RegionTooLargeError, SlideCache, SlideIndex, TissueMask, plan_region
+from gapless.errors import RegionTooLargeError
+from gapless.seeding import generator
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class TileSource:
         return int(i) * int(world_size) + int(rank)
 
     def _rng(self, stream: int, g: int, attempt: int = 0) -> np.random.Generator:
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, stream, g, attempt])))
+        return generator(self.seed, stream, g, attempt)
 
     def target_mpp(self, g: int) -> float:
         """The target mpp of global sample ``g``: depends on (seed, g) only, never on retries."""

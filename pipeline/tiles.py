@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.config import DataConfig
-from pipeline.source import SlideEntry, TileSource
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.source import SlideEntry, TileSource
 
 
 class EvalTiles:
@@ -38,7 +37,7 @@ class EvalTiles:
         read_device: str = "cpu",
         normalized: bool = False,
     ) -> None:
-        from pipeline.dali.loader import build_dali_pipeline
+        from gapless.pipeline.dali.loader import build_dali_pipeline
 
         self.cfg, self.source = cfg, source
         self.rank, self.world_size, self.start = rank, world_size, int(start_iteration)
@@ -88,8 +87,8 @@ def slide_source(
     slide_mpp: float | None = None,
 ) -> TileSource:
     """A tile source over one slide at one fixed target mpp (tissue mask computed from the slide)."""
-    from pipeline.sampling import PointMasses
-    from pipeline.slides import open_slide, tissue_mask_for_slide
+    from gapless.pipeline.sampling import PointMasses
+    from gapless.pipeline.slides import open_slide, tissue_mask_for_slide
 
     with open_slide(path, mpp=slide_mpp) as slide:
         tissue = tissue_mask_for_slide(slide)

@@ -66,8 +66,8 @@ class RulerSlide:
 
 @pytest.fixture(scope="session")
 def synthetic_slides(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlides:
-    from pipeline.slides.indexer import build_index
-    from pipeline.slides.synth import make_dataset
+    from gapless.pipeline.slides.indexer import build_index
+    from gapless.pipeline.synth.writer import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic_slides")
     result = make_dataset(root, slides=4, size_mm=(1.0, 0.8), seed=0, slides_per_patient=1)
@@ -78,7 +78,7 @@ def synthetic_slides(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlide
 
 @pytest.fixture(scope="session")
 def ruler_slide(tmp_path_factory: pytest.TempPathFactory) -> RulerSlide:
-    from pipeline.slides.synth import write_ruler
+    from gapless.pipeline.synth.writer import write_ruler
 
     path = tmp_path_factory.mktemp("ruler") / "ruler.tiff"
     write_ruler(path, period_um=20.0, size_mm=(1.0, 1.0), base_mpp=0.25)

@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from gapless.eval.gaps import dip_test
 
+from gapless.apps.experiment import OUTPUTS, ExperimentConfig, Stages, load_experiment
+from gapless.apps.reproduce import strategy_verdict
 from gapless.cli import main
-from gapless.demo import CONFIGS, OUTPUTS, ExperimentConfig, Stages, load_experiment
-from gapless.reproduce import dip_test, verdict
 
 MPPS = ["0.25", "0.375", "0.5", "0.75", "1", "1.5", "2"]
 # Nine 0.8 x 0.8 mm slides (three per class), five iterations of eight tiles, four regions per slide, three folds.
@@ -20,8 +21,8 @@ MINI = [
     "pretrain.epochs=0.25",
     "pretrain.data.batch_size=8",
     "pretrain.data.workers=1",
-    "bench.regions_per_slide=4",
-    "bench.folds=3",
+    "evalset.regions_per_slide=4",
+    "evalset.folds=3",
     "eval.linear_cs=[0.1, 10.0]",
 ]
 
@@ -66,7 +67,7 @@ def test_demo_writes_summary_json_and_plots(mini_demo: Path) -> None:
 @pytest.mark.parametrize("name", ["demo_cpu", "demo_gpu", "reproduce_tiny", "reproduce_small", "reproduce_full"])
 def test_shipped_configs_load_with_a_steady_teacher(name: str) -> None:
     """Every demo/reproduce YAML parses, and none uses the fast-teacher settings that collapsed the tiny model."""
-    cfg = load_experiment(CONFIGS / f"{name}.yaml", [])
+    cfg = load_experiment(name, [])
     schedule, loss = cfg.pretrain.schedule, cfg.pretrain.loss
     assert schedule.teacher_momentum >= 0.99 and loss.center_momentum >= 0.9
 
@@ -127,14 +128,14 @@ def test_a_dip_within_fold_noise_is_not_called() -> None:
 
 
 def test_verdict_continuous_strategies_close_the_du_gap() -> None:
-    result = verdict({"du": curve(SAWTOOTH), "cu": curve(FLAT), "minmax": curve(SAWTOOTH)})
+    result = strategy_verdict({"du": curve(SAWTOOTH), "cu": curve(FLAT), "minmax": curve(SAWTOOTH)})
     assert result["du_dips"] and result["effect"]
     assert result["closes"] == {"cu": True, "minmax": False}
     assert any("CU" in line and "closes the gap" in line for line in result["text"])
 
 
 def test_verdict_says_plainly_when_the_effect_is_absent() -> None:
-    result = verdict({"init": curve(FLAT), "du": curve(FLAT), "cu": curve(FLAT)})
+    result = strategy_verdict({"init": curve(FLAT), "du": curve(FLAT), "cu": curve(FLAT)})
     assert result["du_dips"] is False and not result["effect"] and result["closes"] == {"cu": False}
     assert any("did not appear" in line for line in result["text"])
     assert any("untrained" in line for line in result["text"])

@@ -161,10 +161,10 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_data_and_runs_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
+    folders = PYPROJECT["tool"]["setuptools"]["package-dir"].values()
     needed = ["pyproject.toml", "README.md", "docker/deps.py", "docker/launch.py", "docker/entrypoint.sh"]
     needed += ["configs/pretrain_vits16.yaml", "pipeline/slides/index.py"]
-    needed += [f"{name.rstrip('*')}/__init__.py" for name in packages["include"]]
+    needed += [f"{folder}/__init__.py" for folder in folders]
     for path in needed:
         assert not dockerignore_excludes(path, patterns), f"{path} must be in the build context"
     for path in ["data/a.svs", "runs/vits16/checkpoint.pt", ".venv/bin/python", ".git/HEAD", ".devpack/x",

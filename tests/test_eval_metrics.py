@@ -6,13 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
+from gapless.eval.config import EvalConfig
+from gapless.eval.folds import assign_folds, fold_splits
+from gapless.eval.gaps import gaps
+from gapless.eval.probes import knn_predict, linear_model, run_probes, scores, summarise
+from gapless.eval.rankme import rankme, rankme_per_mpp
 from scipy.optimize import minimize
-
-from eval.config import EvalConfig
-from eval.folds import assign_folds, fold_splits
-from eval.probes import knn_predict, linear_model, run_probes, scores, summarise
-from eval.rankme import rankme, rankme_per_mpp
-from eval.report import gaps
 
 
 def matrix_with_spectrum(singular_values: np.ndarray, n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -207,7 +206,7 @@ def test_warm_started_sweep_runs_the_same_protocol() -> None:
 
 @pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")  # the point of this test
 def test_folds_whose_training_split_holds_one_class_are_refused():
-    from eval.folds import assign_folds
+    from gapless.eval.folds import assign_folds
 
     # Class 1 has one patient: the folds that test or validate that patient would train on class 0 alone.
     labels = np.array([0] * 5 + [1])

@@ -1,4 +1,4 @@
-"""Benchmark sets from region images, features from a real (tiny) checkpoint, `gapless evaluate`, bad input."""
+"""Evaluation sets from region images, features from a real (tiny) checkpoint, `gapless evaluate`, bad input."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from gapless.eval.features import FeatureFile, featurise_checkpoint
+from gapless.eval.sets.file import EvalSet
 
-from eval.features import FeatureFile, featurise_checkpoint
-from eval.setfile import BenchSet
-from gapless.cli import UserError, main
+from gapless.cli import main
+from gapless.errors import InputError
 
 TILE = 64  # small tiles keep the tests fast; the coarsest footprint is then 64 * 2.0 / 0.25 = 512 px
 MPPS = [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
@@ -63,7 +64,7 @@ def region_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bench_path(region_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("set") / "set.h5"
-    args = ["bench-set", str(region_dir), "--out", str(out), "--tile-px", str(TILE), "--folds", "4"]
+    args = ["eval-set", str(region_dir), "--out", str(out), "--tile-px", str(TILE), "--folds", "4"]
     assert main(args) == 0
     return out
 
@@ -71,10 +72,11 @@ def bench_path(region_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported gapless backbone of a tiny real ViT (the format `train.checkpoint` writes)."""
+    from gapless.train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION
+    from gapless.train.config import ModelConfig
+    from gapless.train.vit import build_vit
+
     from gapless.config import to_dict
-    from train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION
-    from train.config import ModelConfig
-    from train.vit import build_vit
 
     model_cfg = to_dict(ModelConfig(arch="vit_tiny_test", drop_path=0.0))
     torch.manual_seed(0)
@@ -87,23 +89,23 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_set_holds_every_region_at_every_mpp_with_folds(bench_path: Path) -> None:
-    bench = BenchSet.load(bench_path)
-    assert bench.mpps == MPPS and len(bench) == 24  # the 300 px image is too small for 2.0 mpp: dropped
-    assert bench.classes == ["benign", "tumour"] and set(bench.labels) == {0, 1}
-    assert set(bench.folds) == {0, 1, 2, 3}
-    for p in np.unique(bench.patients):
-        assert len(set(bench.folds[bench.patients == p])) == 1
-    assert bench.read_tiles(1.5).shape == (24, TILE, TILE, 3)
+    evalset = EvalSet.load(bench_path)
+    assert evalset.mpps == MPPS and len(evalset) == 24  # the 300 px image is too small for 2.0 mpp: dropped
+    assert evalset.classes == ["benign", "tumour"] and set(evalset.labels) == {0, 1}
+    assert set(evalset.folds) == {0, 1, 2, 3}
+    for p in np.unique(evalset.patients):
+        assert len(set(evalset.folds[evalset.patients == p])) == 1
+    assert evalset.read_tiles(1.5).shape == (24, TILE, TILE, 3)
     with h5py.File(bench_path) as f:
         assert f["tiles/0.375"].compression == "gzip" and f["tiles/0.375"].chunks == (1, TILE, TILE, 3)
 
 
 def test_every_mpp_shows_the_same_tissue(bench_path: Path) -> None:
-    bench = BenchSet.load(bench_path)
-    finest = bench.read_tiles(0.25)
+    evalset = EvalSet.load(bench_path)
+    finest = evalset.read_tiles(0.25)
     for m in MPPS[1:]:
-        tiles = bench.read_tiles(m)
-        for i in range(0, len(bench), 5):
+        tiles = evalset.read_tiles(m)
+        for i in range(0, len(evalset), 5):
             fine, coarse = same_tissue_crops(finest[i], tiles[i], m / 0.25)
             assert psnr(fine, coarse) > 30, f"mpp {m}, region {i}"
         # and a different region does not match: the test can fail
@@ -112,11 +114,11 @@ def test_every_mpp_shows_the_same_tissue(bench_path: Path) -> None:
 
 
 def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
-    bench = BenchSet.load(bench_path)
+    evalset = EvalSet.load(bench_path)
     out = tmp_path / "feats.h5"
     args = ["features", str(checkpoint), "--set", str(bench_path), "--out", str(out), "--batch-size", "10"]
     assert main([*args, "--device", "cpu"]) == 0
-    feats = FeatureFile.load(out, bench)
+    feats = FeatureFile.load(out, evalset)
     assert feats.dim == 64 and feats.step == 7 and feats.config["model"]["arch"] == "vit_tiny_test"
     x = feats.features["0.75"]
     np.testing.assert_allclose(np.linalg.norm(x[:, :32], axis=1), 1, atol=1e-5)
@@ -126,7 +128,7 @@ def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoin
 
 def test_evaluate_writes_json_tables_and_plots(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    overrides = ["-o", "linear_cs=[0.1, 10.0]", "-o", "knn_ks=[1, 5]"]
+    overrides = ["linear_cs=[0.1, 10.0]", "knn_ks=[1, 5]"]
     args = ["evaluate", str(checkpoint), str(checkpoint), "--set", str(bench_path), "--out", str(out), *overrides]
     assert main([*args, "--name", "a", "b"]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -156,16 +158,16 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
     unlabelled.write_bytes(bench_path.read_bytes())
     with h5py.File(unlabelled, "a") as f:
         del f["labels"]
-    with pytest.raises(UserError, match="unlabelled.h5: the set has no 'labels'"):
-        BenchSet.load(unlabelled)
+    with pytest.raises(InputError, match="unlabelled.h5: the set has no 'labels'"):
+        EvalSet.load(unlabelled)
 
-    bench = BenchSet.load(bench_path)
-    feats = featurise_checkpoint(checkpoint, bench, tmp_path / "f.h5", batch_size=24, device="cpu")
+    evalset = EvalSet.load(bench_path)
+    feats = featurise_checkpoint(checkpoint, evalset, tmp_path / "f.h5", batch_size=24, device="cpu")
     with h5py.File(feats, "a") as f:
         del f["features/0.5"]
-        f["features/0.5"] = np.zeros((len(bench), 48), np.float32)
-    with pytest.raises(UserError, match=r"f.h5: features at mpp 0.5 have shape \(24, 48\), expected \(24, 64\)"):
-        FeatureFile.load(feats, bench)
+        f["features/0.5"] = np.zeros((len(evalset), 48), np.float32)
+    with pytest.raises(InputError, match=r"f.h5: features at mpp 0.5 have shape \(24, 48\), expected \(24, 64\)"):
+        FeatureFile.load(feats, evalset)
 
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
@@ -174,15 +176,15 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
 
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("name,class\nx,y\n")
-    code = main(["bench-set", str(tmp_path / "nowhere.tif"), "--labels", str(bad_csv), "--out", str(tmp_path / "s.h5")])
+    code = main(["eval-set", str(tmp_path / "nowhere.tif"), "--labels", str(bad_csv), "--out", str(tmp_path / "s.h5")])
     assert code == 2 and "missing column(s) slide, label" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.gpu
 def test_gpu_features_match_the_cpu_ones(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
-    bench = BenchSet.load(bench_path)
-    cpu = FeatureFile.load(featurise_checkpoint(checkpoint, bench, tmp_path / "c.h5", device="cpu"), bench)
-    gpu = FeatureFile.load(featurise_checkpoint(checkpoint, bench, tmp_path / "g.h5", device="cuda"), bench)
+    evalset = EvalSet.load(bench_path)
+    cpu = FeatureFile.load(featurise_checkpoint(checkpoint, evalset, tmp_path / "c.h5", device="cpu"), evalset)
+    gpu = FeatureFile.load(featurise_checkpoint(checkpoint, evalset, tmp_path / "g.h5", device="cuda"), evalset)
     for key, x in cpu.features.items():  # bf16 autocast on the GPU: close, not equal
         cosine = np.sum(x * gpu.features[key], axis=1) / 2  # two unit halves: the full vectors have norm sqrt(2)
         assert cosine.min() > 0.99, key

@@ -1,4 +1,4 @@
-"""Benchmark sets from real synthetic pyramidal TIFFs (read with the project's slide backends) and from an index."""
+"""Evaluation sets from real synthetic pyramidal TIFFs (read with the project's slide backends) and from an index."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from gapless.eval.sets.file import EvalSet
+from gapless.pipeline.resize import downsample
 
-from eval.resize import downsample
-from eval.setfile import BenchSet
 from gapless.cli import main
 
 TILE = 64
@@ -18,7 +18,7 @@ MPPS = [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
 
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory: pytest.TempPathFactory):
-    from pipeline.slides.synth import make_dataset
+    from gapless.pipeline.synth.writer import make_dataset
 
     # 18 slides, two per patient: 9 patients, 3 per class, so every 3-fold training split holds several classes.
     return make_dataset(tmp_path_factory.mktemp("slides"), slides=18, size_mm=(0.5, 0.4), seed=0)
@@ -26,21 +26,21 @@ def slides(tmp_path_factory: pytest.TempPathFactory):
 
 def test_set_from_slides_shows_the_same_tissue_at_every_mpp(slides, tmp_path: Path) -> None:
     out = tmp_path / "set.h5"
-    args = ["bench-set", str(slides.paths[0].parent), "--labels", str(slides.labels_csv), "--out", str(out)]
+    args = ["eval-set", str(slides.paths[0].parent), "--labels", str(slides.labels_csv), "--out", str(out)]
     assert main([*args, "--tile-px", str(TILE), "--regions-per-slide", "3", "--folds", "3"]) == 0
-    bench = BenchSet.load(out)
-    assert 18 <= len(bench) <= 54 and bench.classes == sorted(set(slides.labels.values()))
-    for p in np.unique(bench.patients):  # make_dataset puts two slides per patient: same fold for both
-        assert len(set(bench.folds[bench.patients == p])) == 1
-    assert set(bench.folds) == {0, 1, 2}
-    finest = bench.read_tiles(0.25)
+    evalset = EvalSet.load(out)
+    assert 18 <= len(evalset) <= 54 and evalset.classes == sorted(set(slides.labels.values()))
+    for p in np.unique(evalset.patients):  # make_dataset puts two slides per patient: same fold for both
+        assert len(set(evalset.folds[evalset.patients == p])) == 1
+    assert set(evalset.folds) == {0, 1, 2}
+    finest = evalset.read_tiles(0.25)
     for m in MPPS[1:]:
-        tiles = bench.read_tiles(m)
+        tiles = evalset.read_tiles(m)
         factor = m / 0.25
         # The 0.25 tile's footprint, shrunk to mpp m, must be the centre of the mpp-m tile (even sizes: exact centring)
         side = next(c for c in range(TILE, 0, -2) if (c / factor).is_integer() and int(c / factor) % 2 == 0)
         small = int(side / factor)
-        for i in range(len(bench)):
+        for i in range(len(evalset)):
             o = (TILE - side) // 2
             expected = cv2.resize(finest[i, o : o + side, o : o + side], (small, small), interpolation=cv2.INTER_AREA)
             c = (TILE - small) // 2
@@ -55,13 +55,13 @@ def test_set_from_an_index_uses_its_labels_and_masks(slides, tmp_path: Path) -> 
     out = tmp_path / "set.h5"
     assert (
         main(
-            ["bench-set", str(index), "--out", str(out), "--tile-px", "32", "--regions-per-slide", "2", "--folds", "3"]
+            ["eval-set", str(index), "--out", str(out), "--tile-px", "32", "--regions-per-slide", "2", "--folds", "3"]
         )
         == 0
     )
-    bench = BenchSet.load(out)
-    assert set(bench.slides) == {p.name for p in slides.paths}
-    assert set(bench.patients) == {f"patient_{i:03d}" for i in range(9)}
+    evalset = EvalSet.load(out)
+    assert set(evalset.slides) == {p.name for p in slides.paths}
+    assert set(evalset.patients) == {f"patient_{i:03d}" for i in range(9)}
 
 
 def test_downsample_halves_exactly_then_finishes_with_one_area_step() -> None:
@@ -77,5 +77,5 @@ def test_downsample_halves_exactly_then_finishes_with_one_area_step() -> None:
 
 
 def test_slides_without_labels_are_refused(slides, tmp_path: Path, capsys) -> None:
-    code = main(["bench-set", str(slides.paths[0]), "--out", str(tmp_path / "s.h5")])
+    code = main(["eval-set", str(slides.paths[0]), "--out", str(tmp_path / "s.h5")])
     assert code == 2 and "slides need labels" in " ".join(capsys.readouterr().err.split())

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gapless.train.config import PretrainConfig
+from gapless.train.head import DINOHead
+from gapless.train.masking import block_mask, make_masks
+from gapless.train.optim import build_optimizer
+from gapless.train.schedules import build_schedules, cosine_schedule
+from gapless.train.ssl import build_models
+from gapless.train.vit import Attention, VisionTransformer, build_vit
 
 from gapless.config import load_config
-from train.config import PretrainConfig
-from train.head import DINOHead
-from train.masking import block_mask, make_masks
-from train.optim import build_optimizer
-from train.schedules import build_schedules, cosine_schedule
-from train.ssl import build_models
-from train.vit import Attention, VisionTransformer, build_vit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,13 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from gapless.pipeline.config import AugmentConfig, DataConfig
+from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices
+from gapless.pipeline.resize import resize_square
+from gapless.pipeline.sampling import SamplingConfig, build_distribution
+from gapless.pipeline.tiles import EvalTiles
 from scipy import stats
-
-from pipeline.config import AugmentConfig, DataConfig
-from pipeline.loader import build_loader, build_source, load_slides, resolve_devices
-from pipeline.resize import resize_square
-from pipeline.sampling import SamplingConfig, build_distribution
-from pipeline.tiles import EvalTiles
 
 B = 4
 
@@ -187,7 +186,7 @@ def test_baseline_workers_deliver_batches_in_order_and_exit_cleanly(synthetic_sl
 @pytest.fixture(scope="module")
 def bad_index(synthetic_slides, tmp_path_factory):
     """An index of four slides of which one then vanishes and one is truncated."""
-    from pipeline.slides.indexer import build_index
+    from gapless.pipeline.slides.indexer import build_index
 
     root = tmp_path_factory.mktemp("bad_index")
     copies = [Path(shutil.copy(p, root / p.name)) for p in synthetic_slides.paths]
@@ -219,7 +218,7 @@ def test_device_choice() -> None:
     assert resolve_devices(cfg, has_cuda=True) == ("gpu", "cpu")  # host decoding measured faster
     assert resolve_devices(dataclasses.replace(cfg, read_device="cuda"), has_cuda=True) == ("gpu", "cuda")
     assert resolve_devices(dataclasses.replace(cfg, read_device="cpu"), has_cuda=True) == ("gpu", "cpu")
-    from gapless.config import ConfigError
+    from gapless.errors import ConfigError
 
     with pytest.raises(ConfigError):
         resolve_devices(dataclasses.replace(cfg, device="gpu"), has_cuda=False)

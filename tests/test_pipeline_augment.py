@@ -7,14 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from gapless.pipeline import augparams as P
+from gapless.pipeline.augment import MultiCrop
+from gapless.pipeline.augparams import CropRecipe, crop_recipes, crop_windows, sample_params, window_pixels
+from gapless.pipeline.config import AugmentConfig, DataConfig
+from gapless.pipeline.loader import build_source
+from gapless.pipeline.resize import resize_square, resize_window
 from scipy import stats
-
-from pipeline import augparams as P
-from pipeline.augment import MultiCrop, resize_window
-from pipeline.augparams import CropRecipe, crop_recipes, crop_windows, sample_params, window_pixels
-from pipeline.config import AugmentConfig, DataConfig
-from pipeline.loader import build_source
-from pipeline.resize import resize_square
 
 AUG = AugmentConfig(local_crops=4)
 TILE = 224
@@ -97,9 +96,8 @@ ROWS = [
 
 
 def _dali_views(tile: np.ndarray, rows: list[np.ndarray], recipe: CropRecipe) -> np.ndarray:
+    from gapless.pipeline.dali import graph
     from nvidia.dali import fn, pipeline_def
-
-    from pipeline.dali import graph
 
     @pipeline_def(enable_conditionals=True, batch_size=len(rows), num_threads=1, device_id=None)
     def views():

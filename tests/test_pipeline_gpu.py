@@ -10,12 +10,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from pipeline.config import AugmentConfig, DataConfig
-from pipeline.dali.gpu_source import BatchParams, GpuBatchReader
-from pipeline.loader import build_loader, build_source
-from pipeline.source import SampleCallback
-from pipeline.tiles import EvalTiles
+from gapless.pipeline.config import AugmentConfig, DataConfig
+from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
+from gapless.pipeline.loader import build_loader, build_source
+from gapless.pipeline.source import SampleCallback
+from gapless.pipeline.tiles import EvalTiles
 
 B = 4
 

@@ -7,13 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from pipeline.config import DataConfig
-from pipeline.resize import resize_square
-from pipeline.sampling import PointMasses
-from pipeline.slides import TissueMask, open_slide
-from pipeline.source import SlideEntry, TileSource
-from pipeline.tiles import EvalTiles
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.resize import resize_square
+from gapless.pipeline.sampling import PointMasses
+from gapless.pipeline.slides import TissueMask, open_slide
+from gapless.pipeline.source import SlideEntry, TileSource
+from gapless.pipeline.tiles import EvalTiles
 
 # (target mpp, level that must serve it): levels are 0.25 / 1 / 4 mpp; periods of 67 down to 5 pixels.
 CASES = [(0.3, 0), (0.8, 0), (1.0, 1), (1.7, 1), (4.0, 2)]

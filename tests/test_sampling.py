@@ -6,11 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from gapless.cli import main
-from gapless.config import ConfigError, from_dict
-from pipeline.sampling import (
+from gapless.pipeline.sampling import (
     GridDensity,
     SamplingConfig,
     build_distribution,
@@ -21,6 +17,10 @@ from pipeline.sampling import (
     signal,
     summarize,
 )
+from scipy import stats
+
+from gapless.cli import main
+from gapless.config import ConfigError, from_dict
 
 GRID = np.linspace(0.25, 2.0, 1000)
 

@@ -8,21 +8,18 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-
-from pipeline.slides import (
-    MppError,
-    RegionTooLargeError,
+from gapless.pipeline.sampling.magnifications import EVAL_MPPS
+from gapless.pipeline.slides import (
     SlideCache,
-    SlideError,
     choose_level,
     footprint_level0,
     open_slide,
     plan_region,
 )
-from pipeline.slides.render import SlideSpec
-from pipeline.slides.synth import write_slide
+from gapless.pipeline.synth.render import SlideSpec
+from gapless.pipeline.synth.writer import write_slide
 
-EVAL_MPPS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
+from gapless.errors import MppError, RegionTooLargeError, SlideError
 
 
 def test_choose_level_picks_coarsest_not_coarser_than_target_with_tolerance() -> None:

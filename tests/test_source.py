@@ -7,13 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from gapless.pipeline.augparams import N_PARAMS, sample_params
+from gapless.pipeline.config import AugmentConfig, DataConfig
+from gapless.pipeline.loader import build_source
+from gapless.pipeline.sampling import SamplingConfig, build_distribution
+from gapless.pipeline.source import SampleCallback, SlideEntry, TileSource
 from scipy import stats
-
-from pipeline.augparams import N_PARAMS, sample_params
-from pipeline.config import AugmentConfig, DataConfig
-from pipeline.loader import build_source
-from pipeline.sampling import SamplingConfig, build_distribution
-from pipeline.source import SampleCallback, SlideEntry, TileSource
 
 
 class _Info:

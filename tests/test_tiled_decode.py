@@ -11,13 +11,12 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-
-from pipeline.batch_read import PlanPrefetcher, first_plans, read_many
-from pipeline.config import DataConfig
-from pipeline.loader import build_source
-from pipeline.slides import open_slide
-from pipeline.slides.backends import PageLayout
-from pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader, jpeg_stream
+from gapless.pipeline.batch_read import PlanPrefetcher, first_plans, read_many
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.loader import build_source
+from gapless.pipeline.slides import open_slide
+from gapless.pipeline.slides.backends import PageLayout
+from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader, jpeg_stream
 
 
 def _requests(path, n: int, seed: int = 0) -> list[RegionRequest]:

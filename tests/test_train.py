@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from gapless.pipeline.loader import build_loader
+from gapless.pipeline.synthetic import SyntheticLoader
+from gapless.train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
+from gapless.train.config import PretrainConfig
+from gapless.train.loop import train
 
-from gapless.cli import UserError
 from gapless.cli import main as gapless_main
 from gapless.config import ConfigError, load_config
-from train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
-from train.config import PretrainConfig
-from train.data import SyntheticMultiCropLoader, make_loader
-from train.loop import NonFiniteLossError, train
+from gapless.errors import InputError, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "pretrain_tiny_cpu.yaml"
@@ -37,20 +38,20 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 def test_synthetic_loader_contract() -> None:
     cfg = tiny("data.iterations_per_epoch=3")
-    loader = make_loader(cfg.data, rank=0, world_size=2, start_iteration=0)
+    loader = build_loader(cfg.data, rank=0, world_size=2, start_iteration=0)
     batches = list(loader)
     assert len(batches) == 3 and len(list(loader)) == 3  # one epoch per pass
     b = batches[0]
     assert b["global_crops"].shape == (2 * 8, 3, 64, 64) and b["global_crops"].dtype == torch.float32
     assert b["local_crops"].shape == (4 * 8, 3, 32, 32)
     assert b["mpp"].shape == (8,) and b["level"].dtype == torch.long
-    again = SyntheticMultiCropLoader(cfg.data, rank=0, world_size=2, start_iteration=1)
+    again = SyntheticLoader(cfg.data, rank=0, world_size=2, start_iteration=1)
     assert torch.equal(next(iter(again))["global_crops"], batches[1]["global_crops"])  # deterministic position
-    other_rank = SyntheticMultiCropLoader(cfg.data, rank=1, world_size=2)
+    other_rank = SyntheticLoader(cfg.data, rank=1, world_size=2)
     assert not torch.equal(next(iter(other_rank))["global_crops"], b["global_crops"])
     assert loader.stats()["batches"] == 6 and loader.stats()["skipped_tiles"] == 0
-    resumed = SyntheticMultiCropLoader(cfg.data, start_iteration=2)
-    assert len(list(resumed)) == 1  # the rest of the interrupted epoch
+    resumed = SyntheticLoader(cfg.data, start_iteration=2)
+    assert len(list(resumed)) == 3 and resumed.iteration == 5  # every epoch has iterations_per_epoch batches
 
 
 def test_tiny_run_loss_goes_down(tmp_path: Path) -> None:
@@ -108,7 +109,7 @@ def test_stop_and_resume_through_the_dali_pipeline(tmp_path: Path, synthetic_sli
 class NaNAfter:
     """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation."""
 
-    def __init__(self, loader: SyntheticMultiCropLoader, bad: int) -> None:
+    def __init__(self, loader: SyntheticLoader, bad: int) -> None:
         self.loader, self.bad = loader, bad
 
     def __iter__(self):
@@ -127,7 +128,7 @@ class NaNAfter:
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = tiny("checkpoint.every=2", "checkpoint.keep=5")
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 5.*ckpt_00000004\.pt"):
-        train(cfg, tmp_path, loader=NaNAfter(SyntheticMultiCropLoader(cfg.data), bad=5))
+        train(cfg, tmp_path, loader=NaNAfter(SyntheticLoader(cfg.data), bad=5))
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     _, _, step = load_teacher_backbone(latest_checkpoint(tmp_path))
     assert step == 4
@@ -151,9 +152,9 @@ def test_config_mistakes_are_rejected(tmp_path: Path) -> None:
 
 def test_checkpoint_from_other_config_is_refused(tmp_path: Path) -> None:
     train(tiny("epochs=0.2"), tmp_path)
-    with pytest.raises(UserError, match=r"another config \(model.head_prototypes: 256 -> 512"):
+    with pytest.raises(InputError, match=r"another config \(model.head_prototypes: 256 -> 512"):
         train(tiny("epochs=0.2", "model.head_prototypes=512"), tmp_path)
-    with pytest.raises(UserError, match="--no-resume"):
+    with pytest.raises(InputError, match="--no-resume"):
         train(tiny("epochs=0.2"), tmp_path, resume=False)
     train(tiny("epochs=0.2", "log_every=5", "data.workers=7"), tmp_path)  # logistics may change
 
@@ -174,10 +175,10 @@ def test_export_and_load_teacher_backbone(tmp_path: Path) -> None:
     assert (tmp_path / "backbone.pt").stat().st_size < ckpt.stat().st_size
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="junk.pt: not a gapless checkpoint"):
+    with pytest.raises(InputError, match="junk.pt: not a gapless checkpoint"):
         load_teacher_backbone(junk)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(UserError, match="other.pt: not a gapless checkpoint"):
+    with pytest.raises(InputError, match="other.pt: not a gapless checkpoint"):
         load_teacher_backbone(tmp_path / "other.pt")
     assert gapless_main(["export", str(junk), "--out", str(tmp_path / "x.pt")]) == 2
 
@@ -206,6 +207,6 @@ def test_two_process_gloo_run(tmp_path: Path) -> None:
     assert state["iteration"] == 3
     # global batch 16 scales the lr by sqrt(2) relative to one process
     single = tiny("epochs=0.3")
-    from train.schedules import build_schedules
+    from gapless.train.schedules import build_schedules
 
     assert records[-1]["lr"] == pytest.approx(build_schedules(single, 2).lr[2])

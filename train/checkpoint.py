@@ -7,16 +7,16 @@ every random draw is seeded from (seed, rank, iteration), the RNG state), the re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from gapless.train.config import recipe_fingerprint, recipe_items
+from gapless.train.vit import VisionTransformer, build_vit
 from torch import nn
 
-from gapless.cli import UserError
-from train.config import fingerprint, recipe_items
-from train.vit import VisionTransformer, build_vit
+from gapless.errors import InputError
+from gapless.io import atomic_output
 
 CHECKPOINT_FORMAT = "gapless-dinov2-checkpoint"
 BACKBONE_FORMAT = "gapless-backbone"
@@ -38,10 +38,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def atomic_save(obj: Any, path: Path) -> Path:
     """torch.save to a temporary name in the same directory, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
@@ -66,7 +64,7 @@ def training_state(
         "version": FORMAT_VERSION,
         "iteration": iteration,
         "config": config,
-        "fingerprint": fingerprint(config),
+        "fingerprint": recipe_fingerprint(config),
         "student": student.state_dict(),
         "teacher": teacher.state_dict(),
         "objective": objective.state_dict(),
@@ -76,28 +74,28 @@ def training_state(
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a gapless checkpoint or exported backbone; anything else is a UserError naming the file."""
+    """Load a gapless checkpoint or exported backbone; anything else is a InputError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint file not found")
+        raise InputError(f"{path}: checkpoint file not found")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or holding objects weights_only refuses
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a gapless checkpoint ({reason})") from exc
+        raise InputError(f"{path}: not a gapless checkpoint ({reason})") from exc
     if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
-        raise UserError(f"{path}: not a gapless checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
+        raise InputError(f"{path}: not a gapless checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
     return obj
 
 
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:
     """Refuse to resume from a checkpoint whose recipe (model, optimiser, losses, schedules, data) differs."""
-    if ckpt.get("fingerprint") == fingerprint(config):
+    if ckpt.get("fingerprint") == recipe_fingerprint(config):
         return
     old, new = recipe_items(ckpt["config"]), recipe_items(config)
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-    raise UserError(
+    raise InputError(
         f"{path}: this checkpoint was made with another config ({shown}); "
         "resume with the same config, or start a new run in another --out directory"
     )
@@ -127,18 +125,26 @@ def teacher_backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in ckpt["teacher"].items() if k.startswith(prefix)}
 
 
-def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the teacher backbone (weights, config, iteration) of a checkpoint to ``out``."""
-    ckpt = load_file(checkpoint)
+def save_backbone(
+    state: dict[str, torch.Tensor], config: dict[str, Any], iteration: int, config_fingerprint: str, out: str | Path
+) -> Path:
+    """Write a backbone's weights with the config and iteration they belong to (the export format)."""
     exported = {
         "format": BACKBONE_FORMAT,
         "version": FORMAT_VERSION,
-        "iteration": int(ckpt["iteration"]),
-        "config": ckpt["config"],
-        "fingerprint": ckpt.get("fingerprint", ""),
-        "backbone": teacher_backbone_state(ckpt),
+        "iteration": int(iteration),
+        "config": config,
+        "fingerprint": config_fingerprint,
+        "backbone": state,
     }
     return atomic_save(exported, Path(out))
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the teacher backbone (weights, config, iteration) of a checkpoint to ``out``."""
+    ckpt = load_file(checkpoint)
+    return save_backbone(teacher_backbone_state(ckpt), ckpt["config"], ckpt["iteration"], ckpt.get("fingerprint", ""),
+                         out)  # fmt: skip
 
 
 def load_teacher_backbone(
@@ -151,5 +157,5 @@ def load_teacher_backbone(
     try:
         model.load_state_dict(teacher_backbone_state(ckpt))
     except RuntimeError as exc:
-        raise UserError(f"{path}: backbone weights do not match its config ({str(exc).splitlines()[0]})") from exc
+        raise InputError(f"{path}: backbone weights do not match its config ({str(exc).splitlines()[0]})") from exc
     return model.to(map_location).eval(), config, int(ckpt["iteration"])

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a ViT with DINOv2 (DINO + iBOT + KoLeo). Launch with torchrun for several GPUs or "
         "nodes; key=value overrides change any config field (e.g. data.sampling.strategy=du).",
     )
-    p.add_argument("--config", required=True, help="YAML config (see configs/pretrain_*.yaml)")
+    p.add_argument("--config", required=True, help="YAML config file, or a shipped config by name (pretrain_vits16)")
     p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, config.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.base_lr=2e-3")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run directory with checkpoints")
@@ -38,22 +38,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from gapless.train.config import PretrainConfig
+    from gapless.train.loop import train
+
     from gapless.config import load_config
-    from train.config import PretrainConfig
-    from train.loop import train
 
     cfg = load_config(PretrainConfig, args.config, [*args.overrides, f"out={args.out}"])
     if args.max_steps is not None and args.max_steps < 1:
-        from gapless.cli import UserError
+        from gapless.errors import InputError
 
-        raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
+        raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
     train(cfg, args.out, resume=not args.no_resume, max_steps=args.max_steps)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from gapless.train.checkpoint import export_backbone, load_teacher_backbone
+
     from gapless.console import console
-    from train.checkpoint import export_backbone, load_teacher_backbone
 
     path = export_backbone(args.checkpoint, args.out)
     _, config, iteration = load_teacher_backbone(path)  # proves the export loads

@@ -1,19 +1,18 @@
-"""Configuration schema of a pretraining run (DINOv2 defaults, see REFERENCE.md §2).
+"""Configuration schema of a pretraining run (defaults: the DINOv2 ViT-S recipe).
 
 Loaded with ``gapless.config.load_config(PretrainConfig, yaml, overrides)``; every key is checked, so a typo is an
-error that names the key. ``fingerprint`` hashes the fields that decide what a checkpoint means, so a run refuses to
+error that names the key. ``recipe_fingerprint`` hashes the fields that decide what a checkpoint means, so a run refuses to
 resume from a checkpoint made by another recipe.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from gapless.config import to_dict
-from pipeline.config import DataConfig
+from gapless.pipeline.config import DataConfig
+
+from gapless.config import fingerprint, flatten, to_dict
 
 ARCHS = ("vit_small", "vit_base", "vit_large", "vit_tiny_test")
 CENTERINGS = ("softmax", "sinkhorn")
@@ -151,22 +150,12 @@ LOGISTICS_KEYS = (
 )
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def recipe_items(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     """The flattened config without the logistics keys: what a checkpoint's meaning depends on."""
     flat = flatten(cfg if isinstance(cfg, dict) else to_dict(cfg))
     return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p) for p in LOGISTICS_KEYS)}
 
 
-def fingerprint(cfg: PretrainConfig | dict[str, Any]) -> str:
-    blob = json.dumps(recipe_items(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def recipe_fingerprint(cfg: PretrainConfig | dict[str, Any]) -> str:
+    """The digest of :func:`recipe_items`: equal for configs that train the same thing."""
+    return fingerprint(recipe_items(cfg))

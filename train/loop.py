@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-
-from gapless.cli import UserError
-from gapless.config import save_config, to_dict
-from gapless.console import console, progress
-from train import checkpoint as ckpt_io
-from train.config import PretrainConfig
-from train.data import derived_seed, make_loader
-from train.distributed import (
+from gapless.pipeline.loader import build_loader
+from gapless.train import checkpoint as ckpt_io
+from gapless.train.config import PretrainConfig
+from gapless.train.distributed import (
     all_gather_floats,
     all_reduce_mean,
     barrier,
@@ -31,14 +26,16 @@ from train.distributed import (
     init_distributed,
     sum_counters,
 )
-from train.masking import make_masks
-from train.optim import apply_schedule, build_optimizer
-from train.schedules import build_schedules
-from train.ssl import DINOv2Objective, build_models, update_teacher
+from gapless.train.masking import make_masks
+from gapless.train.optim import apply_schedule, build_optimizer
+from gapless.train.schedules import build_schedules
+from gapless.train.ssl import DINOv2Objective, build_models, update_teacher
+from torch.nn.parallel import DistributedDataParallel
 
-
-class NonFiniteLossError(UserError):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+from gapless.config import save_config, to_dict
+from gapless.console import console, progress
+from gapless.errors import InputError, NonFiniteLossError
+from gapless.seeding import derived_seed
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -105,7 +102,7 @@ def train(
     start, last_ckpt = 0, ckpt_io.latest_checkpoint(run_dir)
     if last_ckpt is not None:
         if not resume:
-            raise UserError(
+            raise InputError(
                 f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
             )
         state = ckpt_io.load_file(last_ckpt, env.device)
@@ -124,7 +121,7 @@ def train(
     schedules = build_schedules(cfg, env.world_size)
     total = cfg.total_iterations
     stop = min(total, start + max_steps) if max_steps else total
-    loader = loader if loader is not None else make_loader(cfg.data, env.rank, env.world_size, start)
+    loader = loader if loader is not None else build_loader(cfg.data, env.rank, env.world_size, start)
     batches = endless(loader)
     log = MetricsLog(run_dir / "metrics.jsonl", start) if env.is_main else None
     grid = (a.global_size // cfg.model.patch_size,) * 2

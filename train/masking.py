@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gapless.seeding import generator
+
 
 def block_mask(
     rng: np.random.Generator,
@@ -72,7 +74,7 @@ def make_masks(
     ratio: tuple[float, float] = (0.1, 0.5),
 ) -> MaskBatch:
     """Masks for ``n_crops`` global crops of a ``grid`` of patches."""
-    rng = np.random.default_rng([seed, rank, iteration, 0x1B07])
+    rng = generator(seed, rank, iteration, 0x1B07)
     n_patches = grid[0] * grid[1]
     n_masked_crops = int(n_crops * probability)
     bounds = np.linspace(ratio[0], ratio[1], n_masked_crops + 1)

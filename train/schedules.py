@@ -7,8 +7,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from train.config import PretrainConfig
+from gapless.train.config import PretrainConfig
 
 
 def cosine_schedule(

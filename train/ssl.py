@@ -8,13 +8,12 @@ sees the global crops unmasked.
 from __future__ import annotations
 
 import torch
+from gapless.train.config import LossConfig, PretrainConfig
+from gapless.train.head import DINOHead
+from gapless.train.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, sinkhorn_knopp
+from gapless.train.masking import MaskBatch
+from gapless.train.vit import VisionTransformer, build_vit
 from torch import nn
-
-from train.config import LossConfig, PretrainConfig
-from train.head import DINOHead
-from train.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, sinkhorn_knopp
-from train.masking import MaskBatch
-from train.vit import VisionTransformer, build_vit
 
 
 class SSLModel(nn.Module):

@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from pipeline.augparams import sample_params
-from pipeline.config import AugmentConfig
-from pipeline.source import TileSource
+from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.source import TileSource
 
 
 class GpuBatchReader:
@@ -53,7 +52,7 @@ class GpuBatchReader:
         return [TileSource.global_index(first + b, self.rank, self.world_size) for b in range(self.batch_size)]
 
     def __call__(self, iteration: int) -> tuple[list[Any], ...]:
-        from pipeline.slides.tiled_decode import array_module
+        from gapless.pipeline.slides.tiled_decode import array_module
 
         xp = array_module(self.device)
         gs = self.sample_indices(iteration)
@@ -70,8 +69,8 @@ class GpuBatchReader:
         return (regions, [mpp[b] for b in range(len(tiles))], *columns)
 
     def _read_batched(self, iteration: int, gs: list[int]) -> list[Any]:
-        from pipeline.batch_read import PlanPrefetcher, read_many
-        from pipeline.slides.tiled_decode import TiledJpegReader
+        from gapless.pipeline.batch_read import PlanPrefetcher, read_many
+        from gapless.pipeline.slides.tiled_decode import TiledJpegReader
 
         if self._reader is None:
             self._reader = TiledJpegReader(self.device)

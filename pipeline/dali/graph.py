@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gapless.pipeline import augparams as P
+from gapless.pipeline.augparams import CropRecipe, crop_recipes
+from gapless.pipeline.config import AugmentConfig
 from nvidia.dali import fn, types
-
-from pipeline import augparams as P
-from pipeline.augparams import CropRecipe, crop_recipes
-from pipeline.config import AugmentConfig
 
 # 255 - x for x >= 128, identity below: torchvision's solarize with threshold 128, as a lookup table (CPU and GPU).
 _SOLARIZE_KEYS = list(range(256))

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from pipeline.config import DataConfig
-from pipeline.dali import pipelines
-from pipeline.dali.gpu_source import BatchParams, GpuBatchReader
-from pipeline.loader_base import TrainLoader
-from pipeline.source import SampleCallback, TileSource
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.dali import pipelines
+from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
+from gapless.pipeline.loader_base import TrainLoader
+from gapless.pipeline.source import SampleCallback, TileSource
 
 
 def build_dali_pipeline(

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.dali import graph
 from nvidia.dali import fn, pipeline_def
-
-from pipeline.config import AugmentConfig
-from pipeline.dali import graph
 
 META_NAMES = ("mpp", "level", "retries", "skipped")
 

@@ -1,13 +1,12 @@
 """Target-mpp sampling: distributions (DU, CU, CU-MAXAVG, CU-MINMAX, fixed, from file), kernels and analysis."""
 
-from pipeline.sampling.analysis import EVAL_MPPS, signal, summarize
-from pipeline.sampling.config import SamplingConfig
-from pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
-from pipeline.sampling.kernels import information_kernel, kernel_matrix, loglaplace_kernel, make_kernel
-from pipeline.sampling.strategies import build_distribution, load_density_file, mean_kernel
+from gapless.pipeline.sampling.analysis import signal, summarize
+from gapless.pipeline.sampling.config import SamplingConfig
+from gapless.pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
+from gapless.pipeline.sampling.kernels import information_kernel, kernel_matrix, loglaplace_kernel, make_kernel
+from gapless.pipeline.sampling.strategies import build_distribution, load_density_file, mean_kernel
 
 __all__ = [
-    "EVAL_MPPS",
     "Distribution",
     "GridDensity",
     "Mixture",

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gapless.pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
+from gapless.pipeline.sampling.kernels import Kernel, kernel_matrix
+from gapless.pipeline.sampling.magnifications import EVAL_MPPS, mpp_key
 
-from pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
-from pipeline.sampling.kernels import Kernel, kernel_matrix
-
-EVAL_MPPS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 END_FRACTION = 0.05  # "mass at the ends": probability within the outer 5 % of the range on each side
 
 
@@ -54,7 +53,7 @@ def summarize(dist: Distribution, kernel: Kernel, low: float, high: float, n: in
         "signal_max": float(s.max()),
         "mass_low_end": mass_low,
         "mass_high_end": mass_high,
-        "signal_at_eval": {f"{m:g}": float(np.interp(m, grid, s)) for m in EVAL_MPPS if low <= m <= high},
+        "signal_at_eval": {mpp_key(m): float(np.interp(m, grid, s)) for m in EVAL_MPPS if low <= m <= high},
     }
     result.update(density_on_grid(dist, grid))
     if getattr(dist, "optimum", None) is not None:  # MINMAX: the LP's optimum and its end-point atoms

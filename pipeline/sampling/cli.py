@@ -8,19 +8,21 @@ gapless sampling draw --strategy NAME -n N --seed S --out draws.npy
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_STRATEGIES = ("du", "cu", "maxavg", "minmax")
+from gapless.pipeline.sampling.config import PAPER_STRATEGIES
+from gapless.pipeline.sampling.magnifications import STANDARD_MPPS, TRAIN_RANGE
 
 
 def _add_strategy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--range", nargs=2, type=float, metavar=("A", "B"), default=(0.25, 2.0), help="mpp range")
+    p.add_argument("--range", nargs=2, type=float, metavar=("A", "B"), default=TRAIN_RANGE, help="mpp range")
     p.add_argument("--lam", type=float, default=1.0, help="MAXAVG entropy weight λ (default 1.0)")
     p.add_argument("--kernel", default="information", help="information | loglaplace")
     p.add_argument("--sigma", type=float, default=0.5, help="width of the loglaplace kernel")
     p.add_argument("--grid", type=int, default=1000, help="grid points on the range (default 1000)")
-    p.add_argument("--du-mpps", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="the DU set")
+    p.add_argument("--du-mpps", type=float, nargs="+", default=list(STANDARD_MPPS), help="the DU set")
     p.add_argument("--fixed-mpp", type=float, default=0.5, help="mpp of the 'fixed' strategy")
     p.add_argument("--density-file", default="", help="(mpp, weight) rows for the 'file' strategy")
 
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strategies",
         nargs="+",
-        default=list(DEFAULT_STRATEGIES),
+        default=list(PAPER_STRATEGIES),
         help="fixed du cu maxavg minmax file (default: du cu maxavg minmax)",
     )
     _add_strategy_options(p)
@@ -56,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace, strategy: str):
+    from gapless.pipeline.sampling.config import SamplingConfig
+
     from gapless.config import from_dict
-    from pipeline.sampling.config import SamplingConfig
 
     values: dict[str, Any] = {
         "strategy": strategy,
@@ -74,49 +77,54 @@ def config_from_args(args: argparse.Namespace, strategy: str):
     return from_dict(SamplingConfig, values)
 
 
-def _build(args: argparse.Namespace, strategy: str):
-    from gapless.cli import UserError
-    from pipeline.sampling import build_distribution
+def _build(cfg: Any) -> Any:
+    from gapless.pipeline.sampling import build_distribution
 
-    cfg = config_from_args(args, strategy)
+    from gapless.errors import InputError
+
     try:
-        return cfg, build_distribution(cfg)
+        return build_distribution(cfg)
     except ValueError as exc:
-        raise UserError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
 
 
 def run_analysis(args: argparse.Namespace) -> int:
-    from gapless.console import console, table, write_json
-    from pipeline.sampling import make_kernel, summarize
+    compare_strategies(args.strategies, config_from_args(args, args.strategies[0]), args.json, args.plot)
+    return 0
 
+
+def compare_strategies(
+    strategies: Sequence[str] = PAPER_STRATEGIES,
+    base: Any = None,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+) -> dict[str, Any]:
+    """Density, signal S(y) and summary figures of each strategy (``base``'s settings otherwise): tables on the
+    console, and optionally JSON and a PNG. Returns the per-strategy summaries."""
+    import dataclasses
+
+    from gapless.pipeline.sampling import SamplingConfig, make_kernel, summarize
+
+    from gapless.console import console, table
+    from gapless.io import write_json
+
+    base = base or SamplingConfig()
     results: dict[str, Any] = {}
-    for name in args.strategies:
-        cfg, dist = _build(args, name)
-        results[name] = summarize(dist, make_kernel(cfg.kernel, cfg.kernel_sigma), cfg.low, cfg.high, cfg.grid)
+    for name in strategies:
+        cfg = dataclasses.replace(base, strategy=name)
+        results[name] = summarize(_build(cfg), make_kernel(cfg.kernel, cfg.kernel_sigma), cfg.low, cfg.high, cfg.grid)
     columns = ["strategy", "S min", "argmin mpp", "S mean", "S max", "mass low 5%", "mass high 5%"]
-    rows = [
-        [
-            n,
-            r["signal_min"],
-            r["signal_argmin"],
-            r["signal_mean"],
-            r["signal_max"],
-            r["mass_low_end"],
-            r["mass_high_end"],
-        ]
-        for n, r in results.items()
-    ]
-    console.print(
-        table(f"Signal S(y) on [{args.range[0]:g}, {args.range[1]:g}] mpp, kernel {args.kernel}", columns, rows)
-    )
+    keys = ("signal_min", "signal_argmin", "signal_mean", "signal_max", "mass_low_end", "mass_high_end")
+    rows = [[n, *(r[k] for k in keys)] for n, r in results.items()]
+    console.print(table(f"Signal S(y) on [{base.low:g}, {base.high:g}] mpp, kernel {base.kernel}", columns, rows))
     eval_keys = list(next(iter(results.values()))["signal_at_eval"])
     rows = [[n, *r["signal_at_eval"].values()] for n, r in results.items()]
     console.print(table("S at the evaluation mpps", ["strategy", *eval_keys], rows))
     if "maxavg" in results:
         r = results["maxavg"]
         console.print(
-            f"MAXAVG (λ = {args.lam:g}, K̄ = mean over targets): density peaks at {r['density_peak_mpp']:.3f} mpp, "
-            f"p({args.range[0]:g}) / max p = {r['density_low_over_max']:.3f}"
+            f"MAXAVG (λ = {base.lam:g}, K̄ = mean over targets): density peaks at {r['density_peak_mpp']:.3f} mpp, "
+            f"p({base.low:g}) / max p = {r['density_low_over_max']:.3f}"
         )
     if "minmax" in results:
         r = results["minmax"]
@@ -124,27 +132,27 @@ def run_analysis(args: argparse.Namespace) -> int:
         console.print(
             f"MINMAX LP optimum t* = {r['lp_optimum']:.4f}; end-point masses {100 * lo:.1f} % and {100 * hi:.1f} %"
         )
-    if args.json:
-        meta = {"range": list(args.range), "lam": args.lam, "kernel": args.kernel, "grid": args.grid}
-        write_json({"settings": meta, "strategies": results}, args.json)
-        console.print(f"wrote {args.json}")
-    if args.plot:
-        from pipeline.sampling.plot import plot_strategies
+    if json_path:
+        meta = {"range": [base.low, base.high], "lam": base.lam, "kernel": base.kernel, "grid": base.grid}
+        write_json({"settings": meta, "strategies": results}, json_path)
+        console.print(f"wrote {json_path}")
+    if plot_path:
+        from gapless.pipeline.sampling.plot import plot_strategies
 
-        plot_strategies(results, args.plot, title=f"kernel {args.kernel}, λ = {args.lam:g}")
-        console.print(f"wrote {args.plot}")
-    return 0
+        plot_strategies(results, Path(plot_path), title=f"kernel {base.kernel}, λ = {base.lam:g}")
+        console.print(f"wrote {plot_path}")
+    return results
 
 
 def run_draw(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from gapless.cli import UserError
     from gapless.console import console
+    from gapless.errors import InputError
 
     if args.n < 1:
-        raise UserError(f"-n must be at least 1, got {args.n}")
-    _, dist = _build(args, args.strategy)
+        raise InputError(f"-n must be at least 1, got {args.n}")
+    dist = _build(config_from_args(args, args.strategy))
     draws = dist.sample(args.n, np.random.default_rng(args.seed))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, draws)

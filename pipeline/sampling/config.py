@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gapless.pipeline.sampling.magnifications import STANDARD_MPPS, TRAIN_RANGE
+
 STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax", "file")
+PAPER_STRATEGIES = ("du", "cu", "maxavg", "minmax")  # the strategies the method compares
+CONTINUOUS = ("cu", "maxavg", "minmax")
+STRATEGY_LABELS = {"fixed": "fixed", "du": "DU", "cu": "CU", "maxavg": "CU-MAXAVG", "minmax": "CU-MINMAX", "file": "file"}
 KERNELS = ("information", "loglaplace")
 
 
@@ -17,9 +22,9 @@ class SamplingConfig:
     """
 
     strategy: str = "cu"
-    low: float = 0.25
-    high: float = 2.0
-    du_mpps: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+    low: float = TRAIN_RANGE[0]
+    high: float = TRAIN_RANGE[1]
+    du_mpps: list[float] = field(default_factory=lambda: list(STANDARD_MPPS))
     fixed_mpp: float = 0.5
     lam: float = 1.0
     kernel: str = "information"

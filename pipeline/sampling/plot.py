@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.sampling.analysis import EVAL_MPPS
+from gapless.pipeline.sampling.magnifications import EVAL_MPPS, INTERMEDIATE_MPPS
 
 
 def plot_strategies(results: dict[str, dict[str, Any]], out: Path, title: str = "") -> Path:
@@ -39,7 +39,7 @@ def plot_strategies(results: dict[str, dict[str, Any]], out: Path, title: str = 
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("mpp")
         ax.grid(alpha=0.3)
-    for m in (0.375, 0.75, 1.5):
+    for m in INTERMEDIATE_MPPS:
         ax_s.axvline(m, color="grey", ls=":", lw=1)
     ax_p.set_ylabel("density p(x)  /  point mass")
     ax_p.set_title("sampling distribution")

@@ -18,10 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.sampling.config import SamplingConfig
-from pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
-from pipeline.sampling.kernels import Kernel, kernel_matrix, make_kernel
+from gapless.pipeline.sampling.config import SamplingConfig
+from gapless.pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
+from gapless.pipeline.sampling.kernels import Kernel, kernel_matrix, make_kernel
 
 
 def analysis_grid(cfg: SamplingConfig) -> np.ndarray:

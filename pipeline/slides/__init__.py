@@ -1,22 +1,18 @@
-"""Slides: reading regions at any mpp (cuCIM, OpenSlide), mpp metadata, region planning, tissue detection,
-the slide index and synthetic slides."""
+"""Slides: reading regions at any mpp (cuCIM, OpenSlide), mpp metadata, region planning, tissue detection and
+the slide index. (Synthetic slides are written by :mod:`gapless.pipeline.synth`.)"""
 
-from pipeline.slides.cache import SlideCache
-from pipeline.slides.index import SlideIndex, SlideRecord
-from pipeline.slides.mpp import MppError
-from pipeline.slides.planning import RegionPlan, RegionTooLargeError, choose_level, footprint_level0, plan_region
-from pipeline.slides.slide import Level, SingleLevelWarning, Slide, SlideError, open_slide
-from pipeline.slides.tissue import TissueMask, detect_tissue, tissue_mask_for_slide
+from gapless.pipeline.slides.cache import SlideCache
+from gapless.pipeline.slides.index import SlideIndex, SlideRecord
+from gapless.pipeline.slides.planning import RegionPlan, choose_level, footprint_level0, plan_region
+from gapless.pipeline.slides.slide import Level, SingleLevelWarning, Slide, open_slide
+from gapless.pipeline.slides.tissue import TissueMask, detect_tissue, tissue_mask_for_slide
 
 __all__ = [
     "Level",
-    "MppError",
     "RegionPlan",
-    "RegionTooLargeError",
     "SingleLevelWarning",
     "Slide",
     "SlideCache",
-    "SlideError",
     "SlideIndex",
     "SlideRecord",
     "TissueMask",

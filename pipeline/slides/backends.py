@@ -13,13 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from gapless.cli import UserError
+from gapless.errors import SlideError
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-class SlideError(UserError):
-    """A slide cannot be opened or read; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

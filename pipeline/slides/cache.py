@@ -11,7 +11,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from pipeline.slides.slide import Slide, open_slide
+from gapless.pipeline.slides.slide import Slide, open_slide
 
 
 class SlideCache:

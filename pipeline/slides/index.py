@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gapless.pipeline.slides.slide import Level
+from gapless.pipeline.slides.tissue import TissueMask
 
-from gapless.cli import UserError
-from pipeline.slides.slide import Level
-from pipeline.slides.tissue import TissueMask
+from gapless.errors import InputError
 
 FORMAT_VERSION = 1
 _STRINGS = ("path", "status", "reason", "label", "patient")
@@ -75,14 +75,14 @@ class SlideIndex:
 
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"{path}: slide index not found (make one with `gapless index`)")
+            raise InputError(f"{path}: slide index not found (make one with `gapless index`)")
         try:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != "gapless-slide-index":
-                    raise UserError(f"{path}: not a gapless slide index")
+                    raise InputError(f"{path}: not a gapless slide index")
                 columns = {k: f[k][()] for k in f.keys() if k != "masks"}
         except OSError as exc:
-            raise UserError(f"{path}: cannot read the slide index ({exc})") from exc
+            raise InputError(f"{path}: cannot read the slide index ({exc})") from exc
         for key in _STRINGS:
             columns[key] = [s.decode() if isinstance(s, bytes) else str(s) for s in columns[key]]
         return cls(path, columns)

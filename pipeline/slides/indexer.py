@@ -7,7 +7,6 @@ summary; the run goes on. Files whose size and modification time match the previ
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gapless.pipeline.slides.index import SlideIndex, write_index
+from gapless.pipeline.slides.inputs import find_slides, label_row, read_labels
+from gapless.pipeline.slides.tissue import MASK_MPP
 
-from gapless.cli import UserError
-from pipeline.slides.index import SlideIndex, write_index
-from pipeline.slides.tissue import MASK_MPP
-
-SLIDE_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".qptiff"}
+from gapless.errors import InputError
 
 
 @dataclass
@@ -32,44 +30,10 @@ class IndexSummary:
     failed: list[tuple[str, str, str]]  # (path, status, reason)
 
 
-def find_slides(inputs: Sequence[str | Path]) -> list[Path]:
-    """Slide files among ``inputs``: files as given, directories searched recursively by suffix."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise UserError(f"{path}: no such file or directory")
-    return sorted({p.resolve() for p in found})
-
-
-def read_labels(path: str | Path) -> dict[str, dict[str, str]]:
-    """labels.csv (columns slide, label, optional patient and mpp) keyed by the ``slide`` column."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: labels file not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"slide", "label"} - set(reader.fieldnames or ())
-        if missing:
-            raise UserError(f"{path}: labels file lacks column(s) {', '.join(sorted(missing))}")
-        return {row["slide"].strip(): row for row in reader}
-
-
-def _label_for(slide: Path, labels: dict[str, dict[str, str]]) -> dict[str, str]:
-    for key in (str(slide), slide.name, slide.stem):
-        if key in labels:
-            return labels[key]
-    return {}
-
-
 def index_slide(path: str, mpp: float | None, mask_mpp: float) -> dict[str, Any]:
     """Index one slide (runs in a worker): geometry, mpps and the bit-packed tissue mask, or a failure reason."""
-    from pipeline.slides.slide import open_slide
-    from pipeline.slides.tissue import tissue_mask_for_slide
+    from gapless.pipeline.slides.slide import open_slide
+    from gapless.pipeline.slides.tissue import tissue_mask_for_slide
 
     stat = Path(path).stat()
     entry: dict[str, Any] = {"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
@@ -96,7 +60,7 @@ def _previous_entries(out: Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         old = SlideIndex.load(out)
-    except UserError:
+    except InputError:
         return {}
     cols, entries = old.columns, {}
     for row, path in enumerate(cols["path"]):
@@ -131,7 +95,7 @@ def build_index(
     entries: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, float | None]] = []
     for slide in slides:
-        row = _label_for(slide, labels)
+        row = label_row(labels, slide)
         override = float(row["mpp"]) if row.get("mpp") else mpp
         old = previous.get(str(slide))
         stat = slide.stat()
@@ -159,7 +123,7 @@ def build_index(
                 on_progress(done, len(todo))
     ordered = [entries[str(s)] for s in slides]
     for entry in ordered:
-        row = _label_for(Path(entry["path"]), labels)
+        row = label_row(labels, entry["path"])
         entry["label"], entry["patient"] = row.get("label", ""), row.get("patient", "") or ""
     write_index(out, ordered, mask_mpp)
     failed = [(e["path"], e["status"], e["reason"]) for e in ordered if e["status"] != "ok"]

@@ -13,17 +13,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from gapless.cli import UserError
+from gapless.errors import MppError
 
 # Whole-slide images are scanned between roughly 0.1 and 10 um/px; outside this range a value is a unit mix-up
 # (a 72 dpi default, a value in metres) rather than a magnification.
 MPP_RANGE = (0.02, 50.0)
 _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)")
 _UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 = inch, 3 = centimetre
-
-
-class MppError(UserError):
-    """A slide has no usable mpp, or an implausible one; the message names the file."""
 
 
 def check_mpp(mpp: float, path: str | Path, source: str) -> float:

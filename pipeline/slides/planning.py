@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gapless.cli import UserError
+from gapless.errors import RegionTooLargeError
 
 
 class _LevelLike(Protocol):
@@ -22,10 +22,6 @@ class _LevelLike(Protocol):
     height: int
     downsample: float
     mpp: float
-
-
-class RegionTooLargeError(UserError):
-    """The slide is physically smaller than the region a tile needs."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +85,18 @@ def plan_region(
         )
     ds = lv.downsample
     # Work in level pixels, then map back to level 0 with ceil so that location / ds floors to the same pixel.
-    lx = min(max(round(center_xy_level0[0] / ds - size / 2), 0), lv.width - size)
-    ly = min(max(round(center_xy_level0[1] / ds - size / 2), 0), lv.height - size)
+    lx, ly = region_origin(center_xy_level0, size, lv)
     location = (_to_level0(lx, ds), _to_level0(ly, ds))
     return RegionPlan(index, location, size, float(lv.mpp), float(target_mpp), int(out_px))
+
+
+def region_origin(center_xy_level0: tuple[float, float], size: int, level: _LevelLike) -> tuple[int, int]:
+    """Top-left corner, in pixels of ``level``, of a ``size``² region centred as nearly as the level allows on a
+    level-0 point: clamped so that the region stays inside the level."""
+    ds = level.downsample
+    lx = min(max(round(center_xy_level0[0] / ds - size / 2), 0), level.width - size)
+    ly = min(max(round(center_xy_level0[1] / ds - size / 2), 0), level.height - size)
+    return int(lx), int(ly)
 
 
 def _to_level0(coord: int, downsample: float) -> int:

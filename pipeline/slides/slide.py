@@ -3,7 +3,7 @@
 A :class:`Slide` exposes its pyramid as :class:`Level` records (size, downsample and mpp per level) and reads
 regions with ``read_region(location, level, size)``: ``location`` in level-0 pixels (x, y), ``size`` (w, h) in
 pixels of the requested level, as cuCIM and OpenSlide both define it. Every failure caused by the file raises
-:class:`SlideError` (a :class:`gapless.cli.UserError`) naming the file.
+:class:`~gapless.errors.SlideError` naming the file.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gapless.pipeline.slides.backends import CucimBackend, OpenSlideBackend, tiff_layout
+from gapless.pipeline.slides.mpp import resolve_mpp
 
-from gapless.cli import UserError
-from pipeline.slides.backends import CucimBackend, OpenSlideBackend, SlideError, tiff_layout
-from pipeline.slides.mpp import resolve_mpp
+from gapless.errors import InputError, SlideError
 
 BACKENDS = ("auto", "cucim", "openslide")
 
@@ -78,7 +78,7 @@ class Slide:
             return self._backend.read(self.path, (x, y), level, (w, h), device)
         except SlideError:
             raise
-        except UserError as exc:
+        except InputError as exc:
             raise SlideError(str(exc)) from exc
         except Exception as exc:  # native errors: name the file and the region
             raise SlideError(f"{self.path}: cannot read {w}x{h} at level {level}, level-0 ({x}, {y}): {exc}") from exc

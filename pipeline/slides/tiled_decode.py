@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 
-from pipeline.slides.backends import PageLayout, SlideError, tiff_layout
+from gapless.errors import SlideError
 
 # nvImageCodec backends for GPU decoding: auto lets it choose per image (hardware engine, CUDA, hybrid). On an H100
 # with nvImageCodec 0.9 the CUDA-only backend rejected every tile (benchmarks/results/h100-decode.txt): keep auto.

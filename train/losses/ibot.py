@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from train.losses.center import CenteredTeacherLoss
+from gapless.train.losses.center import CenteredTeacherLoss
 
 
 class IBOTPatchLoss(CenteredTeacherLoss):

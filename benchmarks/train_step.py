@@ -1,8 +1,9 @@
 """Training-step throughput: images/s and the share of step time spent waiting for data.
 
-    python -m train.bench_step                      # tiny and ViT-S/16 on this machine, synthetic source
-    python -m train.bench_step --index slides.h5    # also through the real pipeline (data.loader=auto)
-    python -m train.bench_step --model vits16 --gpu # on a GPU: SDPA vs xFormers, bf16, and MFU
+    python -m gapless.benchmarks.train_step                       # tiny and ViT-S/16, synthetic source
+    python -m gapless.benchmarks.train_step --index slides.h5     # also through the real pipeline (data.loader=auto)
+    python -m gapless.benchmarks.train_step --model vits16 --gpu  # on a GPU: SDPA vs xFormers, bf16, and MFU
+    python -m gapless.benchmarks.train_step data.workers=8        # key=value overrides for every measurement
 
 Each figure is measured by running the real training loop (``train.loop.train``) for 2 x ``--steps`` iterations
 and reading its last logged window (the first ``--steps`` are warm-up). "Images" are source tiles, each giving
@@ -13,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
+from gapless.train.config import PretrainConfig
+from gapless.train.loop import train
+from gapless.train.vit import ARCH_SIZES, vit_flops_per_image
 
-from gapless.config import load_config
-from gapless.console import console, write_json
-from train.config import PretrainConfig
-from train.loop import train
-from train.vit import ARCH_SIZES, vit_flops_per_image
+from gapless.config import load_config, split_overrides
+from gapless.console import console
+from gapless.io import write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"tiny": ROOT / "configs/pretrain_tiny_cpu.yaml", "vits16": ROOT / "configs/pretrain_vits16.yaml"}
+CONFIGS = {"tiny": "pretrain_tiny_cpu", "vits16": "pretrain_vits16"}  # shipped configs
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense tensor-core peaks
 
 
@@ -82,7 +82,7 @@ def measure(model: str, steps: int, overrides: list[str], loader: str = "synthet
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.bench_step", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gapless.benchmarks.train_step", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=("tiny", "vits16", "both"), default="both")
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default: 20 tiny, 3 ViT-S on CPU)")
     ap.add_argument("--batch", type=int, default=None, help="per-process batch (default: the config's; 8 on CPU)")
@@ -90,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader", default="auto", help="pipeline loader for --index: auto | dali | baseline")
     ap.add_argument("--gpu", action="store_true", help="GPU comparisons: SDPA vs xFormers in bf16, with MFU")
     ap.add_argument("--out", help="also write the figures to this JSON file")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for every measurement, e.g. --set data.workers=8")  # fmt: skip
-    args = ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config override for every measurement")
+    args, extra = ap.parse_known_args(argv)
+    rest, more = split_overrides(extra)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.overrides += more
     cuda = torch.cuda.is_available()
     if args.gpu and not cuda:
         console.print("[yellow]--gpu: no CUDA device here; the GPU comparisons are skipped[/]")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from pipeline.slides.scene import CLASS_STYLES, Scene, build_scene
+from gapless.pipeline.synth.scene import Scene, build_scene
 
 COARSE = 8  # level-0 pixels per coarse-grid cell
 OD_H = np.array([0.65, 0.70, 0.29], np.float32) * 1.9  # haematoxylin: purple-blue
@@ -136,4 +135,4 @@ def he_texture(tile_rgb: np.ndarray, mpp: float, tile_mpp: float = 0.5) -> np.nd
     return np.clip((tex - tex.mean()) / (tex.std() + 1e-8), -2.5, 2.5).astype(np.float32)
 
 
-__all__ = ["CLASS_STYLES", "Renderer", "SlideSpec", "fibre_texture", "he_texture"]
+__all__ = ["Renderer", "SlideSpec", "fibre_texture", "he_texture"]

@@ -1,6 +1,6 @@
 """Region reads per second per backend at the seven evaluation mpps, and decoded pixels per output pixel.
 
-Run as ``python -m pipeline.slides.bench_reads [--slides N] [--seconds S] [--cuda]``. It writes synthetic slides
+Run as ``python -m gapless.benchmarks.reads [--slides N] [--seconds S] [--cuda]``. It writes synthetic slides
 (SVS-like 4x pyramid and a 2x pyramid) into a temporary directory, plans 224 px tiles at each target mpp on tissue
 and reads the regions with each backend. Prints figures; asserts nothing.
 """
@@ -13,15 +13,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gapless.pipeline.sampling.magnifications import EVAL_MPPS
+from gapless.pipeline.slides.planning import plan_region
+from gapless.pipeline.slides.slide import open_slide
+from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
+from gapless.pipeline.slides.tissue import tissue_mask_for_slide
+from gapless.pipeline.synth.render import SlideSpec
+from gapless.pipeline.synth.writer import write_slide
 
-from pipeline.slides.planning import plan_region
-from pipeline.slides.render import SlideSpec
-from pipeline.slides.slide import open_slide
-from pipeline.slides.synth import write_slide
-from pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
-from pipeline.slides.tissue import tissue_mask_for_slide
-
-EVAL_MPPS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 BATCH = 32  # regions per call of the batched reader
 
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _bench_index_load(tmp: Path, n: int = 1000) -> None:
     """Time SlideIndex.load on an index of ``n`` slides (copies of one entry, masks of 250 x 250 px)."""
-    from pipeline.slides.index import SlideIndex, write_index
+    from gapless.pipeline.slides.index import SlideIndex, write_index
 
     mask = np.packbits(np.ones((250, 250), bool))
     entry = dict(status="ok", reason="", size=1, mtime=1.0, mpp=0.25, tissue_fraction=1.0, mask_mpp=8.0,

@@ -10,8 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
-
-from pipeline.slides.scene import ClassStyle, Template
+from gapless.pipeline.synth.styles import ClassStyle, Template
 
 STROMA_NUCLEI_PER_UM2 = 1.0 / 900.0
 LYMPHOCYTE_SHARE = 0.15

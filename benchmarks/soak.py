@@ -1,6 +1,6 @@
 """Resident-memory soak test of a loader: RSS of the process and its workers over many iterations.
 
-``python -m pipeline.soak [--index index.h5] [--loader dali] [--iterations 5000] [--batch-size 4]``
+``python -m gapless.benchmarks.soak [--index index.h5] [--loader dali] [--iterations 5000] [--batch-size 4]``
 
 A bounded pipeline (LRU slide-handle caches, fixed-depth queues) keeps a flat RSS once warm. The script records the
 summed RSS (main process and every child: DALI's source workers or DataLoader workers) every ``--every``
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-from gapless.proctree import tree_rss_bytes
-from pipeline.config import DataConfig
+from gapless.benchmarks.config import SlideSetConfig
+from gapless.benchmarks.monitor import tree_rss_bytes
+from gapless.benchmarks.slideset import prepare
+from gapless.pipeline.config import DataConfig
 
 
 def tree_rss_mib() -> float:
@@ -29,7 +28,7 @@ def tree_rss_mib() -> float:
 
 def soak(cfg: DataConfig, iterations: int, every: int = 50, warmup: int = 100) -> dict[str, float]:
     """Run ``iterations`` batches; returns RSS at start/end (after warm-up), drift and slope."""
-    from pipeline.loader import build_loader
+    from gapless.pipeline.loader import build_loader
 
     samples: list[tuple[int, float]] = []
     t0 = time.perf_counter()
@@ -59,7 +58,7 @@ def soak(cfg: DataConfig, iterations: int, every: int = 50, warmup: int = 100) -
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--index", default="", help="slide index (.h5); default: synthetic slides in a temp dir")
+    parser.add_argument("--index", default="", help="slide index (.h5); default: the benchmark's cached synthetic set")
     parser.add_argument("--loader", default="dali", choices=["dali", "baseline"])
     parser.add_argument("--strategy", default="cu")
     parser.add_argument("--iterations", type=int, default=5000)
@@ -68,21 +67,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=100)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        from pipeline.bench_loaders import synthetic_index
-
-        index = args.index or str(synthetic_index(Path(tmp)))
-        base = DataConfig(
-            index=index,
-            loader=args.loader,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device="cpu",
-            read_device="cpu",
-            iterations_per_epoch=args.iterations,
-        )
-        cfg = dataclasses.replace(base, sampling=dataclasses.replace(base.sampling, strategy=args.strategy))
-        result = soak(cfg, args.iterations, args.every, min(args.warmup, args.iterations // 2))
+    index = args.index or str(prepare(SlideSetConfig(slides=2, side_px=4096)).index)
+    base = DataConfig(
+        index=index,
+        loader=args.loader,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device="cpu",
+        read_device="cpu",
+        iterations_per_epoch=args.iterations,
+    )
+    cfg = dataclasses.replace(base, sampling=dataclasses.replace(base.sampling, strategy=args.strategy))
+    result = soak(cfg, args.iterations, args.every, min(args.warmup, args.iterations // 2))
     print(
         f"{args.loader}/{args.strategy}: {args.iterations} iterations of {args.batch_size} in "
         f"{result['seconds']:.0f} s; RSS {result['rss_first_mib']:.1f} -> {result['rss_last_mib']:.1f} MiB "

@@ -1,6 +1,6 @@
 """Which JPEG decoder to use for batched region reads: nvImageCodec's backends beside DALI's own decoder.
 
-Run as ``python -m pipeline.slides.bench_gpu_decode [--batch N] [--repeats R]``. It writes one synthetic 4x-pyramid
+Run as ``python -m gapless.benchmarks.gpu_decode [--batch N] [--repeats R]``. It writes one synthetic 4x-pyramid
 slide, plans ``--batch`` 224 px tiles at the seven evaluation mpps, and times for each decoder the first call
 (start-up) and the median of ``--repeats`` calls: whole region reads (:class:`TiledJpegReader`: file reads, decode,
 assembly) and the decode alone. DALI's ``decoders.image(device="mixed")`` decodes the same tile streams as a
@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.slides.bench_reads import EVAL_MPPS
-from pipeline.slides.planning import plan_region
-from pipeline.slides.render import SlideSpec
-from pipeline.slides.slide import open_slide
-from pipeline.slides.synth import write_slide
-from pipeline.slides.tiled_decode import GPU_BACKENDS, RegionRequest, TiledJpegReader
-from pipeline.slides.tissue import tissue_mask_for_slide
+from gapless.pipeline.sampling.magnifications import EVAL_MPPS
+from gapless.pipeline.slides.planning import plan_region
+from gapless.pipeline.slides.slide import open_slide
+from gapless.pipeline.slides.tiled_decode import GPU_BACKENDS, RegionRequest, TiledJpegReader
+from gapless.pipeline.slides.tissue import tissue_mask_for_slide
+from gapless.pipeline.synth.render import SlideSpec
+from gapless.pipeline.synth.writer import write_slide
 
 
 def plan_requests(path: Path, n: int, seed: int = 0) -> list[RegionRequest]:

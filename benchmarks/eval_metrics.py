@@ -1,4 +1,4 @@
-"""Timings of the evaluation metrics on the CPU: ``python -m eval.bench_metrics``.
+"""Timings of the evaluation metrics on the CPU: ``python -m gapless.benchmarks.eval_metrics``.
 
 - RankMe on a 25,600 x 768 matrix (the paper's N; ViT-S's 2 x 384 embedding), both variants.
 - The k-NN sweep (k in {1, ..., 80}) and the linear-probe sweep (logistic regression over the C grid) on 20,000
@@ -13,17 +13,15 @@ fold by fold, with independent cold fits per C (the protocol; ``--warm`` for the
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 
 import numpy as np
 import torch
-
-from eval.config import LINEAR_CS, EvalConfig
-from eval.folds import assign_folds, fold_splits
-from eval.probes import fit_quietly, linear_model, run_probes, scores
-from eval.rankme import rankme
+from gapless.eval.config import LINEAR_CS, EvalConfig
+from gapless.eval.folds import assign_folds, fold_splits
+from gapless.eval.probes import fit_quietly, linear_model, linear_sweep, run_probes, scores
+from gapless.eval.rankme import rankme
 
 
 def embeddings(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,19 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     total = 0.0
     for split in fold_splits(folds)[: args.linear_folds]:
         tx, ty, vx, vy = x[split.train], labels[split.train], x[split.val], labels[split.val]
-        model = linear_model(1.0, 1000, args.seed, warm_start=args.warm)
-        fold_seconds, val, best = 0.0, {}, None
-        for c in sorted(LINEAR_CS):
-            model.set_params(C=c)
-            unconverged, seconds = timed(fit_quietly, model, tx, ty)
-            val[c] = scores(vy, model.predict(vx), args.classes)["balanced_accuracy"]
-            if best is None or val[c] > val[best.C]:
-                best = copy.deepcopy(model)
-            fold_seconds += seconds
+
+        def report(c: float, model, seconds: float, unconverged: int, val: float, fold: int = split.fold) -> None:
             note = " (hit max_iter)" if unconverged else ""
-            print(
-                f"  fold {split.fold} C={c:g}: {seconds:.2f} s, {int(model.n_iter_[0])} iterations{note}, val bal acc {val[c]:.3f}"
-            )
+            print(f"  fold {fold} C={c:g}: {seconds:.2f} s, {int(model.n_iter_[0])} iterations{note}, "
+                  f"val bal acc {val:.3f}")  # fmt: skip
+
+        cpu0, start = time.process_time(), time.perf_counter()
+        best, _, _ = linear_sweep(tx, ty, vx, vy, list(LINEAR_CS), args.classes, 1000, args.seed, args.warm, report)
+        CPU.append(time.process_time() - cpu0)
+        fold_seconds = time.perf_counter() - start
         refit = best if args.warm else linear_model(best.C, 1000, args.seed)
         _, seconds = timed(fit_quietly, refit, np.concatenate([tx, vx]), np.concatenate([ty, vy]))
         fold_seconds += seconds

@@ -1,8 +1,8 @@
-"""The multi-scale benchmark set file (HDF5): layout, writer and reader.
+"""The multi-scale evaluation set file (HDF5): layout, writer and reader.
 
 Layout of ``set.h5``::
 
-    attrs: format="gapless-bench-set", version, set_id (uuid), mpps, tile_px, classes (JSON), n_folds, seed
+    attrs: format="gapless-eval-set", version, set_id (uuid), mpps, tile_px, classes (JSON), n_folds, seed
     tiles/<mpp>   uint8 [N, tile_px, tile_px, 3], one chunk per tile, gzip   (e.g. tiles/0.375)
     labels        int64 [N]     class index into attrs["classes"]
     slides        str   [N]     slide (or region image) each region comes from
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from gapless.pipeline.sampling.magnifications import mpp_key
 
-from eval.config import mpp_key
-from gapless.cli import UserError
+from gapless.errors import InputError
 
-SET_FORMAT = "gapless-bench-set"
+SET_FORMAT = "gapless-eval-set"
+LEGACY_FORMATS = ("gapless-bench-set",)  # what sets written before the rename say; they read the same
 SET_VERSION = 1
 
 
@@ -88,7 +89,7 @@ class SetWriter:
 
 
 @dataclass
-class BenchSet:
+class EvalSet:
     """A loaded set's metadata; tiles stay on disk and are read in batches with :meth:`read_tiles`."""
 
     path: Path
@@ -105,24 +106,24 @@ class BenchSet:
         return len(self.labels)
 
     @classmethod
-    def load(cls, path: str | Path) -> BenchSet:
+    def load(cls, path: str | Path) -> EvalSet:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"{path}: benchmark set not found")
+            raise InputError(f"{path}: evaluation set not found")
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
-            raise UserError(f"{path}: not an HDF5 file ({exc})") from exc
+            raise InputError(f"{path}: not an HDF5 file ({exc})") from exc
         with f:
-            if f.attrs.get("format") != SET_FORMAT:
-                raise UserError(f"{path}: not a benchmark set (make one with `gapless bench-set`)")
+            if f.attrs.get("format") not in (SET_FORMAT, *LEGACY_FORMATS):
+                raise InputError(f"{path}: not a evaluation set (make one with `gapless eval-set`)")
             for name in ("labels", "folds", "patients", "slides"):
                 if name not in f:
-                    raise UserError(f"{path}: the set has no '{name}' (it cannot be evaluated; rebuild it)")
+                    raise InputError(f"{path}: the set has no '{name}' (it cannot be evaluated; rebuild it)")
             mpps = [float(m) for m in f.attrs["mpps"]]
             missing = [mpp_key(m) for m in mpps if f"tiles/{mpp_key(m)}" not in f]
             if missing:
-                raise UserError(f"{path}: tiles missing for mpp {', '.join(missing)}")
+                raise InputError(f"{path}: tiles missing for mpp {', '.join(missing)}")
             return cls(
                 path=path,
                 set_id=str(f.attrs["set_id"]),

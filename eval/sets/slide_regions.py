@@ -1,9 +1,9 @@
-"""Labelled regions sampled from slides for the benchmark set.
+"""Labelled regions sampled from slides for an evaluation set.
 
-Per slide, region centres are drawn on tissue with the slide's :class:`~pipeline.slides.TissueMask` so that the
+Per slide, region centres are drawn on tissue with the slide's :class:`~gapless.pipeline.slides.TissueMask` so that the
 *coarsest* footprint (``tile_px · max(mpps)`` microns square) is at least ``tissue_threshold`` tissue; regions of one
 slide do not overlap (a centre closer than one footprint to an earlier one is redrawn). Each region is read once from
-the finest level (level 0) at that footprint, and every tile is cut from it (:func:`eval.resize.multiscale_tiles`).
+the finest level (level 0) at that footprint, and every tile is cut from it (:func:`gapless.eval.sets.tiles.multiscale_tiles`).
 Slides without a label, whose finest level is coarser than the finest evaluation mpp, or that are too small for
 the coarsest footprint are skipped and counted; a slide that cannot be opened is skipped and counted too.
 """
@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gapless.eval.sets.regions import BuildStats, Region
+from gapless.eval.sets.tiles import crop_side
+from gapless.pipeline.slides.inputs import find_slides, label_row
+from gapless.pipeline.slides.planning import region_origin
 
-from eval.benchset import SLIDE_SUFFIXES, BuildStats, Region, lookup_label
-from eval.resize import crop_side
-from gapless.cli import UserError
+from gapless.errors import InputError
+from gapless.seeding import generator
 
 TRIES_PER_REGION = 20
 
@@ -28,32 +31,38 @@ def _slide_records(inputs: list[Path], labels: dict | None) -> list[tuple[str, s
 
     An index brings its labels, patients, mpps and tissue masks; ``--labels`` overrides its labels.
     """
-    from pipeline.slides import SlideIndex
+    from gapless.pipeline.slides import SlideIndex
 
     records = []
     for item in inputs:
         if item.suffix.lower() == ".h5":
             for rec in SlideIndex.load(item).records:
-                found = lookup_label(labels, rec.path) if labels else None
+                found = _label(labels, rec.path) if labels else None
                 label, patient = found or (rec.label, rec.patient)
                 records.append((str(rec.path), label, patient or Path(rec.path).name, rec.tissue_mask, rec.mpp))
         elif item.is_dir():
-            paths = sorted(p for p in item.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES)
+            paths = find_slides([item])
             if not paths:
-                raise UserError(f"{item}: no slides in this folder")
+                raise InputError(f"{item}: no slides in this folder")
             records.extend(_labelled(p, labels) for p in paths)
         elif item.is_file():
             records.append(_labelled(item, labels))
         else:
-            raise UserError(f"{item}: no such slide, folder or index")
+            raise InputError(f"{item}: no such slide, folder or index")
     return records
 
 
 def _labelled(path: Path, labels: dict | None) -> tuple[str, str, str, Any, float | None]:
     if labels is None:
-        raise UserError(f"{path}: slides need labels: pass --labels labels.csv (columns slide,label,patient)")
-    label, patient = lookup_label(labels, str(path)) or ("", "")
+        raise InputError(f"{path}: slides need labels: pass --labels labels.csv (columns slide,label,patient)")
+    label, patient = _label(labels, path) or ("", "")
     return str(path), label, patient, None, None
+
+
+def _label(labels: dict, path: str | Path) -> tuple[str, str] | None:
+    """(label, patient) of a slide from its labels row (the patient defaults to the row's slide name)."""
+    row = label_row(labels, path)
+    return (row["label"], row.get("patient") or row["slide"]) if row.get("label") else None
 
 
 def slide_regions(
@@ -68,7 +77,7 @@ def slide_regions(
     stats: BuildStats,
     progress=None,
 ) -> Iterator[Region]:
-    from pipeline.slides import open_slide, tissue_mask_for_slide
+    from gapless.pipeline.slides import open_slide, tissue_mask_for_slide
 
     records = _slide_records(inputs, labels)
     task = progress.add_task("regions", total=len(records) * regions_per_slide) if progress else None
@@ -79,7 +88,7 @@ def slide_regions(
             continue
         try:
             slide = open_slide(path, mpp=slide_mpp or indexed_mpp)
-        except UserError:
+        except InputError:
             stats.skipped["unreadable slide"] += 1
             continue
         with slide:
@@ -92,7 +101,7 @@ def slide_regions(
                 stats.skipped["slide smaller than the coarsest footprint"] += 1
                 continue
             mask = mask_getter() if mask_getter is not None else tissue_mask_for_slide(slide)
-            rng = np.random.default_rng([seed, i])
+            rng = generator(seed, i)
             for region in _sample(slide, base, mask, rng, side, side_um, tissue_threshold, regions_per_slide, stats):
                 yield Region(region[0], Path(path).name, patient, label, region[1], base.mpp)
                 if progress:
@@ -111,14 +120,12 @@ def _sample(slide, base, mask, rng, side: int, side_um: float, threshold: float,
         if centre is None:
             continue
         ds = base.downsample
-        # Clamp inside the level (in level pixels), like the training pipeline's region planning.
-        lx = int(min(max(round(centre[0] / ds - side / 2), 0), base.width - side))
-        ly = int(min(max(round(centre[1] / ds - side / 2), 0), base.height - side))
+        lx, ly = region_origin(centre, side, base)  # inside the level, as the training pipeline plans regions
         if any(abs(lx - x) < side and abs(ly - y) < side for x, y in corners):
             continue
         try:
             pixels = slide.read_region((round(lx * ds), round(ly * ds)), base.index, (side, side))
-        except UserError:
+        except InputError:
             stats.skipped["unreadable region"] += 1
             continue
         corners.append((lx, ly))

@@ -1,9 +1,7 @@
 """The layout of a synthetic slide in microns: tissue islands, glands, fat, stroma and nuclei.
 
-Classes differ at different scales, so that the magnification a model sees decides what it can tell apart:
-``regular`` and ``atypia`` share their architecture and differ only in nuclei (size, shape variation and
-open chromatin with nucleoli: visible at high magnification only); ``lobular`` has regular nuclei but its glands
-crowd into lobules separated by stroma and fat (visible at low magnification only). ``glass`` has no tissue.
+What each class looks like is in :mod:`gapless.pipeline.synth.styles`; the nuclei are placed by
+:mod:`gapless.pipeline.synth.nuclei`.
 """
 
 from __future__ import annotations
@@ -14,33 +12,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-
-@dataclass(frozen=True)
-class ClassStyle:
-    nucleus_um: float  # mean diameter of epithelial nuclei
-    pleomorphism: float  # relative spread of size and elongation
-    vesicular: bool  # open chromatin with a rim and a nucleolus
-    layout: str  # "scattered" glands, "lobular" clusters, or "none" (no tissue)
-
-
-CLASS_STYLES = {
-    "regular": ClassStyle(6.0, 0.08, False, "scattered"),
-    "atypia": ClassStyle(9.5, 0.25, True, "scattered"),
-    "lobular": ClassStyle(6.0, 0.08, False, "lobular"),
-    "glass": ClassStyle(6.0, 0.08, False, "none"),
-}
-EPITHELIUM_UM = 18.0
-GLAND_RADIUS_UM = (45.0, 110.0)
-GLAND_FRACTION = 0.22  # share of tissue area covered by glands
-
-
-@dataclass(frozen=True)
-class Template:
-    radius: int
-    dy: np.ndarray
-    dx: np.ndarray
-    value: np.ndarray
+from gapless.pipeline.synth.nuclei import make_templates, place_nuclei
+from gapless.pipeline.synth.styles import (
+    CLASS_STYLES,
+    EPITHELIUM_UM,
+    GLAND_FRACTION,
+    GLAND_RADIUS_UM,
+    ClassStyle,
+    Template,
+)
 
 
 @dataclass
@@ -150,8 +130,6 @@ def adipocyte_membranes(rng: np.random.Generator, shape: tuple[int, int], cell: 
 
 
 def build_scene(spec: Any, width: int, height: int, coarse: int, rng: np.random.Generator) -> Scene:
-    from pipeline.slides.nuclei import make_templates, place_nuclei
-
     style = CLASS_STYLES[spec.label]
     cell = coarse * spec.base_mpp
     shape = (math.ceil(height / coarse), math.ceil(width / coarse))

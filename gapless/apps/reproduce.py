@@ -9,8 +9,9 @@ dip at the others is the protocol's own and needs no pretraining.
 
 The verdict is a number with its fold spread, not an impression: per fold, the *gap* is the mean over the
 intermediate mpps of (mean of the two neighbouring mpps minus the value there); a strategy *dips* when the mean gap
-over folds is above ``MIN_GAP`` and above two standard errors. A continuous strategy *closes the gap* when DU dips
-and it does not. Trained strategies and their evaluations are kept in ``--out`` and reused on a rerun.
+over folds is above ``MIN_GAP`` and above two standard errors (:mod:`gapless.eval.gaps`). A continuous strategy
+*closes the gap* when DU dips and it does not. Trained strategies and their evaluations are kept in ``--out`` and
+reused on a rerun.
 """
 
 from __future__ import annotations
@@ -23,57 +24,29 @@ from pathlib import Path
 
 import numpy as np
 
-from gapless.demo import (
-    CONFIGS,
+from gapless.apps.experiment import (
+    REPRODUCE_STRATEGIES,
     Stages,
     load_experiment,
-    make_bench,
+    make_evalset,
     make_slides,
     markdown_table,
     pretrain,
     untrained_backbone,
 )
+from gapless.config import resolve_config_path
+from gapless.console import console, progress
+from gapless.errors import InputError
+from gapless.eval.gaps import MIN_GAP, dip_test, mean_se, significant
+from gapless.io import write_json, write_text
+from gapless.pipeline.sampling.config import CONTINUOUS
+from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key
 
-STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax")
-CONTINUOUS = ("cu", "maxavg", "minmax")
-INTERMEDIATE = ("0.375", "0.75", "1.5")
+INTERMEDIATE = tuple(mpp_key(m) for m in INTERMEDIATE_MPPS)
 NEAR_CHANCE = 0.1  # balanced accuracy this close to chance: the summary warns that the gaps mean little
-MIN_GAP = 0.01  # one balanced-accuracy point: smaller dips are not called dips, whatever the folds say
 
 
-def dip_test(per_mpp_folds: dict[str, list[float]], min_gap: float = MIN_GAP) -> dict:
-    """Gap of one strategy from per-fold values per mpp: per fold, mean, standard error, per mpp, and a verdict."""
-    mpps = sorted(per_mpp_folds, key=float)
-    values = np.array([per_mpp_folds[m] for m in mpps], dtype=np.float64)  # [mpps, folds]
-    drops = {}
-    for m in INTERMEDIATE:
-        if m in mpps and 0 < mpps.index(m) < len(mpps) - 1:
-            i = mpps.index(m)
-            drops[m] = (values[i - 1] + values[i + 1]) / 2 - values[i]  # per fold: the pairing removes fold difficulty
-    if not drops:
-        raise ValueError(f"no intermediate mpp ({', '.join(INTERMEDIATE)}) between two others in {mpps}")
-    per_fold = np.mean(list(drops.values()), axis=0)
-    gap, se = mean_se(per_fold)
-    return {
-        "gap": gap,
-        "se": se,
-        "folds": per_fold.tolist(),
-        "per_mpp": {m: float(d.mean()) for m, d in drops.items()},
-        "dips": significant(gap, se, min_gap),
-    }
-
-
-def mean_se(x: np.ndarray) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.inf
-
-
-def significant(mean: float, se: float, min_gap: float = MIN_GAP) -> bool:
-    """Above ``min_gap`` and above two standard errors."""
-    return bool(mean > min_gap and mean > 2 * se)
-
-
-def verdict(per_strategy: dict[str, dict[str, list[float]]], min_gap: float = MIN_GAP) -> dict:
+def strategy_verdict(per_strategy: dict[str, dict[str, list[float]]], min_gap: float = MIN_GAP) -> dict:
     """Does DU dip, and which continuous strategies close its gap? With numbers, and in words.
 
     A continuous strategy *closes the gap* when DU dips and DU's gap exceeds its gap, fold by fold, by more than
@@ -123,43 +96,26 @@ def fold_values(run: dict, probe: str) -> dict[str, list[float]]:
     return {m: s["folds"] for m, s in run["probes"][probe]["summary"]["balanced_accuracy"].items()}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "reproduce",
-        help="compare sampling strategies under one budget: per-mpp accuracy, gaps, verdict",
-        description="Train the same model with each sampling strategy on synthetic slides, evaluate each per mpp "
-        "over folds, and report whether DU dips at 0.375/0.75/1.5 mpp and whether continuous sampling closes it.",
-    )
-    p.add_argument("--budget", choices=("tiny", "small", "full"), default="tiny", help="configs/reproduce_<b>.yaml")
-    p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="output folder (default runs/reproduce)")
-    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, from " + ",".join(STRATEGIES))
-    p.add_argument("--fresh", action="store_true", help="delete this command's earlier outputs in --out first")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. pretrain.epochs=4 slides.count=21")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
+def run_reproduce(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from eval.evaluate import evaluate_features
-    from eval.features import FeatureFile, featurise_checkpoint
-    from eval.report import plot_gaps, plot_series, print_tables
-    from eval.setfile import BenchSet
-    from gapless.cli import UserError
-    from gapless.console import console, progress, write_json
+    from gapless.eval.evaluate import evaluate_features
+    from gapless.eval.features import FeatureFile, featurise_checkpoint
+    from gapless.eval.report import plot_gaps, plot_series, print_tables
+    from gapless.eval.sets.file import EvalSet
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = sorted(set(strategies) - set(STRATEGIES))
+    unknown = sorted(set(strategies) - set(REPRODUCE_STRATEGIES))
     if unknown or not strategies:
-        raise UserError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {STRATEGIES}")
-    cfg = load_experiment(CONFIGS / f"reproduce_{args.budget}.yaml", args.overrides)
+        raise InputError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {REPRODUCE_STRATEGIES}")
+    cfg = load_experiment(resolve_config_path(f"reproduce_{args.budget}"), args.overrides)
     out: Path = args.out
     stages = Stages(out, cfg, args.fresh, f"reproduce-{args.budget}")
     started = time.perf_counter()
     index = out / "slides" / "index.h5"
     stages.run("synthetic slides + index", lambda: make_slides(cfg.slides, out / "slides"))
-    stages.run("evaluation set", lambda: make_bench(cfg, index, out / "bench.h5"))
-    bench = BenchSet.load(out / "bench.h5")
+    stages.run("evaluation set", lambda: make_evalset(cfg, index, out / "evalset.h5"))
+    evalset = EvalSet.load(out / "evalset.h5")
     stages.run("untrained network", lambda: untrained_backbone(cfg.pretrain, out / "pretrain" / "init" / "backbone.pt"))
     for s in strategies:
         sampling = dataclasses.replace(cfg.pretrain.data.sampling, strategy=s)
@@ -170,24 +126,24 @@ def run(args: argparse.Namespace) -> int:
 
         def evaluation(s: str = s) -> None:
             with progress() as bar:
-                path = featurise_checkpoint(out / "pretrain" / s / "backbone.pt", bench, out / "features" / f"{s}.h5",
+                path = featurise_checkpoint(out / "pretrain" / s / "backbone.pt", evalset, out / "features" / f"{s}.h5",
                                             batch_size=cfg.eval.batch_size, device=cfg.eval.device, progress=bar)  # fmt: skip
-                result = evaluate_features(FeatureFile.load(path, bench), bench, cfg.eval, s, bar)
+                result = evaluate_features(FeatureFile.load(path, evalset), evalset, cfg.eval, s, bar)
             write_json(result, out / "results" / f"{s}.json")
 
         stages.run(f"evaluate {s}", evaluation)
         runs.append(json.loads((out / "results" / f"{s}.json").read_text()))
     print_tables(runs, console)
     plots = [str(p) for p in plot_series(runs, out / "plots")] + [str(plot_gaps(runs, out / "plots"))]
-    verdicts = {probe: verdict({r["name"]: fold_values(r, probe) for r in runs}) for probe in cfg.eval.probes}
+    verdicts = {probe: strategy_verdict({r["name"]: fold_values(r, probe) for r in runs}) for probe in cfg.eval.probes}
     result = {
         "budget": args.budget,
         "config": str(out / "config.yaml"),
         "strategies": strategies,
         "fixed_mpp": cfg.pretrain.data.sampling.fixed_mpp,
-        "regions": len(bench),
-        "chance": 1.0 / len(bench.classes),
-        "folds": int(len(np.unique(bench.folds))),
+        "regions": len(evalset),
+        "chance": 1.0 / len(evalset.classes),
+        "folds": int(len(np.unique(evalset.folds))),
         "verdict": verdicts,
         "balanced_accuracy": {
             p: {r["name"]: r["probes"][p]["summary"]["balanced_accuracy"] for r in runs} for p in cfg.eval.probes
@@ -198,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "plots": plots,
     }
     write_json(result, out / "reproduce.json")
-    (out / "SUMMARY.md").write_text(summary_markdown(cfg, result))
+    write_text(summary_markdown(cfg, result), out / "SUMMARY.md")
     for probe, v in verdicts.items():
         console.print(f"[bold]{probe} probe:[/] " + " ".join(v["text"]))
     console.print(f"results in {out}/: SUMMARY.md, reproduce.json, plots/ (figure: {result['figure']})")

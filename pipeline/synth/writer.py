@@ -16,8 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from pipeline.slides.render import Renderer, SlideSpec, he_texture
+from gapless.pipeline.synth.render import Renderer, SlideSpec, he_texture
 
 TILE = 256
 CLASSES = ("regular", "atypia", "lobular")

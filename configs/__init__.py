@@ -1,0 +1,1 @@
+"""The shipped YAML configurations (package data: ``importlib.resources.files("gapless.configs")``)."""

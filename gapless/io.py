@@ -1,0 +1,77 @@
+"""Writing outputs safely: every file gapless writes goes to a temporary name beside it and is renamed when complete.
+
+A reader therefore never sees half a file, a crash leaves the previous version in place, and a failed write
+removes its temporary file. A write that fails for want of space or permission is an :class:`InputError` naming
+the path (one line, not a traceback).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gapless.errors import InputError
+
+# errno values that mean "this place cannot take the file", as opposed to a bug in the writer.
+_PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+def temporary_path(path: Path) -> Path:
+    """The name ``path`` is written under before it is renamed: beside it, so the rename is atomic."""
+    return path.with_name(path.name + ".tmp")
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """``with atomic_output(p) as tmp: write(tmp)``: ``tmp`` becomes ``p`` when the block ends without error.
+
+    On any error the temporary file is removed; out of space, no permission or a read-only place become an
+    :class:`InputError` naming ``path``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path.parent}: cannot create the output folder ({exc.strerror or exc})") from exc
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        raise
+
+
+def _jsonable(v: Any) -> Any:
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    """Write ``data`` as indented JSON (numpy values converted), write-then-rename."""
+    text = json.dumps(data, indent=2, default=_jsonable)
+    return write_text(text, path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path``, write-then-rename."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+    return path
