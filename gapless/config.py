@@ -80,31 +80,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         item_tp = args[0] if args else Any
         items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if tp is Path:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{key}: expected a path, got {value!r}")
-        return Path(value)
+    if tp in _SCALARS or origin is dict or tp is dict:
+        accepted, convert, expected = _SCALARS[dict if origin is dict else tp]
+        if not accepted(value):
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+        return convert(value)
     return value
+
+
+# Scalar annotations: (accepts the value, converts it losslessly, what was expected, for the error).
+_SCALARS: dict[Any, tuple[Any, Any, str]] = {
+    dict: (lambda v: isinstance(v, dict), dict, "a mapping"),
+    bool: (lambda v: isinstance(v, bool), bool, "true/false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), float, "a number"),
+    str: (lambda v: isinstance(v, str), str, "a string"),
+    Path: (lambda v: isinstance(v, (str, Path)), Path, "a path"),
+}
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

@@ -25,17 +25,16 @@ from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.resize import resize_square
-from gapless.pipeline.source import TileSource
+from gapless.pipeline.source import Shard, TileSource
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 
 class BaselineDataset(IterableDataset):
     """An endless stream of collated multi-crop batches for one rank, split across DataLoader workers."""
 
-    def __init__(self, cfg: DataConfig, source: TileSource, rank: int, world_size: int, start_iteration: int):
+    def __init__(self, cfg: DataConfig, source: TileSource, shard: Shard):
         super().__init__()
-        self.cfg, self.source = cfg, source
-        self.rank, self.world_size, self.start = rank, world_size, int(start_iteration)
+        self.cfg, self.source, self.shard = cfg, source, shard
         self.multicrop = MultiCrop(cfg.augment)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -47,7 +46,7 @@ class BaselineDataset(IterableDataset):
             # One thread each: parallelism comes from the workers themselves (no oversubscription).
             cv2.setNumThreads(0)
             torch.set_num_threads(1)
-        b = self.start + worker
+        b = self.shard.start + worker
         try:
             while True:
                 yield self.make_batch(b, shared=info is not None)
@@ -73,8 +72,7 @@ class BaselineDataset(IterableDataset):
         globals_ = crops["global_crops"].numpy().reshape(aug.global_crops, B, 3, aug.global_size, aug.global_size)
         locals_ = crops["local_crops"].numpy().reshape(aug.local_crops, B, 3, aug.local_size, aug.local_size)
         meta = np.zeros((4, B), dtype=np.float64)  # mpp, level, retries, skipped
-        for k in range(B):
-            g = TileSource.global_index(b * B + k, self.rank, self.world_size)
+        for k, g in enumerate(self.shard.batch(b, B)):
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
             views_g, views_l = self.multicrop.apply(base, sample_params(aug, self.source.seed, g, cfg.tile_px))
@@ -124,14 +122,12 @@ class BaselineLoader(TrainLoader):
         self,
         cfg: DataConfig,
         source: TileSource,
-        rank: int = 0,
-        world_size: int = 1,
-        start_iteration: int = 0,
+        shard: Shard,
         skipped_slides: int = 0,
     ) -> None:
         super().__init__(cfg, skipped_slides)
         self._it: Any = None  # close() after a failed start finds nothing to stop
-        dataset = BaselineDataset(cfg, source, rank, world_size, start_iteration)
+        dataset = BaselineDataset(cfg, source, shard)
         workers = max(0, cfg.workers)
         self.dataloader = DataLoader(
             dataset,

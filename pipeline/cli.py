@@ -42,9 +42,8 @@ def run_tiles(args: argparse.Namespace) -> int:
     from gapless.console import console
     from gapless.io import write_json
 
-    tiles, records = slide_tiles(
-        args.slide, args.mpp, args.n, args.seed, args.tile_px, args.tissue_threshold, args.slide_mpp
-    )
+    tiles, records = slide_tiles(args.slide, args.mpp, args.n, args.seed, tile_px=args.tile_px,
+                                 tissue_threshold=args.tissue_threshold, slide_mpp=args.slide_mpp)  # fmt: skip
     captions = [f"L{r['level']} {r['read_size']}px" if "level" in r else "skipped" for r in records]
     sheet = contact_sheet(tiles, captions)
     args.out.parent.mkdir(parents=True, exist_ok=True)

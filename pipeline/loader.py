@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gapless.pipeline.config import DataConfig
-from gapless.pipeline.source import SlideEntry, TileSource
+from gapless.pipeline.source import Shard, SlideEntry, TileSource
 
 from gapless.devices import cuda_available
 from gapless.errors import ConfigError, InputError
@@ -101,18 +101,17 @@ def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
 
 def build_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1, start_iteration: int = 0) -> Any:
     """The loader of ``rank`` (of ``world_size``) starting at iteration ``start_iteration`` (see module doc)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    shard = Shard(rank, world_size, start_iteration)
     if cfg.loader == "synthetic":
         from gapless.pipeline.synthetic import SyntheticLoader
 
-        return SyntheticLoader(cfg, rank, world_size, start_iteration)
+        return SyntheticLoader(cfg, shard)
     source, skipped = build_source(cfg)
     if cfg.loader == "baseline":
         from gapless.pipeline.baseline import BaselineLoader
 
-        return BaselineLoader(cfg, source, rank, world_size, start_iteration, skipped_slides=skipped)
+        return BaselineLoader(cfg, source, shard, skipped_slides=skipped)
     from gapless.pipeline.dali.loader import DaliLoader
 
     device, read_device = resolve_devices(cfg)
-    return DaliLoader(cfg, source, rank, world_size, start_iteration, device, read_device, skipped_slides=skipped)
+    return DaliLoader(cfg, source, shard, device, read_device, skipped_slides=skipped)

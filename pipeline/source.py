@@ -41,6 +41,35 @@ _STREAM_ATTEMPT = 0x6C6F63
 
 
 @dataclass(frozen=True)
+class Shard:
+    """The part of the sample stream one loader makes: rank ``rank`` of ``world_size``, from iteration ``start``.
+
+    Sample ``i`` of the rank is the global sample ``g = i·world_size + rank`` (ranks own disjoint residues), and
+    batch ``b`` (an absolute iteration, counted from the run's start, not from ``start``) holds the rank's samples
+    ``b·B .. b·B + B - 1``.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+        if self.start < 0:
+            raise ValueError(f"start iteration must be >= 0, got {self.start}")
+
+    def global_index(self, i: int) -> int:
+        """Sample ``i`` of this rank -> its global sample index."""
+        return int(i) * self.world_size + self.rank
+
+    def batch(self, iteration: int, batch_size: int) -> list[int]:
+        """Global indices of the samples of batch ``iteration``."""
+        first = int(iteration) * batch_size
+        return [self.global_index(first + b) for b in range(batch_size)]
+
+
+@dataclass(frozen=True)
 class SlideEntry:
     """What the source needs of one slide of the index."""
 
@@ -128,11 +157,6 @@ class TileSource:
             self._cache.close()
             self._cache = None
 
-    @staticmethod
-    def global_index(i: int, rank: int, world_size: int) -> int:
-        """Sample ``i`` of ``rank`` -> global sample index; ranks own disjoint residues modulo ``world_size``."""
-        return int(i) * int(world_size) + int(rank)
-
     def _rng(self, stream: int, g: int, attempt: int = 0) -> np.random.Generator:
         return generator(self.seed, stream, g, attempt)
 
@@ -197,18 +221,16 @@ class TileSource:
 class SampleCallback:
     """Per-sample callback for DALI's parallel external source (``batch=False``): stateless and picklable.
 
-    Sample ``idx_in_epoch`` of the DALI stream is sample ``offset + idx_in_epoch`` of this rank (``offset`` is
-    ``start_iteration · batch_size``). The loader never ends a DALI epoch (it counts its own iterations), so
+    Sample ``idx_in_epoch`` of the DALI stream is sample ``shard.start · batch_size + idx_in_epoch`` of the shard's
+    rank. The loader never ends a DALI epoch (it counts its own iterations), so
     ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC), target mpp (float32),
     level (int32), retries (int32), skipped (int32), each metadata a 1-element array; with ``augment``, also the
     sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`pipeline.augparams.sample_params`),
     drawn here so that they travel with the sample from whichever worker made it.
     """
 
-    def __init__(
-        self, source: TileSource, rank: int, world_size: int, offset: int, augment: AugmentConfig | None = None
-    ) -> None:
-        self.source, self.rank, self.world_size, self.offset = source, rank, world_size, int(offset)
+    def __init__(self, source: TileSource, shard: Shard, batch_size: int, augment: AugmentConfig | None = None) -> None:
+        self.source, self.shard, self.offset = source, shard, shard.start * int(batch_size)
         self.augment = augment
 
     @property
@@ -216,8 +238,7 @@ class SampleCallback:
         return 5 if self.augment is None else 6
 
     def __call__(self, sample_info: Any) -> tuple[np.ndarray, ...]:
-        i = self.offset + int(sample_info.idx_in_epoch)
-        g = TileSource.global_index(i, self.rank, self.world_size)
+        g = self.shard.global_index(self.offset + int(sample_info.idx_in_epoch))
         outputs = tile_outputs(self.source.read(g))
         if self.augment is None:
             return outputs

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader_base import TrainLoader
+from gapless.pipeline.source import Shard
 
 from gapless.devices import torch_device
 from gapless.seeding import derived_seed
@@ -23,15 +24,13 @@ class SyntheticLoader(TrainLoader):
     def __init__(
         self,
         cfg: DataConfig,
-        rank: int = 0,
-        world_size: int = 1,
-        start_iteration: int = 0,
+        shard: Shard | None = None,
         device: torch.device | None = None,
         pool: int = 32,
     ) -> None:
         super().__init__(cfg, device=device or torch_device("cpu" if cfg.device == "cpu" else "auto"))
-        self.rank, self.world_size = rank, world_size
-        self.iteration = start_iteration
+        self.shard = shard or Shard()
+        self.iteration = self.shard.start
         self.yielded = 0
         a = cfg.augment
         # The pool is the same on every rank (one "dataset"); which images a rank draws depends on the rank.
@@ -50,7 +49,7 @@ class SyntheticLoader(TrainLoader):
     def batch(self, iteration: int) -> dict[str, torch.Tensor]:
         """Batch ``iteration`` of this rank."""
         cfg, a, B, device = self.cfg, self.cfg.augment, self.cfg.batch_size, self.out_device
-        gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, self.rank, iteration))
+        gen = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, self.shard.rank, iteration))
 
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(*shape, generator=gen, device=device)

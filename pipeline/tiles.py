@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from gapless.pipeline.config import DataConfig
-from gapless.pipeline.source import SlideEntry, TileSource
+from gapless.pipeline.source import Shard, SlideEntry, TileSource
 
 
 class EvalTiles:
@@ -30,20 +30,16 @@ class EvalTiles:
         self,
         cfg: DataConfig,
         source: TileSource,
-        rank: int = 0,
-        world_size: int = 1,
-        start_iteration: int = 0,
+        shard: Shard | None = None,
         device: str = "cpu",
         read_device: str = "cpu",
         normalized: bool = False,
     ) -> None:
         from gapless.pipeline.dali.loader import build_dali_pipeline
 
-        self.cfg, self.source = cfg, source
-        self.rank, self.world_size, self.start = rank, world_size, int(start_iteration)
-        self.pipe = build_dali_pipeline(
-            cfg, source, rank, world_size, start_iteration, device, read_device, evaluation=True, normalized=normalized
-        )
+        self.cfg, self.source, self.shard = cfg, source, shard or Shard()
+        self.pipe = build_dali_pipeline(cfg, source, self.shard, device, read_device, evaluation=True,
+                                        normalized=normalized)  # fmt: skip
         self.pipe.build()
         self.iteration = 0
 
@@ -58,9 +54,7 @@ class EvalTiles:
             name: np.array(out.as_tensor()).reshape(-1)
             for name, out in zip(("mpp", "level", "retries", "skipped"), host[1:])
         }
-        B = self.cfg.batch_size
-        first = (self.start + self.iteration) * B
-        meta["index"] = np.array([TileSource.global_index(first + b, self.rank, self.world_size) for b in range(B)])
+        meta["index"] = np.array(self.shard.batch(self.shard.start + self.iteration, self.cfg.batch_size))
         self.iteration += 1
         return tiles, meta
 
@@ -97,19 +91,15 @@ def slide_source(
 
 
 def slide_tiles(
-    path: str | Path,
-    mpp: float,
-    n: int,
-    seed: int = 0,
-    tile_px: int = 224,
-    tissue_threshold: float = 0.5,
-    slide_mpp: float | None = None,
-    batch_size: int = 8,
+    path: str | Path, mpp: float, n: int, seed: int = 0, batch_size: int = 8, **options: Any
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """``n`` tiles (uint8 [n, tile_px, tile_px, 3]) of one slide at target ``mpp``, and what each was read from."""
-    source = slide_source(path, mpp, seed, tile_px, tissue_threshold, slide_mpp)
+    """``n`` tiles (uint8 [n, tile_px, tile_px, 3]) of one slide at target ``mpp``, and what each was read from.
+
+    ``options``: ``tile_px``, ``tissue_threshold`` and ``slide_mpp`` of :func:`slide_source`.
+    """
+    source = slide_source(path, mpp, seed, **options)
     batch_size = max(1, min(batch_size, n))
-    cfg = dataclasses.replace(DataConfig(), tile_px=tile_px, batch_size=batch_size, workers=0, seed=seed)
+    cfg = dataclasses.replace(DataConfig(), tile_px=source.tile_px, batch_size=batch_size, workers=0, seed=seed)
     tiles, records = [], []
     with EvalTiles(cfg, source) as maker:
         for _ in range(math.ceil(n / batch_size)):

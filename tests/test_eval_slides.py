@@ -54,9 +54,7 @@ def test_set_from_an_index_uses_its_labels_and_masks(slides, tmp_path: Path) -> 
     assert main(["index", str(slides.paths[0].parent), "--labels", str(slides.labels_csv), "--out", str(index)]) == 0
     out = tmp_path / "set.h5"
     assert (
-        main(
-            ["eval-set", str(index), "--out", str(out), "--tile-px", "32", "--regions-per-slide", "2", "--folds", "3"]
-        )
+        main(["eval-set", str(index), "--out", str(out), "--tile-px", "32", "--regions-per-slide", "2", "--folds", "3"])
         == 0
     )
     evalset = EvalSet.load(out)

@@ -14,6 +14,7 @@ from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
+from gapless.pipeline.source import Shard
 from gapless.pipeline.tiles import EvalTiles
 from scipy import stats
 
@@ -124,8 +125,8 @@ def test_dali_and_baseline_make_the_same_augmented_views(dali_batches, baseline_
 def test_ranks_see_different_tiles(synthetic_slides) -> None:
     cfg = _cfg(synthetic_slides.index)
     source, _ = build_source(cfg)
-    a = EvalTiles(cfg, source, rank=0, world_size=2).next_batch()[1]
-    b = EvalTiles(cfg, source, rank=1, world_size=2).next_batch()[1]
+    a = EvalTiles(cfg, source, Shard(rank=0, world_size=2)).next_batch()[1]
+    b = EvalTiles(cfg, source, Shard(rank=1, world_size=2)).next_batch()[1]
     assert set(a["index"]).isdisjoint(b["index"])
     assert not np.array_equal(a["mpp"], b["mpp"])
 

@@ -13,7 +13,7 @@ import pytest
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
 from gapless.pipeline.loader import build_loader, build_source
-from gapless.pipeline.source import SampleCallback
+from gapless.pipeline.source import SampleCallback, Shard
 from gapless.pipeline.tiles import EvalTiles
 
 B = 4
@@ -35,13 +35,14 @@ class _Info:
 def test_gpu_reader_reads_the_samples_the_cpu_callback_reads(synthetic_slides) -> None:
     cfg = _cfg(synthetic_slides.index)
     source, _ = build_source(cfg)
-    reader = GpuBatchReader(source, B, rank=1, world_size=3, offset=2 * B)
-    callback = SampleCallback(source, rank=1, world_size=3, offset=2 * B)
+    shard = Shard(rank=1, world_size=3, start=2)
+    reader = GpuBatchReader(source, B, shard)
+    callback = SampleCallback(source, shard, B)
     for iteration in range(3):
-        expected = [callback.source.global_index(callback.offset + iteration * B + b, 1, 3) for b in range(B)]
+        expected = [shard.global_index(callback.offset + iteration * B + b) for b in range(B)]
         assert reader.sample_indices(iteration) == expected
     # The GPU path's host-side parameters are those the CPU callback delivers with the same samples.
-    augmented = SampleCallback(source, rank=1, world_size=3, offset=2 * B, augment=cfg.augment)
+    augmented = SampleCallback(source, shard, B, augment=cfg.augment)
     params = BatchParams(reader, cfg.augment)(1)
     assert all(np.array_equal(params[b], augmented(_Info(B + b))[5]) for b in range(B))
 
@@ -51,8 +52,9 @@ def test_gpu_reader_cpu_twin_delivers_what_the_cpu_callback_delivers(synthetic_s
     """The GPU reader's columns, made on the host (NumPy, nvImageCodec's CPU decoder), against the CPU path."""
     cfg = _cfg(synthetic_slides.index)
     source, _ = build_source(cfg)
-    reader = GpuBatchReader(source, B, rank=0, world_size=2, offset=B, batched=batched, planners=0, device="cpu")
-    callback = SampleCallback(source, rank=0, world_size=2, offset=B)
+    shard = Shard(rank=0, world_size=2, start=1)
+    reader = GpuBatchReader(source, B, shard, batched=batched, planners=0, device="cpu")
+    callback = SampleCallback(source, shard, B)
     for iteration in range(2):
         columns = reader(iteration)
         assert [len(c) for c in columns] == [B] * 5

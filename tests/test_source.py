@@ -11,7 +11,7 @@ from gapless.pipeline.augparams import N_PARAMS, sample_params
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
-from gapless.pipeline.source import SampleCallback, SlideEntry, TileSource
+from gapless.pipeline.source import SampleCallback, Shard, SlideEntry, TileSource
 from scipy import stats
 
 
@@ -42,29 +42,29 @@ def test_same_seed_same_tiles_and_other_seed_other_tiles(source: TileSource) -> 
 
 def test_ranks_own_disjoint_samples_that_cover_the_stream() -> None:
     world = 4
-    owned = [{TileSource.global_index(i, r, world) for i in range(100)} for r in range(world)]
+    owned = [{Shard(r, world).global_index(i) for i in range(100)} for r in range(world)]
     assert sum(len(s) for s in owned) == 400 and set().union(*owned) == set(range(400))
 
 
 def test_callback_is_resumable_and_rank_aware(source: TileSource) -> None:
     B, k = 4, 3
-    run = SampleCallback(source, rank=1, world_size=2, offset=0)
-    resumed = SampleCallback(source, rank=1, world_size=2, offset=k * B)
+    run = SampleCallback(source, Shard(rank=1, world_size=2), B)
+    resumed = SampleCallback(source, Shard(rank=1, world_size=2, start=k), B)
     for j in range(B):
         full, res = run(_Info(k * B + j)), resumed(_Info(j))
         assert all(np.array_equal(x, y) for x, y in zip(full, res))
-    rank0 = SampleCallback(source, rank=0, world_size=2, offset=0)
+    rank0 = SampleCallback(source, Shard(rank=0, world_size=2), B)
     assert not np.array_equal(rank0(_Info(0))[0], run(_Info(0))[0])
 
 
 def test_callback_delivers_each_samples_augmentation_parameters(source: TileSource) -> None:
     aug = AugmentConfig(local_crops=2)
-    run = SampleCallback(source, rank=1, world_size=2, offset=0, augment=aug)
-    resumed = SampleCallback(source, rank=1, world_size=2, offset=4, augment=aug)
-    assert run.num_outputs == 6 and SampleCallback(source, 0, 1, 0).num_outputs == 5
+    run = SampleCallback(source, Shard(rank=1, world_size=2), 4, augment=aug)
+    resumed = SampleCallback(source, Shard(rank=1, world_size=2, start=1), 4, augment=aug)
+    assert run.num_outputs == 6 and SampleCallback(source, Shard(), 4).num_outputs == 5
     outputs = run(_Info(5))
     assert len(outputs) == 6 and outputs[5].shape == (4, N_PARAMS) and outputs[5].dtype == np.float32
-    g = TileSource.global_index(5, rank=1, world_size=2)
+    g = Shard(rank=1, world_size=2).global_index(5)
     assert np.array_equal(outputs[5], sample_params(aug, source.seed, g, source.tile_px))
     assert np.array_equal(resumed(_Info(1))[5], outputs[5])  # resumed: same sample, same views
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gapless.pipeline.loader import build_loader
+from gapless.pipeline.source import Shard
 from gapless.pipeline.synthetic import SyntheticLoader
 from gapless.train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
 from gapless.train.config import PretrainConfig
@@ -45,12 +46,12 @@ def test_synthetic_loader_contract() -> None:
     assert b["global_crops"].shape == (2 * 8, 3, 64, 64) and b["global_crops"].dtype == torch.float32
     assert b["local_crops"].shape == (4 * 8, 3, 32, 32)
     assert b["mpp"].shape == (8,) and b["level"].dtype == torch.long
-    again = SyntheticLoader(cfg.data, rank=0, world_size=2, start_iteration=1)
+    again = SyntheticLoader(cfg.data, Shard(rank=0, world_size=2, start=1))
     assert torch.equal(next(iter(again))["global_crops"], batches[1]["global_crops"])  # deterministic position
-    other_rank = SyntheticLoader(cfg.data, rank=1, world_size=2)
+    other_rank = SyntheticLoader(cfg.data, Shard(rank=1, world_size=2))
     assert not torch.equal(next(iter(other_rank))["global_crops"], b["global_crops"])
     assert loader.stats()["batches"] == 6 and loader.stats()["skipped_tiles"] == 0
-    resumed = SyntheticLoader(cfg.data, start_iteration=2)
+    resumed = SyntheticLoader(cfg.data, Shard(start=2))
     assert len(list(resumed)) == 3 and resumed.iteration == 5  # every epoch has iterations_per_epoch batches
 
 

@@ -24,16 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapless.apps.experiment import (
-    REPRODUCE_STRATEGIES,
-    Stages,
-    load_experiment,
-    make_evalset,
-    make_slides,
-    markdown_table,
-    pretrain,
-    untrained_backbone,
-)
+from gapless.apps import experiment as xp
 from gapless.config import resolve_config_path
 from gapless.console import console, progress
 from gapless.errors import InputError
@@ -105,22 +96,26 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from gapless.eval.sets.file import EvalSet
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = sorted(set(strategies) - set(REPRODUCE_STRATEGIES))
+    unknown = sorted(set(strategies) - set(xp.REPRODUCE_STRATEGIES))
     if unknown or not strategies:
-        raise InputError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {REPRODUCE_STRATEGIES}")
-    cfg = load_experiment(resolve_config_path(f"reproduce_{args.budget}"), args.overrides)
+        raise InputError(
+            f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {xp.REPRODUCE_STRATEGIES}"
+        )
+    cfg = xp.load_experiment(resolve_config_path(f"reproduce_{args.budget}"), args.overrides)
     out: Path = args.out
-    stages = Stages(out, cfg, args.fresh, f"reproduce-{args.budget}")
+    stages = xp.Stages(out, cfg, args.fresh, f"reproduce-{args.budget}")
     started = time.perf_counter()
     index = out / "slides" / "index.h5"
-    stages.run("synthetic slides + index", lambda: make_slides(cfg.slides, out / "slides"))
-    stages.run("evaluation set", lambda: make_evalset(cfg, index, out / "evalset.h5"))
+    stages.run("synthetic slides + index", lambda: xp.make_slides(cfg.slides, out / "slides"))
+    stages.run("evaluation set", lambda: xp.make_evalset(cfg, index, out / "evalset.h5"))
     evalset = EvalSet.load(out / "evalset.h5")
-    stages.run("untrained network", lambda: untrained_backbone(cfg.pretrain, out / "pretrain" / "init" / "backbone.pt"))
+    stages.run(
+        "untrained network", lambda: xp.untrained_backbone(cfg.pretrain, out / "pretrain" / "init" / "backbone.pt")
+    )
     for s in strategies:
         sampling = dataclasses.replace(cfg.pretrain.data.sampling, strategy=s)
         train_cfg = dataclasses.replace(cfg.pretrain, data=dataclasses.replace(cfg.pretrain.data, sampling=sampling))
-        stages.run(f"train {s}", lambda c=train_cfg, s=s: pretrain(c, index, out / "pretrain" / s))
+        stages.run(f"train {s}", lambda c=train_cfg, s=s: xp.pretrain(c, index, out / "pretrain" / s))
     runs = []
     for s in ["init", *strategies]:
 
@@ -185,12 +180,12 @@ def summary_markdown(cfg, result: dict) -> str:
             )
         mpps = sorted(next(iter(table.values())), key=float)
         rows = [[s, *(f"{t[m]['mean']:.3f} ± {t[m]['std']:.3f}" for m in mpps)] for s, t in table.items()]
-        parts.append("Balanced accuracy (mean ± std over folds):\n\n" + markdown_table(["strategy", *mpps], rows))
+        parts.append("Balanced accuracy (mean ± std over folds):\n\n" + xp.markdown_table(["strategy", *mpps], rows))
         gap_rows = [[s, *(f"{100 * t['per_mpp'].get(m, math.nan):+.1f}" for m in INTERMEDIATE),
                      f"{100 * t['gap']:+.1f} ± {100 * t['se']:.1f}", "yes" if t["dips"] else "no"]
                     for s, t in v["strategies"].items()]  # fmt: skip
         header = ["strategy", *(f"gap {m}" for m in INTERMEDIATE), "mean ± SE", "dips"]
-        parts.append("Gaps in balanced-accuracy points (positive = dip):\n\n" + markdown_table(header, gap_rows))
+        parts.append("Gaps in balanced-accuracy points (positive = dip):\n\n" + xp.markdown_table(header, gap_rows))
     rows = [[n, f"{s:.1f}"] for n, s in result["stages_s"].items()]
-    parts.append("## Time per stage (seconds, when each ran)\n\n" + markdown_table(["stage", "seconds"], rows))
+    parts.append("## Time per stage (seconds, when each ran)\n\n" + xp.markdown_table(["stage", "seconds"], rows))
     return "\n\n".join(parts) + "\n"

@@ -17,29 +17,27 @@ from typing import Any
 import numpy as np
 from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import AugmentConfig
-from gapless.pipeline.source import TileSource
+from gapless.pipeline.source import Shard, TileSource
 
 
 class GpuBatchReader:
     """``reader(iteration) -> (regions, mpp, level, retries, skipped)``, each a list of ``batch_size`` CuPy arrays.
 
-    Iteration ``j`` of the DALI stream holds samples ``offset + j·B + b`` of this rank (``b < B``), the same
-    samples the CPU per-sample callback produces, so the two read paths make the same tiles.
+    Iteration ``j`` of the DALI stream is batch ``shard.start + j`` of the shard, the same samples the CPU
+    per-sample callback produces, so the two read paths make the same tiles.
     """
 
     def __init__(
         self,
         source: TileSource,
         batch_size: int,
-        rank: int,
-        world_size: int,
-        offset: int,
+        shard: Shard,
         batched: bool = True,
         planners: int = 0,
         device: str = "cuda",
     ) -> None:
         self.source, self.batch_size = source, int(batch_size)
-        self.rank, self.world_size, self.offset = rank, world_size, int(offset)
+        self.shard = shard
         # batched: the batch's JPEG tiles decoded in one nvImageCodec call; else cuCIM reads region by region.
         self.batched = bool(batched)
         self.planners = int(planners)  # processes planning the next batches while this one decodes
@@ -48,8 +46,7 @@ class GpuBatchReader:
         self._prefetcher: Any = None
 
     def sample_indices(self, iteration: int) -> list[int]:
-        first = self.offset + int(iteration) * self.batch_size
-        return [TileSource.global_index(first + b, self.rank, self.world_size) for b in range(self.batch_size)]
+        return self.shard.batch(self.shard.start + int(iteration), self.batch_size)
 
     def __call__(self, iteration: int) -> tuple[list[Any], ...]:
         from gapless.pipeline.slides.tiled_decode import array_module

@@ -14,34 +14,28 @@ from gapless.pipeline.config import DataConfig
 from gapless.pipeline.dali import pipelines
 from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
 from gapless.pipeline.loader_base import TrainLoader
-from gapless.pipeline.source import SampleCallback, TileSource
+from gapless.pipeline.source import SampleCallback, Shard, TileSource
 
 
 def build_dali_pipeline(
     cfg: DataConfig,
     source: TileSource,
-    rank: int,
-    world_size: int,
-    start_iteration: int,
+    shard: Shard,
     device: str,
     read_device: str,
     evaluation: bool = False,
     normalized: bool = True,
     seed: int | None = None,
 ) -> Any:
-    """Build (not run) the training or evaluation pipeline of ``rank`` starting at ``start_iteration``."""
-    offset = int(start_iteration) * cfg.batch_size
-    batched_gpu = read_device == "cuda"
-    augment = None if evaluation else cfg.augment  # training delivers each sample's augmentation parameters
-    params_source = None
-    if batched_gpu:
+    """Build (not run) the training or evaluation pipeline of a shard of the sample stream."""
+    gpu_reads = read_device == "cuda"
+    if gpu_reads:
         batched = cfg.gpu_decode == "batched"
-        callback: Any = GpuBatchReader(source, cfg.batch_size, rank, world_size, offset, batched=batched,
-                                       planners=cfg.workers)  # fmt: skip
-        params_source = None if evaluation else BatchParams(callback, cfg.augment)
-    else:
-        callback = SampleCallback(source, rank, world_size, offset, augment)
-    parallel = not batched_gpu and cfg.workers > 0
+        callback: Any = GpuBatchReader(source, cfg.batch_size, shard, batched=batched, planners=cfg.workers)
+        params = None if evaluation else BatchParams(callback, cfg.augment)
+    else:  # training: each sample's augmentation parameters travel with it from the worker that read it
+        callback, params = SampleCallback(source, shard, cfg.batch_size, None if evaluation else cfg.augment), None
+    reads = pipelines.RegionReads(callback, gpu_reads, not gpu_reads and cfg.workers > 0, cfg.prefetch, params)
     common = dict(
         batch_size=cfg.batch_size,
         num_threads=max(1, cfg.workers),
@@ -51,20 +45,11 @@ def build_dali_pipeline(
         seed=int(cfg.seed if seed is None else seed) % (2**31),
         prefetch_queue_depth=max(1, cfg.prefetch),
     )
-    if parallel:
+    if reads.parallel:
         common.update(py_num_workers=cfg.workers, py_start_method="spawn")
-    kwargs = dict(
-        source=callback,
-        device=device,
-        tile_px=cfg.tile_px,
-        aug=cfg.augment,
-        batched_gpu=batched_gpu,
-        parallel=parallel,
-        prefetch=cfg.prefetch,
-    )
     if evaluation:
-        return pipelines.eval_pipeline(normalized=normalized, **kwargs, **common)
-    return pipelines.train_pipeline(params_source=params_source, **kwargs, **common)
+        return pipelines.eval_pipeline(reads, device, cfg.tile_px, cfg.augment, normalized, **common)
+    return pipelines.train_pipeline(reads, device, cfg.tile_px, cfg.augment, **common)
 
 
 class DaliLoader(TrainLoader):
@@ -74,9 +59,7 @@ class DaliLoader(TrainLoader):
         self,
         cfg: DataConfig,
         source: TileSource,
-        rank: int = 0,
-        world_size: int = 1,
-        start_iteration: int = 0,
+        shard: Shard,
         device: str = "cpu",
         read_device: str = "cpu",
         skipped_slides: int = 0,
@@ -86,7 +69,7 @@ class DaliLoader(TrainLoader):
         super().__init__(cfg, skipped_slides)
         self._it: Any = None
         self.pipe: Any = None  # close() after a failed build finds nothing to stop
-        self.pipe = build_dali_pipeline(cfg, source, rank, world_size, start_iteration, device, read_device)
+        self.pipe = build_dali_pipeline(cfg, source, shard, device, read_device)
         self.pipe.build()
         self.names = pipelines.output_names(cfg.augment)
         self._it = DALIGenericIterator([self.pipe], self.names, auto_reset=False)

@@ -2,15 +2,14 @@
 
 Both read regions through an external source and differ only in what the graph does with them:
 
-- CPU reads (:class:`pipeline.source.SampleCallback`): a per-sample callback; with ``workers > 0`` it runs in DALI's
+- CPU reads (:class:`gapless.pipeline.source.SampleCallback`): a per-sample callback; with ``workers > 0`` it runs in DALI's
   parallel external source (``py_num_workers`` spawned processes, each with its own slide-handle cache), with
   ``workers == 0`` in the pipeline's own thread (fast start; tests and tiny jobs). For training it also delivers
   each sample's augmentation parameters (a sixth output, a small host array).
-- GPU reads (:class:`pipeline.dali.gpu_source.GpuBatchReader`, ``read_device=cuda``): the batch's JPEG tiles are
+- GPU reads (:class:`gapless.pipeline.dali.gpu_source.GpuBatchReader`, ``read_device=cuda``): the batch's JPEG tiles are
   decoded on the GPU in one call and its regions handed as CuPy arrays to a ``device="gpu"`` external source: no
-  host round trip. GPU input cannot be parallel, so
-  this source runs in the pipeline thread. The augmentation parameters of the same samples come from a second,
-  CPU external source (:class:`pipeline.dali.gpu_source.BatchParams`): argument inputs must be CPU data.
+  host round trip. GPU input cannot be parallel, so this source runs in the pipeline thread. The augmentation parameters of the same samples come from a second,
+  CPU external source (:class:`gapless.pipeline.dali.gpu_source.BatchParams`): argument inputs must be CPU data.
 
 ``device`` ("cpu" | "gpu") says where crop-and-resize and augmentation run; with "cpu" the pipeline is built with
 ``device_id=None`` and needs no CUDA at all.
@@ -18,6 +17,7 @@ Both read regions through an external source and differ only in what the graph d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gapless.pipeline.config import AugmentConfig
@@ -27,69 +27,54 @@ from nvidia.dali import fn, pipeline_def
 META_NAMES = ("mpp", "level", "retries", "skipped")
 
 
-def read_regions(
-    source: Any, batched_gpu: bool, parallel: bool, prefetch: int, params_source: Any = None
-) -> tuple[Any, ...]:
-    """The external source nodes: (regions HWC uint8, mpp, level, retries, skipped[, params]).
+@dataclass(frozen=True)
+class RegionReads:
+    """Where a pipeline's regions come from: the host per-sample callback (``gpu=False``; in ``parallel`` worker
+    processes or in the pipeline thread) or a GPU batch reader (``gpu=True``), with the CPU batch source of the
+    augmentation parameters that a GPU reader needs beside it (``params``; None for evaluation)."""
 
-    ``params_source``: for the GPU read path, the CPU batch source of the augmentation parameters; the CPU
-    callback delivers them itself when built with an augmentation config (see ``with_params``).
-    """
-    if batched_gpu:
-        outputs = fn.external_source(
-            source=source, batch=True, device="gpu", num_outputs=5, layout=["HWC", "", "", "", ""]
-        )
-        if params_source is not None:
-            outputs = [*outputs, fn.external_source(source=params_source, batch=True, device="cpu")]
-        return tuple(outputs)
-    n = source.num_outputs
-    kwargs = {"prefetch_queue_depth": max(1, prefetch)} if parallel else {}
-    return tuple(
-        fn.external_source(
-            source=source, batch=False, parallel=parallel, num_outputs=n, layout=["HWC"] + [""] * (n - 1), **kwargs
-        )
-    )
+    source: Any
+    gpu: bool
+    parallel: bool
+    prefetch: int
+    params: Any = None
 
+    def nodes(self) -> tuple[Any, ...]:
+        """The external source nodes: (regions HWC uint8, mpp, level, retries, skipped[, params])."""
+        if self.gpu:
+            outputs = fn.external_source(
+                source=self.source, batch=True, device="gpu", num_outputs=5, layout=["HWC", "", "", "", ""]
+            )
+            if self.params is not None:
+                outputs = [*outputs, fn.external_source(source=self.params, batch=True, device="cpu")]
+            return tuple(outputs)
+        n = self.source.num_outputs
+        kwargs = {"prefetch_queue_depth": max(1, self.prefetch)} if self.parallel else {}
+        return tuple(
+            fn.external_source(source=self.source, batch=False, parallel=self.parallel, num_outputs=n,
+                               layout=["HWC"] + [""] * (n - 1), **kwargs)
+        )  # fmt: skip
 
-def base_tiles(regions: Any, device: str, batched_gpu: bool, tile_px: int) -> Any:
-    """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so."""
-    if device == "gpu" and not batched_gpu:
-        regions = regions.gpu()
-    return graph.crop_resize(regions, tile_px)
+    def base_tiles(self, regions: Any, device: str, tile_px: int) -> Any:
+        """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so."""
+        if device == "gpu" and not self.gpu:
+            regions = regions.gpu()
+        return graph.crop_resize(regions, tile_px)
 
 
 @pipeline_def(enable_conditionals=True)
-def train_pipeline(
-    source: Any,
-    device: str,
-    tile_px: int,
-    aug: AugmentConfig,
-    batched_gpu: bool,
-    parallel: bool,
-    prefetch: int,
-    params_source: Any = None,
-):
+def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentConfig):
     """Regions -> base tiles -> DINOv2 multi-crop with the delivered parameters -> (globals..., locals..., meta...)."""
-    regions, *meta, params = read_regions(source, batched_gpu, parallel, prefetch, params_source)
-    tiles = base_tiles(regions, device, batched_gpu, tile_px)
-    global_crops, local_crops = graph.multicrop(tiles, params, aug)
+    regions, *meta, params = reads.nodes()
+    global_crops, local_crops = graph.multicrop(reads.base_tiles(regions, device, tile_px), params, aug)
     return (*global_crops, *local_crops, *meta)
 
 
 @pipeline_def(enable_conditionals=False)
-def eval_pipeline(
-    source: Any,
-    device: str,
-    tile_px: int,
-    aug: AugmentConfig,
-    batched_gpu: bool,
-    parallel: bool,
-    prefetch: int,
-    normalized: bool,
-):
+def eval_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentConfig, normalized: bool):
     """Regions -> base tiles, no augmentation: uint8 HWC (``normalized=False``) or normalised float CHW."""
-    regions, *meta = read_regions(source, batched_gpu, parallel, prefetch)
-    tiles = base_tiles(regions, device, batched_gpu, tile_px)
+    regions, *meta = reads.nodes()
+    tiles = reads.base_tiles(regions, device, tile_px)
     if normalized:
         tiles = graph.normalize(tiles, aug)
     return (tiles, *meta)

@@ -9,7 +9,14 @@ from gapless.pipeline.sampling.magnifications import STANDARD_MPPS, TRAIN_RANGE
 STRATEGIES = ("fixed", "du", "cu", "maxavg", "minmax", "file")
 PAPER_STRATEGIES = ("du", "cu", "maxavg", "minmax")  # the strategies the method compares
 CONTINUOUS = ("cu", "maxavg", "minmax")
-STRATEGY_LABELS = {"fixed": "fixed", "du": "DU", "cu": "CU", "maxavg": "CU-MAXAVG", "minmax": "CU-MINMAX", "file": "file"}
+STRATEGY_LABELS = {
+    "fixed": "fixed",
+    "du": "DU",
+    "cu": "CU",
+    "maxavg": "CU-MAXAVG",
+    "minmax": "CU-MINMAX",
+    "file": "file",
+}
 KERNELS = ("information", "loglaplace")
 
 
