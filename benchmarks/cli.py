@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "trainer's consumption rate; write bench.json, tables and plots."
         ),
     )
-    p.add_argument("--quick", action="store_true", help="the quick preset (about 2 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="the quick preset: fewer strategies, windows and passes")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory (default runs/bench)")
     p.add_argument("--index", default="", help="slide index to read (default: a cached synthetic SVS-like set)")
     p.add_argument("--cache-dir", type=Path, help="where the synthetic slides are kept (default ~/.cache/gapless)")

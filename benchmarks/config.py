@@ -1,7 +1,7 @@
 """What a benchmark run measures and how hard: the :class:`BenchConfig` schema and the quick and full presets.
 
-The full preset is the default; ``--quick`` trades strategies (DU and CU only), repeats and batch counts for a run
-of under two minutes on a 2-core CPU machine (its slides, once synthesised, are cached). Every field can be overridden with ``key=value``
+The full preset is the default; ``--quick`` trades strategies (DU and CU only), repeats and batch counts for a short
+run (its slides, once synthesised, are cached). Every field can be overridden with ``key=value``
 on the command line (``gapless bench --quick repeats=5``), as every other gapless config.
 """
 
@@ -101,7 +101,7 @@ class BenchConfig:
 
 
 def quick(cfg: BenchConfig | None = None) -> BenchConfig:
-    """The quick preset: the same measurements with fewer, smaller windows (about 2 minutes on 2 CPU cores)."""
+    """The quick preset: the same measurements with fewer, smaller windows."""
     base = cfg or BenchConfig()
     return dataclasses.replace(
         base,

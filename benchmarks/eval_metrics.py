@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+
 from gapless.eval.config import LINEAR_CS, EvalConfig
 from gapless.eval.folds import assign_folds, fold_splits
 from gapless.eval.probes import fit_quietly, linear_model, linear_sweep, run_probes, scores

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides.planning import plan_region
 from gapless.pipeline.slides.slide import open_slide

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides.planning import plan_region
 from gapless.pipeline.slides.slide import open_slide

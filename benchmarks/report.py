@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from gapless.benchmarks.stages import STAGES
-from gapless.pipeline.sampling.config import STRATEGY_LABELS
-
 from gapless.console import console, table
 from gapless.errors import InputError
+from gapless.pipeline.sampling.config import STRATEGY_LABELS
 
 
 def _label(strategy: str) -> str:

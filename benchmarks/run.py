@@ -20,13 +20,12 @@ from gapless.benchmarks.config import BenchConfig
 from gapless.benchmarks.slideset import prepare
 from gapless.benchmarks.throughput import Throughput, loader_config, measure_loader
 from gapless.benchmarks.verdict import keeps_up, speedups, strategy_costs
-from gapless.pipeline.config import DataConfig
-from gapless.pipeline.sampling.config import STRATEGY_LABELS
-
 from gapless.config import to_dict
 from gapless.console import console, progress
 from gapless.devices import cuda_available
 from gapless.io import write_json
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.sampling.config import STRATEGY_LABELS
 
 SCHEMA = "gapless-bench/1"
 

@@ -9,11 +9,11 @@ import argparse
 import time
 
 import numpy as np
-from gapless.pipeline.sampling import SamplingConfig, build_distribution
-from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 
 from gapless.console import console, table
 from gapless.io import write_json
+from gapless.pipeline.sampling import SamplingConfig, build_distribution
+from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 
 STRATEGIES = ("fixed", *PAPER_STRATEGIES)
 

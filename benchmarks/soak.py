@@ -15,6 +15,7 @@ import dataclasses
 import time
 
 import numpy as np
+
 from gapless.benchmarks.config import SlideSetConfig
 from gapless.benchmarks.monitor import tree_rss_bytes
 from gapless.benchmarks.slideset import prepare

@@ -5,7 +5,7 @@ Each tile of a strategy goes through the baseline loader's own functions, one at
 - plan: the target mpp draw, tissue-aware location and region plan (``TileSource.plan``);
 - read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``);
 - resize: crop-and-resize to ``tile_px`` (:func:`gapless.pipeline.resize.resize_square`, antialiased);
-- augment: DINOv2 multi-crop (``pipeline.augment.MultiCrop``);
+- augment: DINOv2 multi-crop (``gapless.pipeline.augment.MultiCrop``);
 - transfer: per batch, collating the views into batch tensors: in shared memory on a CPU (what a DataLoader worker
   does so that a batch is sent as handles), pinned and copied to the device on a GPU (synchronised).
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from gapless.benchmarks.monitor import MemoryMonitor, tree_cpu_seconds
 from gapless.pipeline.config import DataConfig
+from gapless.pipeline.loader import build_loader
 
 
 @dataclass
@@ -99,14 +100,12 @@ def measure_loader(
     batches: int,
     repeats: int,
     device: str = "cpu",
-    build: Callable[[], Any] | None = None,
     min_window_s: float = 0.0,
 ) -> Throughput:
-    """Throughput of ``pipeline.loader.build_loader(cfg)`` (or the synthetic loader for ``cfg.loader='synthetic'``).
+    """Throughput of ``gapless.pipeline.loader.build_loader(cfg)``.
 
     A failure (a loader that cannot start or dies) is recorded in ``error`` rather than raised: one broken
-    configuration must not cost the rest of the run. ``build`` replaces the loader construction (to measure a
-    loader over another tile source).
+    configuration must not cost the rest of the run.
     """
     result = Throughput(cfg.loader, cfg.sampling.strategy, cfg.workers, cfg.batch_size, [], 0.0, device=device)
     monitor = MemoryMonitor()
@@ -114,8 +113,8 @@ def measure_loader(
     with monitor:
         try:
             t0 = time.perf_counter()
-            loader = build() if build is not None else _build(cfg)
-            next_batch = _next_batch_fn(loader)
+            loader = build_loader(cfg)
+            next_batch = loader.next_batch
             next_batch()  # the first batch includes worker start-up
             result.startup_s = time.perf_counter() - t0
             result.rates, result.cpu_ms_per_tile = window_rates(
@@ -132,28 +131,3 @@ def measure_loader(
     if monitor.result is not None:
         result.memory = monitor.result.as_dict()
     return result
-
-
-def _build(cfg: DataConfig) -> Any:
-    if cfg.loader == "synthetic":
-        from gapless.pipeline.synthetic import SyntheticLoader
-
-        return SyntheticLoader(cfg)
-    from gapless.pipeline.loader import build_loader
-
-    return build_loader(cfg, rank=0, world_size=1, start_iteration=0)
-
-
-def _next_batch_fn(loader: Any) -> Callable[[], Any]:
-    if hasattr(loader, "next_batch"):
-        return loader.next_batch
-    state = {"it": iter(loader)}
-
-    def next_batch() -> Any:  # loaders that only iterate: restart the epoch when it ends
-        try:
-            return next(state["it"])
-        except StopIteration:
-            state["it"] = iter(loader)
-            return next(state["it"])
-
-    return next_batch

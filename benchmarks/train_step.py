@@ -5,7 +5,7 @@
     python -m gapless.benchmarks.train_step --model vits16 --gpu  # on a GPU: SDPA vs xFormers, bf16, and MFU
     python -m gapless.benchmarks.train_step data.workers=8        # key=value overrides for every measurement
 
-Each figure is measured by running the real training loop (``train.loop.train``) for 2 x ``--steps`` iterations
+Each figure is measured by running the real training loop (``gapless.train.loop.train``) for 2 x ``--steps`` iterations
 and reading its last logged window (the first ``--steps`` are warm-up). "Images" are source tiles, each giving
 2 global + n local crops. The synthetic source has no I/O: its figure is the trainer's upper bound.
 """
@@ -17,13 +17,13 @@ import tempfile
 from typing import Any
 
 import torch
-from gapless.train.config import PretrainConfig
-from gapless.train.loop import train
-from gapless.train.vit import ARCH_SIZES, vit_flops_per_image
 
 from gapless.config import load_config, split_overrides
 from gapless.console import console
 from gapless.io import write_json
+from gapless.train.config import PretrainConfig
+from gapless.train.loop import train
+from gapless.train.vit import ARCH_SIZES, vit_flops_per_image
 
 CONFIGS = {"tiny": "pretrain_tiny_cpu", "vits16": "pretrain_vits16"}  # shipped configs
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense tensor-core peaks

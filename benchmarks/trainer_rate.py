@@ -16,6 +16,7 @@ from gapless.benchmarks.config import BenchConfig
 def trainer_rate(cfg: BenchConfig) -> dict[str, Any]:
     """Tiles/s the trainer consumes (``cfg.trainer_model`` on this machine), with train_step's own figures."""
     import torch
+
     from gapless.benchmarks import train_step
 
     overrides = [f"data.batch_size={cfg.trainer_batch}"] if cfg.trainer_batch else []

@@ -74,10 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval_set(args: argparse.Namespace) -> int:
-    from gapless.eval.sets.build import build_set
-
     from gapless.console import console, progress
     from gapless.errors import InputError
+    from gapless.eval.sets.build import build_set
 
     if args.regions_per_slide < 1:
         raise InputError("--regions-per-slide must be >= 1")
@@ -101,10 +100,9 @@ def _eval_set(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
+    from gapless.console import console, progress
     from gapless.eval.features import featurise_checkpoint
     from gapless.eval.sets.file import EvalSet
-
-    from gapless.console import console, progress
 
     evalset = EvalSet.load(args.set_path)
     with progress() as bar:
@@ -116,12 +114,11 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from gapless.eval.config import EvalConfig
-    from gapless.eval.evaluate import evaluate
-
     from gapless.config import load_config, split_overrides
     from gapless.console import console, progress
     from gapless.errors import InputError
+    from gapless.eval.config import EvalConfig
+    from gapless.eval.evaluate import evaluate
 
     inputs, overrides = split_overrides(args.inputs)
     if not inputs:

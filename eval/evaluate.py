@@ -12,6 +12,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from gapless.config import to_dict
+from gapless.errors import InputError
 from gapless.eval.config import EvalConfig
 from gapless.eval.features import FeatureFile, featurise_checkpoint, is_features_file
 from gapless.eval.probes import run_probes, summarise
@@ -19,9 +22,6 @@ from gapless.eval.rankme import rankme_per_mpp
 from gapless.eval.report import add_gaps, plot_gaps, plot_series, print_tables
 from gapless.eval.sets.file import EvalSet
 from gapless.pipeline.sampling.magnifications import mpp_key
-
-from gapless.config import to_dict
-from gapless.errors import InputError
 
 
 def test_mpps(cfg: EvalConfig, evalset: EvalSet) -> list[float]:

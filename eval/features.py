@@ -21,11 +21,11 @@ from typing import Any
 
 import h5py
 import numpy as np
-from gapless.eval.sets.file import EvalSet
-from gapless.pipeline.sampling.magnifications import mpp_key
 
 from gapless.devices import torch_device
 from gapless.errors import InputError
+from gapless.eval.sets.file import EvalSet
+from gapless.pipeline.sampling.magnifications import mpp_key
 
 FEATURES_FORMAT = "gapless-features"
 FEATURES_VERSION = 1
@@ -35,6 +35,7 @@ EMBEDDING = "concat(L2norm(CLS), L2norm(mean patch token))"
 def embed(model: Any, tiles: np.ndarray, device, mean=None, std=None) -> np.ndarray:
     """Embeddings (float32 [B, 2D]) of uint8 tiles [B, H, W, 3]."""
     import torch
+
     from gapless.pipeline.config import IMAGENET_MEAN, IMAGENET_STD
 
     mean = torch.tensor(mean or IMAGENET_MEAN, device=device).view(1, 3, 1, 1)

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key
 
 MIN_GAP = 0.01  # one balanced-accuracy point: smaller dips are not called dips, whatever the folds say

@@ -12,8 +12,7 @@ same mpps), are refitted on train + validation (``refit``), and are tested on th
   previous C's weights and the refit from the chosen C's: about 2-3x less CPU, but not the same results. sklearn
   stops L-BFGS when the gradient of its sample-weight-normalised objective is below ``tol``, and after a step up in
   C that gradient is already tiny at the old weights, so large-C fits stop at once (0 iterations) near the smaller
-  C's optimum. Measured on 20,000 x 768 synthetic embeddings: warm picked C=10 (val 0.954, test 0.962) where cold
-  fits picked C=100 (val 0.966, test 0.975). Use it for quick looks, not for reported numbers.
+  C's optimum, so it can choose another C than cold fits do. Use it for quick looks, not for reported numbers.
 
 Metrics: balanced accuracy, accuracy and macro-F1; :func:`summarise` gives mean ± std over folds.
 """
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from gapless.eval.config import EvalConfig
 from gapless.eval.folds import fold_splits
 from gapless.pipeline.sampling.magnifications import mpp_key

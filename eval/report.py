@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from gapless.eval.gaps import gaps
 from gapless.eval.probes import METRICS
 from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key

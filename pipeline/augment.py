@@ -1,7 +1,7 @@
 """DINOv2 multi-crop augmentation on the CPU (NumPy/OpenCV) for the baseline loaders.
 
-The same views as the DALI graph (:mod:`pipeline.dali.graph`) from the same parameters
-(:func:`pipeline.augparams.draw_params`): the delivered crop window resized with an antialiased filter, the colour
+The same views as the DALI graph (:mod:`gapless.pipeline.dali.graph`) from the same parameters
+(:func:`gapless.pipeline.augparams.draw_params`): the delivered crop window resized with an antialiased filter, the colour
 twist DALI applies (one affine map in YIQ space: brightness, contrast about mid-grey, hue as a rotation and
 saturation as a scaling of the IQ plane, grayscale as saturation 0), Gaussian blur, solarize, flip, normalisation
 to float CHW. So the DALI loader and this one make the same views of the same tile up to interpolation and
@@ -14,6 +14,7 @@ import math
 
 import cv2
 import numpy as np
+
 from gapless.pipeline import augparams as P
 from gapless.pipeline.augparams import crop_recipes, draw_params, window_pixels
 from gapless.pipeline.config import AugmentConfig
@@ -60,7 +61,7 @@ class Normalizer:
 class MultiCrop:
     """``MultiCrop(aug).apply(tile, params) -> (global crops, local crops)``, lists of float32 CHW arrays.
 
-    ``params``: the sample's [n_crops, N_PARAMS] array (:func:`pipeline.augparams.sample_params`). Calling the
+    ``params``: the sample's [n_crops, N_PARAMS] array (:func:`gapless.pipeline.augparams.sample_params`). Calling the
     object with a generator instead draws the parameters from it first.
     """
 

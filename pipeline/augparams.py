@@ -2,8 +2,8 @@
 
 Every random choice about sample ``g``'s views (crop windows, flips, colour jitter factors, grayscale, blur and its
 sigma, solarize) comes from :func:`sample_params`, a pure function of ``(seed, g)``. Both loaders consume the same
-parameters: the DALI graph as per-sample argument inputs (:mod:`pipeline.dali.graph`), the baseline in NumPy/OpenCV
-(:mod:`pipeline.augment`). So augmentations resume exactly from any iteration, do not depend on worker or thread
+parameters: the DALI graph as per-sample argument inputs (:mod:`gapless.pipeline.dali.graph`), the baseline in NumPy/OpenCV
+(:mod:`gapless.pipeline.augment`). So augmentations resume exactly from any iteration, do not depend on worker or thread
 layout, and the two loaders make the same views of the same tile up to interpolation.
 
 The parameters of one sample are a float32 array ``[n_crops, N_PARAMS]``: rows are the global crops then the local
@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from gapless.pipeline.config import AugmentConfig
 
+from gapless.pipeline.config import AugmentConfig
 from gapless.seeding import generator
 
 # Column layout of a sample's parameter array.

@@ -1,9 +1,9 @@
 """The plain-CPU baseline loaders: a PyTorch DataLoader doing everything the DALI graph does, on the CPU.
 
 "DU" and "CU" are this loader with ``data.sampling.strategy=du`` or ``cu`` (any strategy works). It shares the tile
-source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with :func:`pipeline.resize.resize_square` (antialiased) and
-augments with :class:`pipeline.augment.MultiCrop` using the parameters the DALI loader delivers to its graph
-(:func:`pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
+source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with :func:`gapless.pipeline.resize.resize_square` (antialiased) and
+augments with :class:`gapless.pipeline.augment.MultiCrop` using the parameters the DALI loader delivers to its graph
+(:func:`gapless.pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
 
 Tuned as one would tune it for real: each worker builds whole batches (``batch_size=None``: no per-sample IPC and
 no collate in the main process) straight into shared memory (no copy when they are sent), OpenCV and torch are pinned to one thread per worker (no oversubscription),
@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
 from gapless.pipeline.augment import MultiCrop
 from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.source import Shard, TileSource
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 
 class BaselineDataset(IterableDataset):

@@ -1,7 +1,7 @@
 """Batched reads for the GPU path: a batch's regions decoded together, its planning done ahead in other processes.
 
 :func:`read_many` makes exactly the tiles ``[source.read(g) for g in gs]`` makes (same attempts, same regions), but
-reads each round of attempts with one :class:`~pipeline.slides.tiled_decode.TiledJpegReader` call, so a batch
+reads each round of attempts with one :class:`~gapless.pipeline.slides.tiled_decode.TiledJpegReader` call, so a batch
 costs one decode call instead of one per region. Planning a tile (its mpp, slide and tissue location) is Python and
 NumPy work of a fraction of a millisecond per tile: for batches of hundreds it would hold the DALI pipeline thread
 longer than the GPU decode does, so :class:`PlanPrefetcher` plans the next batches in worker processes while the

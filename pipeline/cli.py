@@ -37,10 +37,10 @@ def run_tiles(args: argparse.Namespace) -> int:
         raise InputError(f"{args.out}: the contact sheet is written as PNG; give a .png path")
 
     import cv2
-    from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
     from gapless.console import console
     from gapless.io import write_json
+    from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
     tiles, records = slide_tiles(args.slide, args.mpp, args.n, args.seed, tile_px=args.tile_px,
                                  tissue_threshold=args.tissue_threshold, slide_mpp=args.slide_mpp)  # fmt: skip

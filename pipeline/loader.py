@@ -10,7 +10,7 @@ Contract (both the DALI and the baseline loader keep it):
 - ``loader.stats()`` -> {reads, retries, skipped_tiles, skipped_slides}; ``loader.close()`` stops the workers
   (also a context manager);
 - sample ``i`` of ``rank``, its augmented views included, is a pure function of (seed, rank, i), whatever the
-  worker count: see :mod:`pipeline.source` and :mod:`pipeline.augparams`; so a run resumed at iteration k gets
+  worker count: see :mod:`gapless.pipeline.source` and :mod:`gapless.pipeline.augparams`; so a run resumed at iteration k gets
   the batches an uninterrupted run gets there, bit for bit (on the same kind of device).
 
 ``cfg.loader``: auto or dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline ->
@@ -23,11 +23,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gapless.pipeline.config import DataConfig
-from gapless.pipeline.source import Shard, SlideEntry, TileSource
-
 from gapless.devices import cuda_available
 from gapless.errors import ConfigError, InputError
+from gapless.pipeline.config import DataConfig
+from gapless.pipeline.source import Shard, SlideEntry, TileSource
 
 log = logging.getLogger(__name__)
 

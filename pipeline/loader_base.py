@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from gapless.pipeline.config import DataConfig
 
 from gapless.devices import torch_device
+from gapless.pipeline.config import DataConfig
 
 
 class TrainLoader(ABC):

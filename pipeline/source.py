@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from gapless.errors import RegionTooLargeError
 from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
-
-from gapless.errors import RegionTooLargeError
 from gapless.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class SampleCallback:
     rank. The loader never ends a DALI epoch (it counts its own iterations), so
     ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC), target mpp (float32),
     level (int32), retries (int32), skipped (int32), each metadata a 1-element array; with ``augment``, also the
-    sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`pipeline.augparams.sample_params`),
+    sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`gapless.pipeline.augparams.sample_params`),
     drawn here so that they travel with the sample from whichever worker made it.
     """
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from gapless.devices import torch_device
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.source import Shard
-
-from gapless.devices import torch_device
 from gapless.seeding import derived_seed
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.source import Shard, SlideEntry, TileSource
 

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from gapless.benchmarks.cli import bench_config
 from gapless.benchmarks.config import BenchConfig, SlideSetConfig
 from gapless.benchmarks.stages import STAGES, tile_aligned_pixels
 from gapless.benchmarks.verdict import cost, keeps_up, speedups, strategy_costs
-
 from gapless.cli import main as gapless_main
 from gapless.devices import cuda_available
 from gapless.errors import ConfigError
@@ -30,7 +30,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
     from gapless.benchmarks.run import run_benchmark
-
     from gapless.console import console
 
     out = tmp_path_factory.mktemp("bench")

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
-from gapless.eval.gaps import dip_test
 
 from gapless.apps.experiment import OUTPUTS, ExperimentConfig, Stages, load_experiment
 from gapless.apps.reproduce import strategy_verdict
 from gapless.cli import main
+from gapless.eval.gaps import dip_test
 
 MPPS = ["0.25", "0.375", "0.5", "0.75", "1", "1.5", "2"]
 # Nine 0.8 x 0.8 mm slides (three per class), five iterations of eight tiles, four regions per slide, three folds.

@@ -6,12 +6,13 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize
+
 from gapless.eval.config import EvalConfig
 from gapless.eval.folds import assign_folds, fold_splits
 from gapless.eval.gaps import gaps
 from gapless.eval.probes import knn_predict, linear_model, run_probes, scores, summarise
 from gapless.eval.rankme import rankme, rankme_per_mpp
-from scipy.optimize import minimize
 
 
 def matrix_with_spectrum(singular_values: np.ndarray, n: int, d: int, seed: int = 0) -> np.ndarray:

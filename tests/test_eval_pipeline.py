@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from gapless.eval.features import FeatureFile, featurise_checkpoint
-from gapless.eval.sets.file import EvalSet
 
 from gapless.cli import main
 from gapless.errors import InputError
+from gapless.eval.features import FeatureFile, featurise_checkpoint
+from gapless.eval.sets.file import EvalSet
 
 TILE = 64  # small tiles keep the tests fast; the coarsest footprint is then 64 * 2.0 / 0.25 = 512 px
 MPPS = [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
@@ -72,11 +72,10 @@ def bench_path(region_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported gapless backbone of a tiny real ViT (the format `train.checkpoint` writes)."""
+    from gapless.config import to_dict
     from gapless.train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION
     from gapless.train.config import ModelConfig
     from gapless.train.vit import build_vit
-
-    from gapless.config import to_dict
 
     model_cfg = to_dict(ModelConfig(arch="vit_tiny_test", drop_path=0.0))
     torch.manual_seed(0)

@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from gapless.eval.sets.file import EvalSet
-from gapless.pipeline.resize import downsample
 
 from gapless.cli import main
+from gapless.eval.sets.file import EvalSet
+from gapless.pipeline.resize import downsample
 
 TILE = 64
 MPPS = [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]

@@ -8,12 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
+
+from gapless.cli import main
 from gapless.pipeline.slides import SlideIndex, TissueMask, open_slide
 from gapless.pipeline.slides.indexer import build_index
 from gapless.pipeline.synth.render import SlideSpec
 from gapless.pipeline.synth.writer import write_slide
-
-from gapless.cli import main
 
 
 def test_index_records_geometry_labels_and_masks(synthetic_slides) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from gapless.train.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, sinkhorn_knopp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

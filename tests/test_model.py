@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from gapless.config import load_config
 from gapless.train.config import PretrainConfig
 from gapless.train.head import DINOHead
 from gapless.train.masking import block_mask, make_masks
@@ -15,8 +17,6 @@ from gapless.train.optim import build_optimizer
 from gapless.train.schedules import build_schedules, cosine_schedule
 from gapless.train.ssl import build_models
 from gapless.train.vit import Attention, VisionTransformer, build_vit
-
-from gapless.config import load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

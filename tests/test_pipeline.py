@@ -10,13 +10,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
 from gapless.pipeline.source import Shard
 from gapless.pipeline.tiles import EvalTiles
-from scipy import stats
 
 B = 4
 

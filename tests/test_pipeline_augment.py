@@ -1,4 +1,4 @@
-"""Augmentation parameters drawn on the host (``pipeline.augparams``) and the two consumers of them: each DALI graph
+"""Augmentation parameters drawn on the host (``gapless.pipeline.augparams``) and the two consumers of them: each DALI graph
 operator (CPU operators) and its NumPy/OpenCV twin in the baseline give the same pixels for the same parameters."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from gapless.pipeline import augparams as P
 from gapless.pipeline.augment import MultiCrop
 from gapless.pipeline.augparams import CropRecipe, crop_recipes, crop_windows, sample_params, window_pixels
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.resize import resize_square, resize_window
-from scipy import stats
 
 AUG = AugmentConfig(local_crops=4)
 TILE = 224
@@ -96,8 +97,9 @@ ROWS = [
 
 
 def _dali_views(tile: np.ndarray, rows: list[np.ndarray], recipe: CropRecipe) -> np.ndarray:
-    from gapless.pipeline.dali import graph
     from nvidia.dali import fn, pipeline_def
+
+    from gapless.pipeline.dali import graph
 
     @pipeline_def(enable_conditionals=True, batch_size=len(rows), num_threads=1, device_id=None)
     def views():

@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
 from gapless.pipeline.loader import build_loader, build_source

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.sampling import PointMasses

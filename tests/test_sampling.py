@@ -6,6 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
+
+from gapless.cli import main
+from gapless.config import ConfigError, from_dict
 from gapless.pipeline.sampling import (
     GridDensity,
     SamplingConfig,
@@ -17,10 +21,6 @@ from gapless.pipeline.sampling import (
     signal,
     summarize,
 )
-from scipy import stats
-
-from gapless.cli import main
-from gapless.config import ConfigError, from_dict
 
 GRID = np.linspace(0.25, 2.0, 1000)
 

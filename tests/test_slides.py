@@ -8,6 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
+
+from gapless.errors import MppError, RegionTooLargeError, SlideError
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides import (
     SlideCache,
@@ -18,8 +20,6 @@ from gapless.pipeline.slides import (
 )
 from gapless.pipeline.synth.render import SlideSpec
 from gapless.pipeline.synth.writer import write_slide
-
-from gapless.errors import MppError, RegionTooLargeError, SlideError
 
 
 def test_choose_level_picks_coarsest_not_coarser_than_target_with_tolerance() -> None:

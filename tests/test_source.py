@@ -7,12 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from gapless.pipeline.augparams import N_PARAMS, sample_params
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
 from gapless.pipeline.source import SampleCallback, Shard, SlideEntry, TileSource
-from scipy import stats
 
 
 class _Info:

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+
+from gapless.cli import main
 from gapless.pipeline.slides import open_slide, plan_region
 from gapless.pipeline.synth.render import SlideSpec
 from gapless.pipeline.synth.scene import place_glands
 from gapless.pipeline.synth.styles import CLASS_STYLES
 from gapless.pipeline.synth.writer import pyramid_shape, write_slide
-
-from gapless.cli import main
 
 
 def test_pyramid_levels_metadata_and_tiles(synthetic_slides, tmp_path) -> None:

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
+
 from gapless.pipeline.batch_read import PlanPrefetcher, first_plans, read_many
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader import build_source

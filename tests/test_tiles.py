@@ -6,9 +6,9 @@ import json
 
 import cv2
 import numpy as np
-from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
 from gapless.cli import main
+from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
 
 def test_tiles_command_writes_sheet_and_metadata(synthetic_slides, tmp_path) -> None:

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+from gapless.cli import main as gapless_main
+from gapless.config import ConfigError, load_config
+from gapless.errors import InputError, NonFiniteLossError
 from gapless.pipeline.loader import build_loader
 from gapless.pipeline.source import Shard
 from gapless.pipeline.synthetic import SyntheticLoader
 from gapless.train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
 from gapless.train.config import PretrainConfig
 from gapless.train.loop import train
-
-from gapless.cli import main as gapless_main
-from gapless.config import ConfigError, load_config
-from gapless.errors import InputError, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "pretrain_tiny_cpu.yaml"

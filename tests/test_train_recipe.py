@@ -14,12 +14,12 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from gapless.apps.experiment import load_experiment
 from gapless.pipeline.synthetic import SyntheticLoader
 from gapless.train.masking import make_masks
 from gapless.train.schedules import build_schedules
 from gapless.train.ssl import DINOv2Objective, build_models
-
-from gapless.apps.experiment import load_experiment
 
 SHORT = ["demo_cpu", "reproduce_tiny", "reproduce_small"]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gapless.train.config import recipe_fingerprint, recipe_items
-from gapless.train.vit import VisionTransformer, build_vit
 from torch import nn
 
 from gapless.errors import InputError
 from gapless.io import atomic_output
+from gapless.train.config import recipe_fingerprint, recipe_items
+from gapless.train.vit import VisionTransformer, build_vit
 
 CHECKPOINT_FORMAT = "gapless-dinov2-checkpoint"
 BACKBONE_FORMAT = "gapless-backbone"

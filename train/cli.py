@@ -38,10 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from gapless.config import load_config
     from gapless.train.config import PretrainConfig
     from gapless.train.loop import train
-
-    from gapless.config import load_config
 
     cfg = load_config(PretrainConfig, args.config, [*args.overrides, f"out={args.out}"])
     if args.max_steps is not None and args.max_steps < 1:
@@ -53,9 +52,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from gapless.train.checkpoint import export_backbone, load_teacher_backbone
-
     from gapless.console import console
+    from gapless.train.checkpoint import export_backbone, load_teacher_backbone
 
     path = export_backbone(args.checkpoint, args.out)
     _, config, iteration = load_teacher_backbone(path)  # proves the export loads

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gapless.pipeline.config import DataConfig
-
 from gapless.config import fingerprint, flatten, to_dict
+from gapless.pipeline.config import DataConfig
 
 ARCHS = ("vit_small", "vit_base", "vit_large", "vit_tiny_test")
 CENTERINGS = ("softmax", "sinkhorn")

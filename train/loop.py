@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from gapless.config import save_config, to_dict
+from gapless.console import console, progress
+from gapless.errors import InputError, NonFiniteLossError
 from gapless.pipeline.loader import build_loader
+from gapless.seeding import derived_seed
 from gapless.train import checkpoint as ckpt_io
 from gapless.train.config import PretrainConfig
 from gapless.train.distributed import (
@@ -30,12 +36,6 @@ from gapless.train.masking import make_masks
 from gapless.train.optim import apply_schedule, build_optimizer
 from gapless.train.schedules import build_schedules
 from gapless.train.ssl import DINOv2Objective, build_models, update_teacher
-from torch.nn.parallel import DistributedDataParallel
-
-from gapless.config import save_config, to_dict
-from gapless.console import console, progress
-from gapless.errors import InputError, NonFiniteLossError
-from gapless.seeding import derived_seed
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:

@@ -8,12 +8,13 @@ sees the global crops unmasked.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from gapless.train.config import LossConfig, PretrainConfig
 from gapless.train.head import DINOHead
 from gapless.train.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, sinkhorn_knopp
 from gapless.train.masking import MaskBatch
 from gapless.train.vit import VisionTransformer, build_vit
-from torch import nn
 
 
 class SSLModel(nn.Module):

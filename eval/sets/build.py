@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from gapless.errors import InputError
 from gapless.eval.folds import assign_folds
 from gapless.eval.sets.file import SetWriter
 from gapless.eval.sets.regions import BuildStats, Region, region_images
@@ -23,8 +25,6 @@ from gapless.eval.sets.slide_regions import slide_regions
 from gapless.eval.sets.tiles import multiscale_tiles
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides.inputs import read_labels
-
-from gapless.errors import InputError
 
 
 def build_set(

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from gapless.pipeline.sampling.magnifications import mpp_key
 
 from gapless.errors import InputError
+from gapless.pipeline.sampling.magnifications import mpp_key
 
 SET_FORMAT = "gapless-eval-set"
 LEGACY_FORMATS = ("gapless-bench-set",)  # what sets written before the rename say; they read the same

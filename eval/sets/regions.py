@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from gapless.eval.sets.tiles import crop_side
 from gapless.pipeline.slides.inputs import read_csv_table
 

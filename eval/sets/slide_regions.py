@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gapless.errors import InputError
 from gapless.eval.sets.regions import BuildStats, Region
 from gapless.eval.sets.tiles import crop_side
 from gapless.pipeline.slides.inputs import find_slides, label_row
 from gapless.pipeline.slides.planning import region_origin
-
-from gapless.errors import InputError
 from gapless.seeding import generator
 
 TRIES_PER_REGION = 20

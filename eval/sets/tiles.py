@@ -8,6 +8,7 @@ same tissue centre at its own magnification.
 from __future__ import annotations
 
 import numpy as np
+
 from gapless.pipeline.resize import downsample
 
 

@@ -1,7 +1,7 @@
 """GPU read path: a batch's regions decoded on the GPU and handed to DALI as CuPy arrays, without a host copy.
 
 By default the JPEG tiles of the whole batch are decoded in one nvImageCodec call
-(:class:`pipeline.slides.tiled_decode.TiledJpegReader`); ``batched=False`` reads region by region with cuCIM's
+(:class:`gapless.pipeline.slides.tiled_decode.TiledJpegReader`); ``batched=False`` reads region by region with cuCIM's
 ``device="cuda"`` decode instead (one decode call per region).
 
 A batch callable for a non-parallel ``device="gpu"`` external source, and a second, host-side batch callable for
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.source import Shard, TileSource
@@ -81,7 +82,7 @@ class GpuBatchReader:
 class BatchParams:
     """``params(iteration) -> [B host arrays]``: the augmentation parameters of the reader's samples of ``iteration``.
 
-    The same :func:`pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so the GPU
+    The same :func:`gapless.pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so the GPU
     and CPU read paths make the same views.
     """
 

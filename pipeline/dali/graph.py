@@ -1,12 +1,12 @@
 """Graph-building functions over DALI DataNodes: crop-and-resize and DINOv2 multi-crop augmentation.
 
 These functions only describe operations; they are called inside a ``pipeline_def`` (see
-:mod:`pipeline.dali.pipelines`) and know nothing about where the regions come from. DALI places an operator on the
+:mod:`gapless.pipeline.dali.pipelines`) and know nothing about where the regions come from. DALI places an operator on the
 device of its input, so the same code builds a GPU graph (regions moved with ``.gpu()``, or read by cuCIM on the
 GPU) and a CPU graph (``device_id=None``).
 
 The graph draws no random numbers. Every random parameter of a sample's views arrives with the sample as a CPU
-array ``[n_crops, N_PARAMS]`` drawn on the host by :func:`pipeline.augparams.sample_params` (a pure function of
+array ``[n_crops, N_PARAMS]`` drawn on the host by :func:`gapless.pipeline.augparams.sample_params` (a pure function of
 (seed, sample)), and is consumed here as per-sample argument inputs (argument inputs live on the CPU also in a GPU
 graph). So views resume exactly from any iteration, do not depend on thread or worker layout, and match the
 baseline loader's, which applies the same parameters with OpenCV. Blur and solarize are gated with DALI
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from nvidia.dali import fn, types
+
 from gapless.pipeline import augparams as P
 from gapless.pipeline.augparams import CropRecipe, crop_recipes
 from gapless.pipeline.config import AugmentConfig
-from nvidia.dali import fn, types
 
 # 255 - x for x >= 128, identity below: torchvision's solarize with threshold 128, as a lookup table (CPU and GPU).
 _SOLARIZE_KEYS = list(range(256))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.dali import pipelines
 from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
@@ -53,7 +54,7 @@ def build_dali_pipeline(
 
 
 class DaliLoader(TrainLoader):
-    """Iterable of training batches (the contract in :mod:`pipeline.loader`), backed by a DALI pipeline."""
+    """Iterable of training batches (the contract in :mod:`gapless.pipeline.loader`), backed by a DALI pipeline."""
 
     def __init__(
         self,

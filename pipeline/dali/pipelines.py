@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nvidia.dali import fn, pipeline_def
+
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.dali import graph
-from nvidia.dali import fn, pipeline_def
 
 META_NAMES = ("mpp", "level", "retries", "skipped")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
 from gapless.pipeline.sampling.kernels import Kernel, kernel_matrix
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS, mpp_key

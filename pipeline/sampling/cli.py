@@ -58,9 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace, strategy: str):
-    from gapless.pipeline.sampling.config import SamplingConfig
-
     from gapless.config import from_dict
+    from gapless.pipeline.sampling.config import SamplingConfig
 
     values: dict[str, Any] = {
         "strategy": strategy,
@@ -78,9 +77,8 @@ def config_from_args(args: argparse.Namespace, strategy: str):
 
 
 def _build(cfg: Any) -> Any:
-    from gapless.pipeline.sampling import build_distribution
-
     from gapless.errors import InputError
+    from gapless.pipeline.sampling import build_distribution
 
     try:
         return build_distribution(cfg)
@@ -103,10 +101,9 @@ def compare_strategies(
     console, and optionally JSON and a PNG. Returns the per-strategy summaries."""
     import dataclasses
 
-    from gapless.pipeline.sampling import SamplingConfig, make_kernel, summarize
-
     from gapless.console import console, table
     from gapless.io import write_json
+    from gapless.pipeline.sampling import SamplingConfig, make_kernel, summarize
 
     base = base or SamplingConfig()
     results: dict[str, Any] = {}

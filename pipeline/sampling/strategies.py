@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
 from gapless.pipeline.sampling.config import SamplingConfig
 from gapless.pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
 from gapless.pipeline.sampling.kernels import Kernel, kernel_matrix, make_kernel

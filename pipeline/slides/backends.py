@@ -1,4 +1,4 @@
-"""Native slide readers behind :class:`pipeline.slides.slide.Slide`: cuCIM and OpenSlide.
+"""Native slide readers behind :class:`gapless.pipeline.slides.slide.Slide`: cuCIM and OpenSlide.
 
 Both take level-0 (x, y) locations and level-pixel (w, h) sizes. TIFF files are checked for truncation when
 opened, and the tiles a cuCIM read touches are vetted first, because cuCIM does not raise on a tile it cannot

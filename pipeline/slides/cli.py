@@ -23,9 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from gapless.pipeline.slides.indexer import build_index
-
     from gapless.console import console, progress, table
+    from gapless.pipeline.slides.indexer import build_index
 
     with progress() as bar:
         task = bar.add_task("indexing", total=None)

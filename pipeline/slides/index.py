@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gapless.pipeline.slides.slide import Level
-from gapless.pipeline.slides.tissue import TissueMask
 
 from gapless.errors import InputError
+from gapless.pipeline.slides.slide import Level
+from gapless.pipeline.slides.tissue import TissueMask
 
 FORMAT_VERSION = 1
 _STRINGS = ("path", "status", "reason", "label", "patient")

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gapless.errors import InputError
 from gapless.pipeline.slides.index import SlideIndex, write_index
 from gapless.pipeline.slides.inputs import find_slides, label_row, read_labels
 from gapless.pipeline.slides.tissue import MASK_MPP
-
-from gapless.errors import InputError
 
 
 @dataclass

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gapless.pipeline.slides.backends import CucimBackend, OpenSlideBackend, tiff_layout
-from gapless.pipeline.slides.mpp import resolve_mpp
 
 from gapless.errors import InputError, SlideError
+from gapless.pipeline.slides.backends import CucimBackend, OpenSlideBackend, tiff_layout
+from gapless.pipeline.slides.mpp import resolve_mpp
 
 BACKENDS = ("auto", "cucim", "openslide")
 
@@ -126,7 +126,7 @@ def _open_backend(path: Path, backend: str, layout: Any) -> Any:
 
 def open_slide(path: str | Path, mpp: float | None = None, backend: str = "auto") -> Slide:
     """Open a slide. ``mpp`` overrides the file's metadata; ``backend`` is auto (cuCIM, then OpenSlide),
-    cucim or openslide. Raises :class:`SlideError` / :class:`~pipeline.slides.mpp.MppError` naming the file."""
+    cucim or openslide. Raises :class:`SlideError` / :class:`~gapless.pipeline.slides.mpp.MppError` naming the file."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: '{backend}' is not one of {', '.join(BACKENDS)}")
     path = Path(path)

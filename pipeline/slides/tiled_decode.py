@@ -1,14 +1,13 @@
 """Batched region reads from JPEG-tiled TIFF/SVS: the tiles of many regions decoded in one nvImageCodec call.
 
-Reading region by region (cuCIM's ``read_region``) pays a decoder call per region: on the H100 measured here,
-cuCIM's GPU decode took about a second per region (benchmarks/results/). Here a whole batch of regions, from any number of slides and levels, becomes one list of
-JPEG tile streams (each tile once, however many regions share it), decoded in one call, on the GPU (nvJPEG,
+Reading region by region (cuCIM's ``read_region``) pays a decoder call per region. Here a whole batch of regions,
+from any number of slides and levels, becomes one list of JPEG tile streams (each tile once, however many regions share it), decoded in one call, on the GPU (nvJPEG,
 hardware engines where the GPU has them) or with nvImageCodec's CPU backend, its CPU twin. The regions are then
 cut from the decoded tiles with array slicing (CuPy on the GPU, NumPy on the host).
 
 A region whose level is not JPEG-tiled (JPEG 2000, LZW, OpenSlide formats) is not handled here: the caller reads
 it with the slide's own backend. A tile that is missing, not JPEG, or that the decoder rejects fails its region
-with :class:`~pipeline.slides.backends.SlideError` (the other regions of the batch are unaffected).
+with :class:`~gapless.errors.SlideError` (the other regions of the batch are unaffected).
 """
 
 from __future__ import annotations
@@ -19,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 
 from gapless.errors import SlideError
+from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 
-# nvImageCodec backends for GPU decoding: auto lets it choose per image (hardware engine, CUDA, hybrid). On an H100
-# with nvImageCodec 0.9 the CUDA-only backend rejected every tile (benchmarks/results/h100-decode.txt): keep auto.
+# nvImageCodec backends for GPU decoding: auto lets it choose per image (hardware engine, CUDA, hybrid); the others
+# force one, for measurements (benchmarks/gpu_decode.py). The CUDA-only backend has rejected JPEG tiles it was given.
 GPU_BACKENDS = {"auto": None, "cuda": "GPU_ONLY", "hardware": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU"}
 
 

@@ -28,10 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from gapless.pipeline.synth.writer import PRESETS, make_dataset, write_ruler
-
     from gapless.console import console
     from gapless.errors import InputError
+    from gapless.pipeline.synth.writer import PRESETS, make_dataset, write_ruler
 
     width, height, slides = PRESETS[args.preset or "tiny"]
     size = tuple(args.size_mm) if args.size_mm else (width, height)

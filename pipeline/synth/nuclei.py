@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from gapless.pipeline.synth.styles import ClassStyle, Template
 
 STROMA_NUCLEI_PER_UM2 = 1.0 / 900.0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from gapless.pipeline.synth.scene import Scene, build_scene
 
 COARSE = 8  # level-0 pixels per coarse-grid cell

@@ -12,6 +12,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from gapless.pipeline.synth.nuclei import make_templates, place_nuclei
 from gapless.pipeline.synth.styles import (
     CLASS_STYLES,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from gapless.pipeline.synth.render import Renderer, SlideSpec, he_texture
 
 TILE = 256

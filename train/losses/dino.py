@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from gapless.train.losses.center import CenteredTeacherLoss, all_reduce_sum
 
 
