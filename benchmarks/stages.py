@@ -194,11 +194,6 @@ def time_stages_interleaved(cfgs: dict[str, DataConfig], n_tiles: int, batch: in
     return {name: run.result() for name, run in runs.items()}
 
 
-def time_stages(cfg: DataConfig, n_tiles: int, batch: int) -> dict[str, Any]:
-    """Per-stage times (ms per tile: mean and median) and pixel figures of ``n_tiles`` tiles of ``cfg``."""
-    return time_stages_interleaved({cfg.sampling.strategy: cfg}, n_tiles, batch)[cfg.sampling.strategy]
-
-
 def paired_ratio(
     tile_ms: list[float], reference_ms: list[float], fixed_ms: float = 0.0, resamples: int = 1000, seed: int = 0
 ) -> dict[str, float]:

@@ -88,18 +88,6 @@ class Slide:
         lv = self.levels[level]
         return self.read_region((0, 0), level, (lv.width, lv.height))
 
-    def thumbnail(self, max_side: int) -> np.ndarray:
-        """The whole slide, resized so its longer side is ``max_side`` pixels (from the coarsest level that suffices)."""
-        import cv2
-
-        suitable = [lv for lv in self.levels if max(lv.width, lv.height) >= max_side] or [self.levels[0]]
-        lv = suitable[-1]
-        image = self.read_level(lv.index)
-        scale = max_side / max(lv.width, lv.height)
-        out = (max(1, round(lv.width * scale)), max(1, round(lv.height * scale)))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        return cv2.resize(np.ascontiguousarray(image), out, interpolation=interp)
-
     def close(self) -> None:
         self._backend.close()
 
