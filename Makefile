@@ -1,13 +1,14 @@
 # The two commands a fresh machine needs:  `make demo` (main job on built-in synthetic data) and `make test`.
 # Both create or refresh the virtual environment in .venv first.
 #   GPU=1 make ...   installs PyTorch's default (CUDA) build and the `gpu` extra (CuPy, xFormers) instead of the
-#                    CPU build of torch.
+#                    pinned torch build that runs on the CPU.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed$(if $(GPU),-gpu,)
-TORCH_SPEC ?= $(if $(GPU),torch,torch==2.13.0)
+# torch and torchvision pinned to a matching pair (timm, the evaluation's model library, imports torchvision).
+TORCH_SPEC ?= $(if $(GPU),torch torchvision,torch==2.14.1 torchvision==0.29.1)
 EXTRAS := $(if $(GPU),dev$(comma)gpu,dev)
 comma := ,
 
@@ -18,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: on a CPU machine this is the CPU build, never several GB of CUDA wheels.
+	# torch first, pinned: the rest must not pull another build.
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
