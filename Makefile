@@ -19,9 +19,13 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: the rest must not pull another build.
+	# torch first, pinned, so that nothing else fetches another build. cuCIM's CuPy extra then asks for CUDA 12
+	# toolkits, which torch 2.14's CUDA 13 libraries exclude, and pip resolves that by swapping torch for an older
+	# build: the pinned pair goes in again last (neither toolkit is used on a CPU).
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -c "import torch, torchvision, timm"
 	touch $(STAMP)
 
 demo: $(STAMP)
