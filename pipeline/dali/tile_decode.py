@@ -114,10 +114,13 @@ class DaliTileReader:
         """A copy of one output sample that outlives the decode pipeline's buffers."""
         if self.device == "cpu":
             return np.array(tensor)
+        import ctypes
+
         import cupy
 
         region = cupy.empty(tuple(tensor.shape()), cupy.uint8)
-        tensor.copy_to_external(region.data.ptr, cuda_stream=cupy.cuda.get_current_stream().ptr, non_blocking=False)
+        stream = ctypes.c_void_p(cupy.cuda.get_current_stream().ptr)
+        tensor.copy_to_external(ctypes.c_void_p(region.data.ptr), cuda_stream=stream, non_blocking=False)
         return region
 
     def close(self) -> None:
