@@ -1,13 +1,14 @@
 """Which JPEG decoder to use for batched region reads: nvImageCodec's backends, cuCIM's cuslide2 plugin and DALI's
 own decoder, and what the check of each tile's data costs.
 
-Run as ``python -m gapless.benchmarks.gpu_decode [--batch N] [--repeats R]``. It writes one synthetic 4x-pyramid
-slide, plans ``--batch`` 224 px tiles at the seven evaluation mpps, and times for each decoder the first call
-(start-up) and the median of ``--repeats`` calls: whole region reads (:class:`TiledJpegReader`: file reads, decode,
-assembly; :class:`Cuslide2Reader`, in a fresh process since cuCIM picks its plugin once per process) and the
-decode alone. DALI's ``decoders.image(device="mixed")`` decodes the same tile streams as a reference for what nvJPEG
-does on this GPU. The last line is the CPU time of the strict check of each tile (:meth:`TileFiles.vet`). Prints
-figures; asserts nothing. Without CUDA only the CPU rows run.
+Run as ``python -m gapless.benchmarks.gpu_decode [--batch N] [--repeats R] [--he-texture]``. It writes one
+synthetic 4x-pyramid slide (``--he-texture``: its stroma textured with real H&E pixels), plans ``--batch`` 224 px
+tiles at the seven evaluation mpps, and times for each decoder the first call (start-up) and the median of
+``--repeats`` calls: whole region reads (:class:`TiledJpegReader`: file reads, decode, assembly;
+:class:`Cuslide2Reader`, in a fresh process since cuCIM picks its plugin once per process) and the decode alone.
+DALI's ``decoders.image(device="mixed")`` decodes the same tile streams as a reference for what nvJPEG does on this
+GPU. The last line is the CPU time of the strict check of each tile (:meth:`TileFiles.vet`). Prints figures;
+asserts nothing. Without CUDA only the CPU rows run.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64, help="regions per call")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after the first")
+    parser.add_argument("--he-texture", action="store_true", help="texture the slide with real H&E pixels")
     args = parser.parse_args(argv)
     try:
         import cupy
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:
         has_cuda, sync = False, lambda: None
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_slide(Path(tmp) / "s4.tiff", SlideSpec(2000.0, 2000.0, 0.25, "regular", 1), level_step=4)
+        spec = SlideSpec(2000.0, 2000.0, 0.25, "regular", 1)
+        path = write_slide(Path(tmp) / "s4.tiff", spec, level_step=4, use_he_texture=args.he_texture)
         requests = plan_requests(path, args.batch)
         print(f"{args.batch} regions of 224 px tiles at {', '.join(map(str, EVAL_MPPS))} mpp; ms per call")
         print(f"{'decoder':24}{'first':>10}{'median':>10}{'regions/s':>12}{'decode ms':>11}{'tiles':>7}")
