@@ -66,17 +66,25 @@ class Cuslide2Reader:
         self.device, self.bucket_px = device, max(1, int(bucket_px))
         self.max_open, self.num_workers = int(max_open), max(1, int(num_workers))
         self._images: OrderedDict[str, Any] = OrderedDict()
-        self._tiff: dict[str, bool] = {}
+        self._levels: OrderedDict[str, tuple[tuple[int, int], ...]] = OrderedDict()  # per slide: level sizes
         self.calls = 0  # running count of read calls, for statistics
 
     def handles(self, request: RegionRequest) -> bool:
-        """Whether this reader reads ``request``: TIFF-based slides (SVS, generic and Philips TIFF)."""
-        if request.path not in self._tiff:
+        """Whether this reader reads ``request``: a TIFF-based slide (SVS, generic and Philips TIFF) whose level
+        cuslide2 sees with the request's size; other slides go to the slide's own backend."""
+        if request.path not in self._levels:
+            levels: tuple[tuple[int, int], ...] = ()
             try:
-                self._tiff[request.path] = is_tiff(Path(request.path))
-            except OSError:
-                self._tiff[request.path] = False
-        return self._tiff[request.path]
+                if is_tiff(Path(request.path)):
+                    dims = self._image(request.path).resolutions["level_dimensions"]
+                    levels = tuple((int(w), int(h)) for w, h in dims)
+            except (OSError, RuntimeError, ValueError):
+                pass
+            self._levels[request.path] = levels
+            while len(self._levels) > 16 * self.max_open:  # bounded, however many slides the index holds
+                self._levels.popitem(last=False)
+        levels = self._levels[request.path]
+        return request.level < len(levels) and levels[request.level] == tuple(request.level_size)
 
     def read(self, requests: list[RegionRequest]) -> list[Any]:
         """Each request's region (h, w, 3) uint8, or the SlideError that failed it."""
