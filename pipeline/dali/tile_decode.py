@@ -62,8 +62,10 @@ class DaliTileReader:
 
             device_id = torch.cuda.current_device()
         kwargs = {"py_num_workers": workers, "py_start_method": "spawn"} if workers > 0 else {}
+        # A parallel batch source gives each batch to one worker: as many batches ahead as workers keep all busy.
+        ahead = max(1, prefetch, workers)
         self.pipe = tile_decode_pipeline(
-            self.callback, "mixed" if device == "cuda" else "cpu", workers > 0, prefetch, batch_size=capacity,
+            self.callback, "mixed" if device == "cuda" else "cpu", workers > 0, ahead, batch_size=capacity,
             num_threads=max(1, workers), device_id=device_id, prefetch_queue_depth=max(1, prefetch), **kwargs,
         )  # fmt: skip
         self.pipe.build()
