@@ -15,6 +15,7 @@
 #   xformers: SDPA vs xFormers attention in bf16, with MFU.
 # Results: at most 8 files under $OUT (default runs/gpu-check): summary.log, bench.json, bench-cuslide2.json,
 # trainer.json and gpu-check.tar.gz (every log, plot and figure). Work files go to $WORK (default /tmp/gapless-gpu-check).
+# The parts' time limits add up to 560 s, so the whole check fits one 10-minute command.
 # Usage: bash benchmarks/gpu_check.sh   (PYTHON=... interpreter; WORKERS=8; PARTS="tests bench" runs some parts;
 #        GPU_CHECK_CPU=1 tries it without CUDA)
 set -uo pipefail
@@ -57,19 +58,19 @@ want() { [[ " $parts " == *" $1 "* ]]; }
 # Measurement windows sized for a GPU machine: the quick preset's 4 batches of 8 drain a prefetch queue too fast.
 bench_args=("workers=$workers" "scaling_workers=[$workers]" batch_size=32 batches_per_repeat=8 repeats=4 passes=2
             trainer=false)
-want bench && run bench 180 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
+want bench && run bench 170 "$py" -m gapless.cli bench --quick --out "$work/bench" --cache-dir "$work/cache" \
   "loaders=[dali,dali-gpudecode,dali-dalidecode,baseline]" "${bench_args[@]}"
 cp -f "$work/bench/bench.json" "$out/" 2>/dev/null  # now, in case a later part overruns the caller's limit
 nvimgcodec=$("$py" -c "import nvidia.nvimgcodec, os; print(os.path.dirname(nvidia.nvimgcodec.__file__))" 2>/dev/null)
 want cuslide2 && ENABLE_CUSLIDE2=1 LD_LIBRARY_PATH="$nvimgcodec${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-  run cuslide2 60 "$py" -m gapless.cli bench --quick --out "$work/bench-cuslide2" --cache-dir "$work/cache" \
+  run cuslide2 55 "$py" -m gapless.cli bench --quick --out "$work/bench-cuslide2" --cache-dir "$work/cache" \
   "loaders=[dali-cuslide2]" "scaling_loaders=[]" synthetic=false stage_tiles=0 "${bench_args[@]}"
 cp -f "$work/bench-cuslide2/bench.json" "$out/bench-cuslide2.json" 2>/dev/null
 index=$(ls "$work"/cache/*/index.h5 2>/dev/null | head -n 1)
 want trainer && run trainer 80 "$py" -m gapless.benchmarks.train_step --model vits16 --steps 10 ${index:+--index "$index"} \
   "data.workers=$workers" --out "$work/trainer.json"
 cp -f "$work/trainer.json" "$out/" 2>/dev/null
-want tests && run gpu-tests 70 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
+want tests && run gpu-tests 60 "$py" -m pytest -q -m gpu -p no:cacheprovider tests
 want decode && run decode 45 "$py" -m gapless.benchmarks.gpu_decode
 want reads && run reads 70 "$py" -m gapless.benchmarks.reads --cuda --seconds 0.5
 want xformers && run xformers 80 "$py" -m gapless.benchmarks.train_step --gpu --model vits16 --steps 10 --out "$work/attention.json"
