@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 
 LOADERS = ("dali", "baseline")
-# Optional loaders, measured when named: the DALI graph fed by batched GPU decoding (read_device=cuda; needs CUDA),
-# beside the default 'dali', whose parallel workers decode on the host.
-OPTIONAL_LOADERS = ("dali-gpudecode",)
+# Optional loaders, measured when named: the DALI graph fed by GPU decoding (read_device=cuda; needs CUDA) of
+# batched nvImageCodec calls (dali-gpudecode), cuCIM's cuslide2 plugin (dali-cuslide2) or DALI's own decoder
+# (dali-dalidecode), beside the default 'dali', whose parallel workers decode on the host.
+OPTIONAL_LOADERS = ("dali-gpudecode", "dali-cuslide2", "dali-dalidecode")
 STRATEGIES = PAPER_STRATEGIES
 
 

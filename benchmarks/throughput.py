@@ -85,12 +85,14 @@ def window_rates(
 def loader_config(base: DataConfig, loader: str, strategy: str, workers: int) -> DataConfig:
     """``base`` with loader, sampling strategy and worker count replaced (devices stay 'auto': GPU if present).
 
-    ``dali-gpudecode`` is the DALI loader decoding on the GPU (``read_device=cuda``, ``device=gpu``).
+    ``dali-gpudecode``, ``dali-cuslide2`` and ``dali-dalidecode`` are the DALI loader decoding on the GPU
+    (``read_device=cuda``, ``device=gpu``) with ``gpu_decode`` batched, cuslide2 and dali.
     """
     sampling = dataclasses.replace(base.sampling, strategy=strategy)
-    if loader == "dali-gpudecode":
+    gpu_decode = {"dali-gpudecode": "batched", "dali-cuslide2": "cuslide2", "dali-dalidecode": "dali"}
+    if loader in gpu_decode:
         return dataclasses.replace(base, loader="dali", device="gpu", read_device="cuda", sampling=sampling,
-                                   workers=workers)  # fmt: skip
+                                   workers=workers, gpu_decode=gpu_decode[loader])  # fmt: skip
     return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers)
 
 

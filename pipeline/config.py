@@ -50,7 +50,9 @@ class DataConfig:
     loader: str = "auto"  # auto | dali | baseline | synthetic (random in-memory tensors, no I/O)
     device: str = "auto"  # auto | cpu | gpu (where crop-resize and augmentation run)
     read_device: str = "auto"  # auto (= cpu) | cpu | cuda (where the slides' JPEG tiles are decoded)
-    gpu_decode: str = "batched"  # with read_device=cuda: batched (one nvImageCodec call per batch) | cucim
+    # with read_device=cuda: batched (one nvImageCodec call per batch) | cuslide2 (cuCIM's nvImageCodec plugin,
+    # batched per slide) | dali (DALI's decoder, tiles read in the workers) | cucim (region by region)
+    gpu_decode: str = "batched"
     workers: int = 2  # worker processes (DALI parallel external source, or DataLoader workers)
     prefetch: int = 2  # batches queued ahead per worker
     handle_cache: int = 32  # open slide handles kept per process (bounded LRU)
@@ -61,7 +63,7 @@ class DataConfig:
             ("loader", ("auto", "dali", "baseline", "synthetic")),
             ("device", ("auto", "cpu", "gpu")),
             ("read_device", ("auto", "cpu", "cuda")),
-            ("gpu_decode", ("batched", "cucim")),
+            ("gpu_decode", ("batched", "cuslide2", "dali", "cucim")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")

@@ -105,6 +105,10 @@ def build_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1, start_iter
         from gapless.pipeline.synthetic import SyntheticLoader
 
         return SyntheticLoader(cfg, shard)
+    if cfg.read_device == "cuda" and cfg.gpu_decode == "cuslide2":  # cuCIM's plugin: chosen before a slide opens
+        from gapless.pipeline.slides.cuslide2 import enable_cuslide2
+
+        enable_cuslide2()
     source, skipped = build_source(cfg)
     if cfg.loader == "baseline":
         from gapless.pipeline.baseline import BaselineLoader

@@ -48,13 +48,13 @@ def test_gpu_reader_reads_the_samples_the_cpu_callback_reads(synthetic_slides) -
     assert all(np.array_equal(params[b], augmented(_Info(B + b))[5]) for b in range(B))
 
 
-@pytest.mark.parametrize("batched", [True, False])
-def test_gpu_reader_cpu_twin_delivers_what_the_cpu_callback_delivers(synthetic_slides, batched: bool) -> None:
+@pytest.mark.parametrize("decode", ["batched", "cucim"])
+def test_gpu_reader_cpu_twin_delivers_what_the_cpu_callback_delivers(synthetic_slides, decode: str) -> None:
     """The GPU reader's columns, made on the host (NumPy, nvImageCodec's CPU decoder), against the CPU path."""
     cfg = _cfg(synthetic_slides.index)
     source, _ = build_source(cfg)
     shard = Shard(rank=0, world_size=2, start=1)
-    reader = GpuBatchReader(source, B, shard, batched=batched, planners=0, device="cpu")
+    reader = GpuBatchReader(source, B, shard, decode=decode, planners=0, device="cpu")
     callback = SampleCallback(source, shard, B)
     for iteration in range(2):
         columns = reader(iteration)

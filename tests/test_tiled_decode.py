@@ -12,12 +12,29 @@ import numpy as np
 import pytest
 import tifffile
 
-from gapless.pipeline.batch_read import PlanPrefetcher, first_plans, read_many
+from gapless.pipeline.batch_read import PlanPrefetcher, TileVetter, first_plans, read_many
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.slides import open_slide
 from gapless.pipeline.slides.backends import PageLayout
-from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader, jpeg_stream
+from gapless.pipeline.slides.tile_files import TileFiles, jpeg_stream
+from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
+
+
+def damaged_copy(path, out, page: int = 0, tile: int = 0):
+    """A copy of slide ``path`` at ``out`` whose tile ``tile`` of TIFF page ``page`` has 64 bytes in the middle of
+    its entropy-coded data overwritten: markers intact, as a bad sector or a broken transfer leaves it."""
+    shutil.copy(path, out)
+    with tifffile.TiffFile(out) as tif:
+        offset, count = tif.pages[page].dataoffsets[tile], tif.pages[page].databytecounts[tile]
+    with open(out, "r+b") as f:
+        f.seek(offset)
+        data = f.read(count)
+        scan = data.index(b"\xff\xda")  # start of scan; the entropy-coded data follows its header
+        middle = scan + (count - scan) // 2
+        f.seek(offset + middle)
+        f.write(bytes(range(7, 7 + 64)))
+    return out
 
 
 def _requests(path, n: int, seed: int = 0) -> list[RegionRequest]:
@@ -130,11 +147,66 @@ def test_read_many_retries_where_reads_fail(synthetic_slides, tmp_path) -> None:
     assert [(t.spec, t.retries) for t in tiles] == [(t.spec, t.retries) for t in expected]
 
 
+def damaged_source(synthetic_slides, tmp_path, **cfg):
+    """A tile source whose slide 0 is a copy with the central tile (1, 1) of level 1 damaged in the middle of its
+    data; returns (source, the damaged file, a predicate: does a tile's region touch the damaged tile?)."""
+    source, _ = build_source(DataConfig(index=str(synthetic_slides.index), **{"batch_size": 8, "tile_px": 64, **cfg}))
+    entry = source.slides[0]
+    level = entry.levels[1]
+    with tifffile.TiffFile(entry.path) as tif:
+        page = next(p.index for p in tif.pages if (p.imagewidth, p.imagelength) == (level.width, level.height))
+        cols = -(-level.width // tif.pages[page].tilewidth)
+    bad = damaged_copy(entry.path, tmp_path / "damaged.tiff", page=page, tile=cols + 1)
+    source.slides[0] = dataclasses.replace(entry, path=str(bad))
+
+    def touches(tile) -> bool:
+        if tile.spec is None or tile.spec.path != str(bad) or tile.spec.plan.level != 1:
+            return False
+        x, y = (int(v / level.downsample) for v in tile.spec.plan.location)
+        size = tile.spec.plan.read_size
+        return x < 512 and x + size > 256 and y < 512 and y + size > 256
+
+    return source, bad, touches
+
+
+def test_a_tile_damaged_in_its_data_fails_its_region(synthetic_slides, tmp_path) -> None:
+    """Markers intact, data damaged: the decoder alone returns noise; vetted, the region fails with the tile named."""
+    bad = damaged_copy(synthetic_slides.paths[0], tmp_path / "bad.tiff")
+    level = open_slide(bad).levels[0]
+    hit = RegionRequest(str(bad), (10, 150), 0, (100, 100), 1.0, (level.width, level.height))  # tile (0, 0)
+    miss = dataclasses.replace(hit, location=(600, 600))
+    intact = TiledJpegReader("cpu").read([dataclasses.replace(hit, path=str(synthetic_slides.paths[0]))])[0]
+    silent = TiledJpegReader("cpu").read([hit])[0]
+    assert not isinstance(silent, Exception) and np.abs(silent.astype(int) - intact).mean() > 10  # real damage
+    regions = TiledJpegReader("cpu").read([hit, miss], vet=True)
+    assert isinstance(regions[0], Exception) and "bad.tiff" in str(regions[0]) and "(0, 0)" in str(regions[0])
+    assert "Corrupt JPEG data" in str(regions[0])
+    assert regions[1].shape == (100, 100, 3)
+    files = TileFiles()
+    files.vet(miss)
+    files.vet(miss)
+    assert files.tiles_vetted == 1  # each tile is checked once per process
+
+
+def test_read_many_retries_and_counts_regions_on_a_damaged_tile(synthetic_slides, tmp_path) -> None:
+    source, bad, touches = damaged_source(synthetic_slides, tmp_path, seed=11)
+    gs = list(range(96))
+    expected = [source.read(g) for g in gs]  # the host reader, which (here) does not check tiles
+    assert sum(touches(t) for t in expected) >= 2
+    tiles = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=TileVetter())
+    assert not any(touches(t) for t in tiles)
+    for a, b in zip(tiles, expected):
+        if touches(b):  # retried elsewhere and counted
+            assert a.retries > b.retries and a.spec != b.spec
+        else:
+            assert a.spec == b.spec and a.retries == b.retries and np.array_equal(a.region, b.region)
+
+
 def test_plans_made_ahead_in_other_processes_are_the_plans_made_here(synthetic_slides) -> None:
     cfg = DataConfig(index=str(synthetic_slides.index), batch_size=8, seed=4, tile_px=64)
     source, _ = build_source(cfg)
     batches = [list(range(k * 16, (k + 1) * 16)) for k in range(3)]
-    prefetcher = PlanPrefetcher(source, workers=1)
+    prefetcher = PlanPrefetcher(source, workers=1, vet=TileVetter())
     try:
         for key, gs in enumerate(batches):
             prefetcher.ahead(key, gs)
@@ -142,7 +214,7 @@ def test_plans_made_ahead_in_other_processes_are_the_plans_made_here(synthetic_s
         assert prefetcher.plans(7, batches[0]) == made_ahead[0]  # never queued: planned here
     finally:
         prefetcher.close()
-    assert made_ahead == [first_plans(source, gs) for gs in batches]
+    assert made_ahead == [first_plans(source, gs, vet=TileVetter()) for gs in batches]
     tiles = read_many(source, batches[1], TiledJpegReader("cpu"), device="cpu", plans=made_ahead[1])
     assert [t.spec for t in tiles] == [source.read(g).spec for g in batches[1]]
 

@@ -1,8 +1,12 @@
 """GPU read path: a batch's regions decoded on the GPU and handed to DALI as CuPy arrays, without a host copy.
 
-By default the JPEG tiles of the whole batch are decoded in one nvImageCodec call
-(:class:`gapless.pipeline.slides.tiled_decode.TiledJpegReader`); ``batched=False`` reads region by region with cuCIM's
-``device="cuda"`` decode instead (one decode call per region).
+``decode`` chooses how (``data.gpu_decode``): ``batched`` decodes the JPEG tiles of the whole batch in one
+nvImageCodec call (:class:`gapless.pipeline.slides.tiled_decode.TiledJpegReader`); ``cuslide2`` reads each slide's
+regions with cuCIM's nvImageCodec plugin in batched calls (:class:`gapless.pipeline.slides.cuslide2.Cuslide2Reader`);
+``cucim`` reads region by region with cuCIM's ``device="cuda"`` decode (one call per region). The first two plan the
+next batches in worker processes and vet the tiles there (:mod:`gapless.pipeline.batch_read`); ``verify=False``
+skips the vetting (to measure what it costs). The fourth path, DALI's own decoder, is
+:class:`gapless.pipeline.dali.tile_decode.DaliTileReader`.
 
 A batch callable for a non-parallel ``device="gpu"`` external source, and a second, host-side batch callable for
 the same samples' augmentation parameters (DALI argument inputs are CPU data even in a GPU graph, and one external
@@ -20,6 +24,8 @@ from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.source import Shard, TileSource
 
+READERS = ("batched", "cuslide2", "cucim")  # the decode modes of GpuBatchReader
+
 
 class GpuBatchReader:
     """``reader(iteration) -> (regions, mpp, level, retries, skipped)``, each a list of ``batch_size`` CuPy arrays.
@@ -33,18 +39,26 @@ class GpuBatchReader:
         source: TileSource,
         batch_size: int,
         shard: Shard,
-        batched: bool = True,
+        decode: str = "batched",
         planners: int = 0,
         device: str = "cuda",
+        verify: bool = True,
     ) -> None:
+        if decode not in READERS:
+            raise ValueError(f"decode: '{decode}' is not one of {', '.join(READERS)}")
         self.source, self.batch_size = source, int(batch_size)
         self.shard = shard
-        # batched: the batch's JPEG tiles decoded in one nvImageCodec call; else cuCIM reads region by region.
-        self.batched = bool(batched)
+        self.decode = decode
         self.planners = int(planners)  # processes planning the next batches while this one decodes
         self.device = device  # "cpu": NumPy arrays and the CPU decoder, this reader's CPU twin for tests
+        self.verify = bool(verify)
         self._reader: Any = None
         self._prefetcher: Any = None
+        self._vet: Any = None
+        if decode == "cuslide2":  # before anything in this process opens a slide with cuCIM
+            from gapless.pipeline.slides.cuslide2 import enable_cuslide2
+
+            enable_cuslide2()
 
     def sample_indices(self, iteration: int) -> list[int]:
         return self.shard.batch(self.shard.start + int(iteration), self.batch_size)
@@ -54,7 +68,7 @@ class GpuBatchReader:
 
         xp = array_module(self.device)
         gs = self.sample_indices(iteration)
-        if self.batched:
+        if self.decode in ("batched", "cuslide2"):
             tiles = self._read_batched(int(iteration), gs)
         else:
             tiles = [self.source.read(g, device=self.device) for g in gs]
@@ -67,16 +81,23 @@ class GpuBatchReader:
         return (regions, [mpp[b] for b in range(len(tiles))], *columns)
 
     def _read_batched(self, iteration: int, gs: list[int]) -> list[Any]:
-        from gapless.pipeline.batch_read import PlanPrefetcher, read_many
-        from gapless.pipeline.slides.tiled_decode import TiledJpegReader
+        from gapless.pipeline.batch_read import PlanPrefetcher, TileVetter, read_many
 
         if self._reader is None:
-            self._reader = TiledJpegReader(self.device)
-            self._prefetcher = PlanPrefetcher(self.source, self.planners)
+            self._vet = TileVetter() if self.verify else None
+            if self.decode == "cuslide2":
+                from gapless.pipeline.slides.cuslide2 import Cuslide2Reader
+
+                self._reader = Cuslide2Reader(self.device)
+            else:
+                from gapless.pipeline.slides.tiled_decode import TiledJpegReader
+
+                self._reader = TiledJpegReader(self.device)
+            self._prefetcher = PlanPrefetcher(self.source, self.planners, self._vet)
         plans = self._prefetcher.plans(iteration, gs)
         for ahead in range(iteration + 1, iteration + 1 + self.planners):
             self._prefetcher.ahead(ahead, self.sample_indices(ahead))
-        return read_many(self.source, gs, self._reader, device=self.device, plans=plans)
+        return read_many(self.source, gs, self._reader, device=self.device, plans=plans, vet=self._vet)
 
 
 class BatchParams:

@@ -30,9 +30,14 @@ def build_dali_pipeline(
 ) -> Any:
     """Build (not run) the training or evaluation pipeline of a shard of the sample stream."""
     gpu_reads = read_device == "cuda"
-    if gpu_reads:
-        batched = cfg.gpu_decode == "batched"
-        callback: Any = GpuBatchReader(source, cfg.batch_size, shard, batched=batched, planners=cfg.workers)
+    if gpu_reads and cfg.gpu_decode == "dali":
+        from gapless.pipeline.dali.tile_decode import DaliTileReader
+
+        callback: Any = DaliTileReader(source, cfg.batch_size, shard, cfg.workers, cfg.prefetch,
+                                       augment=None if evaluation else cfg.augment)  # fmt: skip
+        params = None if evaluation else callback.params
+    elif gpu_reads:
+        callback = GpuBatchReader(source, cfg.batch_size, shard, decode=cfg.gpu_decode, planners=cfg.workers)
         params = None if evaluation else BatchParams(callback, cfg.augment)
     else:  # training: each sample's augmentation parameters travel with it from the worker that read it
         callback, params = SampleCallback(source, shard, cfg.batch_size, None if evaluation else cfg.augment), None

@@ -39,12 +39,13 @@ class RegionReads:
     parallel: bool
     prefetch: int
     params: Any = None
+    batch_device: str = "gpu"  # where a batch reader's arrays live: "cpu" for its CPU twin (NumPy arrays)
 
     def nodes(self) -> tuple[Any, ...]:
         """The external source nodes: (regions HWC uint8, mpp, level, retries, skipped[, params])."""
         if self.gpu:
             outputs = fn.external_source(
-                source=self.source, batch=True, device="gpu", num_outputs=5, layout=["HWC", "", "", "", ""]
+                source=self.source, batch=True, device=self.batch_device, num_outputs=5, layout=["HWC", "", "", "", ""]
             )
             if self.params is not None:
                 outputs = [*outputs, fn.external_source(source=self.params, batch=True, device="cpu")]
@@ -58,7 +59,7 @@ class RegionReads:
 
     def base_tiles(self, regions: Any, device: str, tile_px: int) -> Any:
         """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so."""
-        if device == "gpu" and not self.gpu:
+        if device == "gpu" and not (self.gpu and self.batch_device == "gpu"):
             regions = regions.gpu()
         return graph.crop_resize(regions, tile_px)
 
