@@ -2,8 +2,9 @@
 
 Both take level-0 (x, y) locations and level-pixel (w, h) sizes. cuCIM does not raise on a tile it cannot decode
 (it prints the decoder's report and returns the damaged pixels), so its reads run inside a
-:class:`~gapless.pipeline.slides.decoding.DecoderReport` and tiles without data are refused before it sees them;
-OpenSlide raises by itself. The readers gapless decodes itself are in :mod:`gapless.pipeline.slides.tiled`
+:class:`~gapless.pipeline.slides.decoding.DecoderReport` and tiles without data are refused before it sees them.
+OpenSlide raises on most damage by itself; the JPEG tiles of TIFF files it reads are vetted first
+(:class:`~gapless.pipeline.slides.tiled.TileVetter`) because it misses damage at the end of a tile's data. The readers gapless decodes itself are in :mod:`gapless.pipeline.slides.tiled`
 (tifffile) and :mod:`gapless.pipeline.slides.dicom` (wsidicom). The TIFF layout helpers are re-exported here for the
 batched reader (:mod:`gapless.pipeline.slides.tiled_decode`).
 """
@@ -79,8 +80,10 @@ class OpenSlideBackend:
 
     name = "openslide"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, layout: list[PageLayout] | None = None) -> None:
         import openslide
+
+        from gapless.pipeline.slides.tiled import TileVetter
 
         target = _dicom_instance(path) if path.is_dir() else path
         if openslide.OpenSlide.detect_format(str(target)) is None:
@@ -89,6 +92,7 @@ class OpenSlideBackend:
         self._slide = openslide.OpenSlide(str(target))
         self.dimensions = [tuple(int(v) for v in d) for d in self._slide.level_dimensions]
         self.downsamples = [float(d) for d in self._slide.level_downsamples]
+        self._vetter = TileVetter(path, self.dimensions, layout)
 
     def properties(self) -> dict[str, str]:
         return dict(self._slide.properties)
@@ -96,6 +100,9 @@ class OpenSlideBackend:
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
         import openslide
 
+        if tile_check_enabled():
+            ds = self.downsamples[level]
+            self._vetter.check(level, (int(location[0] / ds + 1e-6), int(location[1] / ds + 1e-6)), size)
         try:
             rgba = np.asarray(self._slide.read_region(location, level, size))
         except openslide.OpenSlideError as exc:
@@ -113,6 +120,7 @@ class OpenSlideBackend:
     def close(self) -> None:
         if self._slide is not None:
             self._slide.close()
+            self._vetter.close()
             self._slide = None
 
 

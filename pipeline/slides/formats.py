@@ -7,7 +7,7 @@ aperio-svs     tifffile (ImageDescription)   cuCIM, OpenSlide, tifffile       ``
 generic-tiff   a tiled TIFF pyramid          cuCIM, OpenSlide, tifffile       resolution tags (cm or inch)
 philips-tiff   Software + XML description    cuCIM, OpenSlide, tifffile       ``DICOM_PIXEL_SPACING`` in the XML
 ome-tiff       OME-XML                       tifffile, cuCIM, OpenSlide       ``PhysicalSizeX`` in the OME-XML
-dicom          a folder of WSI instances     OpenSlide, wsidicom              ``PixelSpacing`` of the finest level
+dicom          a folder of WSI instances     wsidicom, OpenSlide              ``PixelSpacing`` of the finest level
 ndpi, scn ...  tifffile's vendor flags       OpenSlide, tifffile              OpenSlide's ``openslide.mpp-x``
 others (mrxs)  not TIFF, not DICOM           OpenSlide                        OpenSlide's ``openslide.mpp-x``
 =============  ============================  ===============================  ======================================
@@ -74,7 +74,7 @@ def detect_format(path: Path) -> SlideFormat:
     if path.is_dir():
         dicom = scan_dicom_folder(path)
         source = "the DICOM PixelSpacing" if dicom.mpp else "no PixelSpacing in the DICOM instances"
-        return SlideFormat("dicom", ("openslide", "wsidicom"), len(dicom.sizes), dicom.mpp, source)
+        return SlideFormat("dicom", ("wsidicom", "openslide"), len(dicom.sizes), dicom.mpp, source)
     if is_tiff(path):
         return _tiff_format(path)
     return SlideFormat("other", ("openslide",), None, None, "no openslide.mpp-x property")

@@ -111,7 +111,7 @@ def _reader(name: str, path: Path, fmt: SlideFormat) -> Any:
     if name == "openslide":
         from gapless.pipeline.slides.backends import OpenSlideBackend
 
-        return OpenSlideBackend(path)
+        return OpenSlideBackend(path, fmt.layout)
     if name == "tifffile":
         from gapless.pipeline.slides.tiled import TifffileBackend
 
@@ -121,8 +121,22 @@ def _reader(name: str, path: Path, fmt: SlideFormat) -> Any:
     return WsidicomBackend(path)
 
 
+def _probe(path: Path, handle: Any, fmt: SlideFormat) -> str | None:
+    """Why an opened reader cannot serve the slide (it misses pyramid levels, or cannot decode its pixels: cuCIM
+    opens TIFFs whose compression it cannot decode), or None when it can."""
+    if fmt.levels and len(handle.dimensions) != fmt.levels:
+        return f"sees {len(handle.dimensions)} of the file's {fmt.levels} pyramid levels"
+    level = len(handle.dimensions) - 1
+    width, height = handle.dimensions[level]
+    try:
+        handle.read(path, (0, 0), level, (min(16, width), min(16, height)), "cpu")
+    except Exception as exc:
+        return f"cannot decode its pixels ({str(exc).removeprefix(f'{path}: ')})"
+    return None
+
+
 def _open_reader(path: Path, fmt: SlideFormat, backend: str) -> Any:
-    """The first reader of the format's order (or the one asked for) that opens the whole pyramid."""
+    """The first reader of the format's order (or the one asked for) that opens the whole pyramid and decodes it."""
     errors = []
     for name in fmt.readers if backend == "auto" else (backend,):
         try:
@@ -130,11 +144,11 @@ def _open_reader(path: Path, fmt: SlideFormat, backend: str) -> Any:
         except Exception as exc:
             errors.append(f"{name}: {str(exc).removeprefix(f'{path}: ') or type(exc).__name__}")
             continue
-        if fmt.levels and len(handle.dimensions) != fmt.levels:
-            errors.append(f"{name}: sees {len(handle.dimensions)} of the file's {fmt.levels} pyramid levels")
-            handle.close()
-            continue
-        return handle
+        problem = _probe(path, handle, fmt)
+        if problem is None:
+            return handle
+        errors.append(f"{name}: {problem}")
+        handle.close()
     raise SlideError(f"{path}: not a readable whole-slide image ({fmt.name}; {'; '.join(errors)})")
 
 

@@ -1,10 +1,14 @@
-"""Regions assembled from the tiles of a pyramid level, and the tifffile reader built on it.
+"""Regions assembled from the tiles of a pyramid level, the tifffile reader built on it, and tile vetting.
 
 :func:`assemble_region` cuts a region out of the tiles it touches, decoded one by one by a callback; the tifffile
 reader (here) and the wsidicom reader (:mod:`gapless.pipeline.slides.dicom`) share it. JPEG tiles are decoded
 strictly (:func:`gapless.pipeline.slides.decoding.decode_jpeg`), so a damaged tile raises instead of yielding
 noise. The tifffile reader reads any tiled TIFF pyramid that tifffile understands, OME-TIFF pyramids kept in
 SubIFDs included, which neither cuCIM nor OpenSlide sees.
+
+:class:`TileVetter` decodes each JPEG tile a read touches once per reader, strictly and at 1/8 scale, before a
+native reader that does not report all damage decodes it: OpenSlide turns libjpeg's warnings into errors but stops
+before the end of a tile's data, so damage found only there passes silently.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import SlideError
-from gapless.pipeline.slides.decoding import decode_jpeg, tile_check_enabled
-from gapless.pipeline.slides.tiff import page_layout, tiff_pyramid
+from gapless.pipeline.slides.decoding import decode_jpeg, tile_check_enabled, vet_jpeg
+from gapless.pipeline.slides.tiff import PageLayout, page_layout, tiff_pyramid
 from gapless.pipeline.slides.tiled_decode import jpeg_stream
 
 
@@ -113,3 +117,41 @@ class TifffileBackend:
             self._tif.close()
             os.close(self._fd)
             self._tif = None
+
+
+class TileVetter:
+    """``vetter.check(level, (lx, ly), (w, h))`` raises :class:`SlideError` if a JPEG tile the box touches is
+    damaged; each tile is decoded (strictly, at 1/8 scale) once per vetter."""
+
+    def __init__(self, path: Path, dimensions: list[tuple[int, int]], layout: list[PageLayout] | None) -> None:
+        pages = {(p.width, p.height): p for p in layout or [] if p.jpeg}
+        self._path = path
+        self._pages = [pages.get(tuple(d)) for d in dimensions]
+        self._vetted = [np.zeros(len(p.offsets), bool) if p else None for p in self._pages]
+        self._fd: int | None = None
+
+    def check(self, level: int, origin: tuple[int, int], size: tuple[int, int]) -> None:
+        page, vetted = self._pages[level], self._vetted[level]
+        if page is None:
+            return
+        _, _, tiles = page.tiles_touched(origin[0], origin[1], size[0], size[1])
+        tiles = tiles[tiles < len(vetted)]
+        todo = tiles[~vetted[tiles]]
+        if not len(todo):
+            return
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        columns = -(-page.width // page.tile_width)
+        for tile in todo:
+            data = os.pread(self._fd, int(page.counts[tile]), int(page.offsets[tile]))
+            try:
+                vet_jpeg(jpeg_stream(page, data))
+            except Exception as exc:
+                where = f"tile ({tile % columns}, {tile // columns}) of level {level}"
+                raise SlideError(f"{self._path}: damaged image data in {where} ({exc})") from exc
+            vetted[tile] = True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
