@@ -1,0 +1,42 @@
+"""What ``gapless index`` tells the user: what was read and why, what was kept, what is wrong with the labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+
+from gapless.console import table
+
+_SHOW = 5  # names listed per line; the rest are counted
+
+
+def _names(paths: list[str]) -> str:
+    shown = ", ".join(escape(p) for p in paths[:_SHOW])
+    return shown + (f" (+{len(paths) - _SHOW} more)" if len(paths) > _SHOW else "")
+
+
+def print_index_summary(console: Any, summary: Any, out: str) -> None:
+    """Print an :class:`~gapless.pipeline.slides.indexer.IndexSummary` for people, one fact per line."""
+    s = summary
+    console.print(f"{s.total} slides: {s.usable} usable, {len(s.failed)} skipped -> {out}")
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(s.reasons.items()))
+    resumed = f", {s.resumed} of them from an interrupted run" if s.resumed else ""
+    console.print(f"read {s.indexed}{f' ({why})' if why else ''}; {s.reused} unchanged{resumed}")
+    if s.kept:
+        console.print(f"kept {len(s.kept)} slide(s) of the previous index not among the inputs (--prune drops them): "
+                      f"{_names(s.kept)}")  # fmt: skip
+    if s.pruned:
+        console.print(f"dropped {len(s.pruned)} slide(s) not among the inputs (--prune): {_names(s.pruned)}")
+    if s.labels_changed:
+        console.print(f"labels: {s.labels_changed} slide(s) changed label or patient")
+    if s.unlabelled:
+        console.print(f"[yellow]labels: {len(s.unlabelled)} slide(s) have no row (labels kept as they were):[/] "
+                      f"{_names(s.unlabelled)}")  # fmt: skip
+    if s.unmatched_rows:
+        console.print(f"[yellow]labels: {len(s.unmatched_rows)} row(s) name no slide found:[/] "
+                      f"{_names(s.unmatched_rows)}")  # fmt: skip
+    if s.previous_problem:
+        console.print(f"[yellow]{s.previous_problem}[/]")
+    if s.failed:
+        console.print(table("skipped slides", ("slide", "status", "reason"), s.failed))
