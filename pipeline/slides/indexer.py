@@ -175,7 +175,8 @@ def build_index(
     """Index ``inputs`` into ``out`` (see the module docstring for what is read again, kept and reported)."""
     out = Path(out)
     check_output(out)
-    slides = [s for s in find_slides(inputs) if shard is None or in_shard(s, shard)]
+    every_slide = find_slides(inputs)
+    slides = [s for s in every_slide if shard is None or in_shard(s, shard)]
     labels = read_labels(labels_csv) if labels_csv else None
     journal = Journal(out.with_name(out.name + ".journal"))
     old_index = None
@@ -203,7 +204,7 @@ def build_index(
         if not prune:
             entries.update({p: _kept(previous[p]) for p in others})
         ordered = [entries[p] for p in sorted(entries)]
-        report = apply_labels(ordered, labels, previous, found)
+        report = apply_labels(ordered, labels, previous, found, [str(s) for s in every_slide])
 
         def mask_of(entry: dict[str, Any]) -> np.ndarray:
             ref = entry.get("mask_ref")

@@ -12,6 +12,7 @@ Masks stay on disk: the index is written by streaming them from here (and from t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -30,8 +31,10 @@ _FSYNC_SECONDS = 10.0
 
 
 def _space_error(path: Path, exc: OSError) -> InputError:
-    return InputError(f"{path}: cannot write ({exc.strerror or exc}); free space or choose another --out, then rerun "
-                      "the same command: it resumes from the slides already indexed")  # fmt: skip
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InputError(f"{path}: cannot write ({exc.strerror}); free space and rerun the same command: it resumes "
+                          "from the slides already indexed")  # fmt: skip
+    return InputError(f"{path}: cannot write ({exc.strerror or exc}); choose another --out")
 
 
 class Journal:
@@ -47,13 +50,13 @@ class Journal:
         """Open for appending (created if absent; raises InputError naming the path if it cannot be written)."""
         entries, end = self._scan() if self.path.is_file() else ([], 0)
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if end == 0:
-                os.ftruncate(self._fd, 0)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.write(self._fd, MAGIC)
-                end = len(MAGIC)
-            os.ftruncate(self._fd, end)  # drop a record cut short by a kill
-            os.lseek(self._fd, end, os.SEEK_SET)
+            else:
+                self._fd = os.open(self.path, os.O_RDWR)
+                os.ftruncate(self._fd, end)  # drop a record cut short by a kill
+                os.lseek(self._fd, end, os.SEEK_SET)
         except OSError as exc:
             raise _space_error(self.path, exc) from exc
         return entries

@@ -25,9 +25,13 @@ def apply_labels(
     labels: dict[str, dict[str, str]] | None,
     previous: dict[str, dict[str, Any]],
     found: set[str],
+    discovered: list[str] = (),
 ) -> LabelReport:
-    """Set ``label`` and ``patient`` on every entry (in place); ``found`` are the slides among this run's inputs."""
+    """Set ``label`` and ``patient`` on every entry (in place); ``found`` are the slides among this run's inputs,
+    ``discovered`` every slide the inputs hold (other shards' included: their rows are not reported as strays)."""
     report, used = LabelReport(), set()
+    for path in map(Path, discovered):
+        used.update(key for key in (str(path), path.name, path.stem) if key in (labels or {}))
     for entry in entries:
         old = previous.get(entry["path"], {})
         before = (old.get("label", ""), old.get("patient", ""))
