@@ -41,6 +41,14 @@ def set_tile_check(enabled: bool) -> None:
     os.environ[ENV_SWITCH] = "1" if enabled else "0"
 
 
+def complete_stream(data: bytes, tables: bytes | None) -> bytes:
+    """A tile's complete JPEG stream: an abbreviated tile gets the shared tables (the TIFF JPEGTables tag, as SVS
+    files use) spliced in after its start-of-image marker."""
+    if tables and len(tables) > 4 and data.startswith(b"\xff\xd8"):
+        return tables[:-2] + data[2:]
+    return data
+
+
 def decode_jpeg(stream: bytes, strict: bool = True) -> np.ndarray:
     """RGB pixels of a JPEG stream; with ``strict``, data the decoder reports as corrupt raises ValueError."""
     import simplejpeg

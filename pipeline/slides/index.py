@@ -93,6 +93,7 @@ class SlideIndex:
         self._masks: OrderedDict[int, TissueMask] = OrderedDict()
         self._mask_cache = mask_cache
         self._file: Any = None
+        self._mask_data: Any = None
 
     @classmethod
     def load(cls, path: str | Path) -> SlideIndex:
@@ -141,11 +142,9 @@ class SlideIndex:
     def levels(self, row: int) -> tuple[Level, ...]:
         cols = self.columns
         start, stop = int(cols["level_start"][row]), int(cols["level_start"][row + 1])
-        return tuple(
-            Level(i - start, int(cols["level_width"][i]), int(cols["level_height"][i]),
-                  float(cols["level_downsample"][i]), float(cols["level_mpp"][i]))
-            for i in range(start, stop)
-        )  # fmt: skip
+        widths, heights = cols["level_width"][start:stop].tolist(), cols["level_height"][start:stop].tolist()
+        downsamples, mpps = cols["level_downsample"][start:stop].tolist(), cols["level_mpp"][start:stop].tolist()
+        return tuple(Level(i, *values) for i, values in enumerate(zip(widths, heights, downsamples, mpps)))
 
     def record(self, row: int) -> SlideRecord:
         cols = self.columns
@@ -168,7 +167,8 @@ class SlideIndex:
         try:
             if self._file is None:
                 self._file = h5py.File(self.path, "r")
-            return self._file["masks"][start:stop]
+                self._mask_data = self._file["masks"]  # looking a dataset up costs more than reading a mask
+            return self._mask_data[start:stop]
         except (OSError, KeyError, ValueError) as exc:
             problem = f"the tissue mask of {self.columns['path'][row]} cannot be read: {str(exc).splitlines()[0]}"
             raise damaged(self.path, problem) from exc
@@ -190,7 +190,7 @@ class SlideIndex:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            self._file = None
+            self._file = self._mask_data = None
 
 
 def is_index_file(path: Path) -> bool | None:

@@ -26,7 +26,7 @@ from gapless.io import atomic_output
 FORMAT = "gapless-slide-index"
 FORMAT_VERSION = 2
 STATUSES = ("ok", "no_tissue", "failed")
-MASK_CHUNK = 1 << 16
+MASK_CHUNK_RANGE = (1 << 12, 1 << 16)  # bytes per compressed chunk of masks: a few masks each, decoded quickly
 STRINGS = ("path", "reason", "label", "patient", "format")
 SCALARS = ("size", "mtime", "mpp", "tissue_fraction", "mask_mpp", "mpp_override", "mask_mpp_setting")
 LEVELS = ("level_width", "level_height", "level_downsample", "level_mpp")
@@ -65,7 +65,7 @@ def _mapped(dataset: Any, path: Path) -> np.ndarray:
     offset = dataset.id.get_offset()
     if offset is None or dataset.chunks is not None or dataset.size == 0:
         return dataset[()]
-    return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
+    return np.asarray(np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape))
 
 
 def read_columns(f: Any, path: Path) -> dict[str, Any]:
@@ -136,9 +136,17 @@ def write_index(
     return path
 
 
+def _chunk_bytes(entries: list[dict[str, Any]]) -> int:
+    """Chunk size for the masks: about four typical masks (a reader decodes one chunk per mask), within bounds."""
+    shapes = [e.get("mask_shape", (0, 0)) for e in entries[:1000]]
+    typical = float(np.median([-(-int(h) * int(w) // 8) for h, w in shapes])) if shapes else 0.0
+    low, high = MASK_CHUNK_RANGE
+    return int(min(high, max(low, 2 ** np.ceil(np.log2(max(4 * typical, 1))))))
+
+
 def _stream_masks(f: Any, entries: list[dict[str, Any]], mask_of: Callable) -> np.ndarray:
     """Append every entry's mask to a chunked, compressed, checksummed dataset; return the n + 1 start offsets."""
-    masks = f.create_dataset("masks", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(MASK_CHUNK,),
+    masks = f.create_dataset("masks", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_chunk_bytes(entries),),
                              compression="gzip", fletcher32=True)  # fmt: skip
     starts = np.zeros(len(entries) + 1, np.int64)
     block: list[np.ndarray] = []

@@ -14,7 +14,7 @@ import numpy as np
 
 from gapless.errors import InputError
 from gapless.pipeline.slides.index import SlideIndex
-from gapless.pipeline.slides.index_file import LEVELS, MASK_CHUNK, SCALARS, STATUSES, STRINGS
+from gapless.pipeline.slides.index_file import LEVELS, SCALARS, STATUSES, STRINGS
 
 _BLOCK_CHUNKS = 64
 
@@ -27,16 +27,17 @@ def damaged_mask_rows(index: SlideIndex) -> np.ndarray:
     bad: list[tuple[int, int]] = []
     with h5py.File(index.path, "r") as f:
         masks = f["masks"]
-        block = MASK_CHUNK * _BLOCK_CHUNKS
+        chunk = masks.chunks[0] if masks.chunks else max(masks.shape[0], 1)
+        block = chunk * _BLOCK_CHUNKS
         for start in range(0, masks.shape[0], block):
             try:
                 masks[start : start + block]
             except OSError:
-                for chunk in range(start, min(start + block, masks.shape[0]), MASK_CHUNK):
+                for first in range(start, min(start + block, masks.shape[0]), chunk):
                     try:
-                        masks[chunk : chunk + MASK_CHUNK]
+                        masks[first : first + chunk]
                     except OSError:
-                        bad.append((chunk, chunk + MASK_CHUNK))
+                        bad.append((first, first + chunk))
     rows = [np.flatnonzero((starts[:-1] < stop) & (starts[1:] > begin)) for begin, stop in bad]
     return np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 

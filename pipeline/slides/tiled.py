@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import SlideError
-from gapless.pipeline.slides.decoding import decode_jpeg, tile_check_enabled, vet_jpeg
+from gapless.pipeline.slides.decoding import complete_stream, decode_jpeg, tile_check_enabled, vet_jpeg
 from gapless.pipeline.slides.tiff import PageLayout, page_layout, tiff_pyramid
-from gapless.pipeline.slides.tiled_decode import jpeg_stream
 
 
 def level_downsamples(sizes: list[tuple[int, int]]) -> list[float]:
@@ -102,7 +101,7 @@ class TifffileBackend:
             data = os.pread(self._fd, int(layout.counts[index]), int(layout.offsets[index]))
             try:
                 if layout.jpeg:
-                    return decode_jpeg(jpeg_stream(layout, data), strict)
+                    return decode_jpeg(complete_stream(data, layout.jpeg_tables), strict)
                 segment = page.decode(data, index, jpegtables=page.jpegtables)[0]
                 return segment.reshape(segment.shape[-3:])
             except Exception as exc:
@@ -145,7 +144,7 @@ class TileVetter:
         for tile in todo:
             data = os.pread(self._fd, int(page.counts[tile]), int(page.offsets[tile]))
             try:
-                vet_jpeg(jpeg_stream(page, data))
+                vet_jpeg(complete_stream(data, page.jpeg_tables))
             except Exception as exc:
                 where = f"tile ({tile % columns}, {tile // columns}) of level {level}"
                 raise SlideError(f"{self._path}: damaged image data in {where} ({exc})") from exc
