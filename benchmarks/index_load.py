@@ -82,8 +82,9 @@ def _worker(payload: bytes, queue: multiprocessing.Queue) -> None:
     unpickle_s = time.perf_counter() - start
     rng = np.random.default_rng(proc.pid)
     start = time.process_time()
+    levels = 0
     for i in rng.integers(0, len(index.records), 10_000):
-        index.records[int(i)].levels
+        levels += len(index.records[int(i)].levels)
     for i in rng.integers(0, len(index.records), 1_000):
         index.records[int(i)].tissue_mask()
     access_s = time.process_time() - start
