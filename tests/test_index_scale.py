@@ -203,3 +203,24 @@ def test_an_index_of_the_previous_format_still_loads(tmp_path) -> None:
     index = SlideIndex.load(path)
     assert [r.path for r in index.records] == ["/a.svs"] and index.failed == [("/b.svs", "failed", "bad")]
     assert index.records[0].tissue_mask().mask.sum() == 4
+
+
+def test_the_slurm_array_script_indexes_each_part_and_the_parts_merge(many, tmp_path) -> None:
+    """train/slurm_index.sbatch run as two array tasks (SLURM's variables set by hand), then merged."""
+    from pathlib import Path
+
+    folder, labels = many
+    script = Path(__file__).resolve().parent.parent / "train" / "slurm_index.sbatch"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "SLURM_CPUS_PER_TASK": "1",
+           "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"}  # fmt: skip
+    for task in ("1", "2"):  # an array numbered from 1: parts 0 and 1
+        done = subprocess.run(["bash", str(script), str(folder), str(tmp_path / "parts"), str(labels)],
+                              env={**env, "SLURM_ARRAY_TASK_ID": task}, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    parts = sorted(str(p) for p in (tmp_path / "parts").glob("shard_*.h5"))
+    assert [Path(p).name for p in parts] == ["shard_0.h5", "shard_1.h5"]
+    merge_indexes(parts, tmp_path / "merged.h5")
+    assert len(_contents(tmp_path / "merged.h5")) == 12
+    missing = subprocess.run(["bash", str(script), str(folder), str(tmp_path / "x")], env=env, capture_output=True,
+                             text=True)  # fmt: skip
+    assert missing.returncode != 0 and "array job" in missing.stderr
