@@ -66,7 +66,7 @@ def test_rerun_without_labels_or_on_a_subset_keeps_what_was_there(data, syntheti
     assert (summary.total, summary.indexed, len(summary.kept)) == (3, 0, 2)
     assert {r.path: (r.label, r.patient) for r in SlideIndex.load(out).records} == before
     assert main(["index", str(one), "--out", str(out), "--workers", "1"]) == 0
-    assert "kept 2 slide(s) of the previous index not among the inputs" in " ".join(capsys.readouterr().err.split())
+    assert "2 slide(s) of the previous index kept, not among the inputs" in " ".join(capsys.readouterr().err.split())
     pruned = build_index([one], out, prune=True)
     assert (pruned.total, len(pruned.pruned)) == (1, 2)
 
@@ -96,7 +96,7 @@ def test_labels_rows_without_slides_and_slides_without_rows_are_reported(data, c
     assert summary.unmatched_rows == ["ghost.tiff"] and len(summary.unlabelled) == 2
     assert main(["index", str(folder), "--labels", str(labels), "--out", str(out), "--workers", "1"]) == 0
     printed = " ".join(capsys.readouterr().err.split())
-    assert "2 slide(s) have no row" in printed and "1 row(s) name no slide found: ghost.tiff" in printed
+    assert "2 slide(s) without a labels row" in printed and "1 labels row(s) name no slide found: ghost.tiff" in printed
 
 
 @pytest.mark.parametrize(

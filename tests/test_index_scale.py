@@ -55,7 +55,7 @@ def test_shards_split_the_slides_and_merge_back_into_the_whole_index(many, tmp_p
         assert main(["index", str(folder), "--labels", str(labels), "--out", str(part), "--shard", f"{i}/3",
                      "--workers", "1"]) == 0  # fmt: skip
         assert all(in_shard(p, (i, 3)) for p in _contents(part))
-        assert "name no slide" not in capsys.readouterr().err  # rows of other shards' slides are not strays
+        assert "no slide found" not in capsys.readouterr().err  # rows of other shards' slides are not strays
         parts.append(str(part))
     assert sum(len(_contents(p)) for p in parts) == 12
     merged = tmp_path / "merged.h5"

@@ -23,20 +23,19 @@ def print_index_summary(console: Any, summary: Any, out: str) -> None:
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(s.reasons.items()))
     resumed = f", {s.resumed} of them from an interrupted run" if s.resumed else ""
     console.print(f"read {s.indexed}{f' ({why})' if why else ''}; {s.reused} unchanged{resumed}")
-    if s.kept:
-        console.print(f"kept {len(s.kept)} slide(s) of the previous index not among the inputs (--prune drops them): "
-                      f"{_names(s.kept)}")  # fmt: skip
-    if s.pruned:
-        console.print(f"dropped {len(s.pruned)} slide(s) not among the inputs (--prune): {_names(s.pruned)}")
+    lists = (
+        ("", s.kept, "slide(s) of the previous index kept, not among the inputs (--prune drops them)"),
+        ("", s.pruned, "slide(s) not among the inputs dropped (--prune)"),
+        ("yellow", s.unlabelled, "slide(s) without a labels row (labels kept as they were)"),
+        ("yellow", s.unmatched_rows, "labels row(s) name no slide found"),
+    )
+    for style, names, what in lists:
+        if names:
+            text = f"{len(names)} {what}:"
+            console.print(f"[{style}]{text}[/] {_names(names)}" if style else f"{text} {_names(names)}")
     if s.labels_changed:
         console.print(f"labels: {s.labels_changed} slide(s) changed label or patient")
-    if s.unlabelled:
-        console.print(f"[yellow]labels: {len(s.unlabelled)} slide(s) have no row (labels kept as they were):[/] "
-                      f"{_names(s.unlabelled)}")  # fmt: skip
-    if s.unmatched_rows:
-        console.print(f"[yellow]labels: {len(s.unmatched_rows)} row(s) name no slide found:[/] "
-                      f"{_names(s.unmatched_rows)}")  # fmt: skip
     if s.previous_problem:
-        console.print(f"[yellow]{s.previous_problem}[/]")
+        console.print(f"[yellow]{escape(s.previous_problem)}[/]")
     if s.failed:
         console.print(table("skipped slides", ("slide", "status", "reason"), s.failed))
