@@ -301,3 +301,22 @@ def test_slide_smaller_than_a_tile_at_2mpp(tmp_path) -> None:
     assert plan_region(slide.levels, 0.25, 224, (600, 600)).read_size == 224
     with pytest.raises(RegionTooLargeError, match="448 um square"):
         plan_region(slide.levels, 2.0, 224, (600, 600))
+
+
+@pytest.mark.parametrize("backend", ["cucim", "tifffile"])
+def test_a_tile_without_data_fails_the_reads_that_touch_it(small_slide, tmp_path, backend: str) -> None:
+    """A tile whose byte count is zero (a sparse or damaged page) is refused, not read as whatever fills it."""
+    sparse = tmp_path / "sparse.tiff"
+    shutil.copy(small_slide, sparse)
+    with tifffile.TiffFile(sparse) as tif:
+        tag = tif.pages[0].tags["TileByteCounts"]
+        columns = -(-tif.pages[0].imagewidth // tif.pages[0].tilewidth)
+        width = {3: 2, 4: 4, 16: 8}[int(tag.dtype)]  # SHORT, LONG or LONG8 entries
+        entry = tag.valueoffset + (columns + 1) * width  # tile (1, 1)
+    with open(sparse, "r+b") as f:
+        f.seek(entry)
+        f.write(bytes(width))
+    slide = open_slide(sparse, backend=backend)
+    with pytest.raises(SlideError, match="sparse.tiff: tile \\(1, 1\\) of level 0 has no image data"):
+        slide.read_region((300, 300), 0, (100, 100))
+    assert slide.read_region((0, 0), 0, (200, 200)).shape == (200, 200, 3)

@@ -37,7 +37,9 @@ class CucimBackend:
         self.dimensions = [tuple(int(v) for v in d) for d in res["level_dimensions"]]
         self.downsamples = [float(d) for d in res["level_downsamples"]]
         pages = {(p.width, p.height): p for p in (layout or [])}
-        self._pages = [pages.get(d) for d in self.dimensions]
+        # Only pages with tiles that hold no data (sparse pages, damaged files) need a look before each read.
+        self._pages = [p if p is not None and bool((p.counts <= 0).any()) else None
+                       for p in (pages.get(d) for d in self.dimensions)]  # fmt: skip
 
     def properties(self) -> dict[str, str] | None:
         return None  # mpp is read from the TIFF structure directly (pipeline.slides.formats)
