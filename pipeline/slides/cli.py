@@ -60,6 +60,8 @@ def _merge(args: argparse.Namespace) -> int:
     from gapless.pipeline.slides.merge import merge_indexes
 
     shards = args.inputs[1:]
+    if args.labels or args.mpp is not None or args.shard or args.prune:
+        raise InputError(f"index merge: takes shard indexes, --out and --allow-missing only ({_MERGE_HELP})")
     if not shards:
         raise InputError(f"index merge: no shard indexes given ({_MERGE_HELP})")
     summary = merge_indexes(shards, args.out, allow_missing=args.allow_missing)
