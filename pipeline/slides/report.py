@@ -20,6 +20,8 @@ def print_index_summary(console: Any, summary: Any, out: str) -> None:
     """Print an :class:`~gapless.pipeline.slides.indexer.IndexSummary` for people, one fact per line."""
     s = summary
     console.print(f"{s.total} slides: {s.usable} usable, {len(s.failed)} skipped -> {out}")
+    if not s.total:
+        console.print("[yellow]no slides found in the inputs (slide files by suffix, DICOM folders of .dcm files)[/]")
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(s.reasons.items()))
     resumed = f", {s.resumed} of them from an interrupted run" if s.resumed else ""
     console.print(f"read {s.indexed}{f' ({why})' if why else ''}; {s.reused} unchanged{resumed}")
