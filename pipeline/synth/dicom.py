@@ -120,11 +120,15 @@ def tiff_to_dicom(tiff: Path, out: Path, level_mpps: list[float], concatenation_
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     concatenation = ConcatenationByFrames(concatenation_frames) if concatenation_frames else None
-    with WsiDicom(TiffSource()) as wsi:
-        wsi.save(tmp, include_labels=False, include_overviews=False, include_thumbnails=False,
-                 concatenation=concatenation)  # fmt: skip
-    for i, instance in enumerate(sorted(tmp.iterdir())):
-        instance.rename(tmp / f"instance_{i:03d}.dcm")
+    try:
+        with WsiDicom(TiffSource()) as wsi:
+            wsi.save(tmp, include_labels=False, include_overviews=False, include_thumbnails=False,
+                     concatenation=concatenation)  # fmt: skip
+        for i, instance in enumerate(sorted(tmp.iterdir())):
+            instance.rename(tmp / f"instance_{i:03d}.dcm")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
