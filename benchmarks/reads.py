@@ -1,8 +1,11 @@
 """Region reads per second per backend at the seven evaluation mpps, and decoded pixels per output pixel.
 
-Run as ``python -m gapless.benchmarks.reads [--slides N] [--seconds S] [--cuda]``. It writes synthetic slides
-(SVS-like 4x pyramid and a 2x pyramid) into a temporary directory, plans 224 px tiles at each target mpp on tissue
-and reads the regions with each backend. Prints figures; asserts nothing.
+Run as ``python -m gapless.benchmarks.reads [--seconds S] [--cuda]``. It writes synthetic slides (SVS-like 4x
+pyramid and a 2x pyramid) into a temporary directory, plans 224 px tiles at each target mpp on tissue and reads
+the regions with each backend. ``--tile-check`` instead measures what the damaged-tile check costs per read on each
+host reader (check on and off in alternating passes over the same regions; for OpenSlide, whose tiles are vetted
+once per open slide, also with every tile vetted afresh, as with 200,000 slides where few tiles are read twice).
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
+from gapless.pipeline.slides.decoding import set_tile_check
 from gapless.pipeline.slides.planning import plan_region
 from gapless.pipeline.slides.slide import open_slide
 from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
@@ -51,14 +55,70 @@ def bench(path: Path, backend: str, target: float, seconds: float, device: str =
     return reads / (time.perf_counter() - start), ratio / reads
 
 
+def _plans(slide, target: float, n: int) -> list:
+    mask = tissue_mask_for_slide(slide)
+    rng = np.random.default_rng(0)
+    centre = (slide.dimensions[0] / 2, slide.dimensions[1] / 2)
+    return [plan_region(slide.levels, target, 224, mask.sample_center(rng, 224 * target, 0.5) or centre)
+            for _ in range(n)]  # fmt: skip
+
+
+def check_cost(path: Path, backend: str, target: float, reads: int, passes: int = 6) -> dict[str, float]:
+    """CPU microseconds of this process per 224 px read at ``target`` with the damaged-tile check off and on (median
+    of alternating passes over the same regions; CPU time, so other processes on the machine do not count), and for
+    OpenSlide the cost of vetting every touched tile afresh."""
+    from gapless.pipeline.slides.formats import detect_format
+    from gapless.pipeline.slides.tiled import TileVetter
+
+    slide = open_slide(path, backend=backend)
+    plans = _plans(slide, target, reads)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(passes):
+        for mode in ("off", "on"):
+            set_tile_check(mode == "on")
+            start = time.process_time()
+            for p in plans:
+                slide.read_region(p.location, p.level, (p.read_size, p.read_size))
+            times[mode].append((time.process_time() - start) / reads * 1e6)
+    set_tile_check(True)
+    result = {mode: float(np.median(t)) for mode, t in times.items()}
+    if backend == "openslide":
+        layout, dims = detect_format(path).layout, [(lv.width, lv.height) for lv in slide.levels]
+        start = time.process_time()
+        for p in plans:
+            lv = slide.levels[p.level]
+            origin = (int(p.location[0] / lv.downsample), int(p.location[1] / lv.downsample))
+            TileVetter(path, dims, layout).check(p.level, origin, (p.read_size, p.read_size))
+        result["cold vet"] = (time.process_time() - start) / reads * 1e6
+    slide.close()
+    return result
+
+
+def _print_check_costs(path: Path, reads: int) -> None:
+    print(f"damaged-tile check, CPU us per 224 px read ({reads} reads per pass, median of 6 alternating passes)")
+    print(f"{'backend':11}{'mpp':>6}{'off':>9}{'on':>9}{'cost':>9}{'cost %':>8}{'cold vet':>10}")
+    for backend in ("cucim", "openslide", "tifffile"):
+        for target in (0.25, 0.5, 1.0):
+            r = check_cost(path, backend, target, reads)
+            cold = f"{r['cold vet']:10.0f}" if "cold vet" in r else f"{'':10}"
+            cost = r["on"] - r["off"]
+            print(f"{backend:11}{target:6g}{r['off']:9.0f}{r['on']:9.0f}{cost:9.0f}{100 * cost / r['off']:7.1f}%{cold}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per (backend, mpp) cell")
     parser.add_argument("--size-mm", type=float, default=2.0, help="side of the square synthetic slide")
     parser.add_argument("--cuda", action="store_true", help="also time GPU decoding (batched nvImageCodec, cuCIM)")
+    parser.add_argument("--tile-check", action="store_true", help="measure the damaged-tile check per host reader")
+    parser.add_argument("--reads", type=int, default=300, help="reads per pass of --tile-check")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         side = args.size_mm * 1000
+        if args.tile_check:
+            spec = SlideSpec(side, side, 0.25, "regular", 1)
+            _print_check_costs(write_slide(Path(tmp) / "s4.svs", spec, fmt="svs", use_he_texture=True), args.reads)
+            return
         slides = {
             "4x": write_slide(Path(tmp) / "s4.tiff", SlideSpec(side, side, 0.25, "regular", 1), level_step=4),
             "2x": write_slide(Path(tmp) / "s2.tiff", SlideSpec(side, side, 0.25, "regular", 1), level_step=2),

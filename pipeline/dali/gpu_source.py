@@ -22,6 +22,7 @@ import numpy as np
 
 from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.slides.decoding import tile_check_enabled
 from gapless.pipeline.source import Shard, TileSource
 
 READERS = ("batched", "cuslide2", "cucim")  # the decode modes of GpuBatchReader
@@ -42,7 +43,7 @@ class GpuBatchReader:
         decode: str = "batched",
         planners: int = 0,
         device: str = "cuda",
-        verify: bool = True,
+        verify: bool | None = None,
     ) -> None:
         if decode not in READERS:
             raise ValueError(f"decode: '{decode}' is not one of {', '.join(READERS)}")
@@ -51,7 +52,7 @@ class GpuBatchReader:
         self.decode = decode
         self.planners = int(planners)  # processes planning the next batches while this one decodes
         self.device = device  # "cpu": NumPy arrays and the CPU decoder, this reader's CPU twin for tests
-        self.verify = bool(verify)
+        self.verify = tile_check_enabled() if verify is None else bool(verify)
         self._reader: Any = None
         self._prefetcher: Any = None
         self._vet: Any = None

@@ -24,6 +24,7 @@ from gapless.errors import SlideError
 from gapless.pipeline.augparams import sample_params
 from gapless.pipeline.batch_read import region_request
 from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.slides.decoding import tile_check_enabled
 from gapless.pipeline.source import Shard, TileSource, TileSpec
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,12 @@ class TileBatchCallback:
     retries, skipped[, params])``, each a list of ``max(T, B)`` host arrays. Picklable; files open per process."""
 
     def __init__(self, source: TileSource, shard: Shard, batch_size: int, capacity: int,
-                 augment: AugmentConfig | None = None, verify: bool = True) -> None:  # fmt: skip
+                 augment: AugmentConfig | None = None, verify: bool | None = None) -> None:  # fmt: skip
         if capacity < batch_size:
             raise ValueError(f"capacity {capacity} is smaller than the batch size {batch_size}")
         self.source, self.shard, self.batch_size, self.capacity = source, shard, int(batch_size), int(capacity)
-        self.augment, self.verify = augment, bool(verify)
+        self.augment = augment
+        self.verify = tile_check_enabled() if verify is None else bool(verify)
         self._files: Any = None
         self.host_reads = 0  # regions read on the host (not JPEG-tiled, or past capacity), for statistics
 

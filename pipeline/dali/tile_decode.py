@@ -49,7 +49,7 @@ class DaliTileReader:
     """
 
     def __init__(self, source: TileSource, batch_size: int, shard: Shard, workers: int = 2, prefetch: int = 2,
-                 device: str = "cuda", augment: AugmentConfig | None = None, verify: bool = True,
+                 device: str = "cuda", augment: AugmentConfig | None = None, verify: bool | None = None,
                  tiles_per_region: int = TILES_PER_REGION) -> None:  # fmt: skip
         if device not in ("cuda", "cpu"):
             raise ValueError(f"device: '{device}' is not one of cuda, cpu")

@@ -1,84 +1,30 @@
 """Native slide readers behind :class:`gapless.pipeline.slides.slide.Slide`: cuCIM and OpenSlide.
 
-Both take level-0 (x, y) locations and level-pixel (w, h) sizes. TIFF files are checked for truncation when
-opened, and the tiles a cuCIM read touches are vetted first, because cuCIM does not raise on a tile it cannot
-decode.
+Both take level-0 (x, y) locations and level-pixel (w, h) sizes. cuCIM does not raise on a tile it cannot decode
+(it prints the decoder's report and returns the damaged pixels), so its reads run inside a
+:class:`~gapless.pipeline.slides.decoding.DecoderReport` and tiles without data are refused before it sees them.
+OpenSlide raises on most damage by itself; the JPEG tiles of TIFF files it reads are vetted first
+(:class:`~gapless.pipeline.slides.tiled.TileVetter`) because it misses damage at the end of a tile's data. The readers gapless decodes itself are in :mod:`gapless.pipeline.slides.tiled`
+(tifffile) and :mod:`gapless.pipeline.slides.dicom` (wsidicom). The TIFF layout helpers are re-exported here for the
+batched reader (:mod:`gapless.pipeline.slides.tiled_decode`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gapless.errors import SlideError
+from gapless.pipeline.slides.decoding import DecoderReport, tile_check_enabled
+from gapless.pipeline.slides.tiff import PageLayout, is_tiff, tiff_layout
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-@dataclass(frozen=True)
-class PageLayout:
-    """Where one tiled TIFF page keeps its tiles: enough to vet a tile before a decoder sees it."""
-
-    width: int
-    height: int
-    tile_width: int
-    tile_height: int
-    jpeg: bool
-    offsets: np.ndarray
-    counts: np.ndarray
-    jpeg_tables: bytes | None = None  # shared quantisation/Huffman tables (JPEGTables tag), as SVS files use
-
-    def tiles_touched(self, lx: int, ly: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(columns, rows, tile indices in row-major order) of the tiles a level-pixel box (lx, ly, w, h) touches."""
-        tx = np.arange(lx // self.tile_width, (lx + w - 1) // self.tile_width + 1)
-        ty = np.arange(ly // self.tile_height, (ly + h - 1) // self.tile_height + 1)
-        cols = -(-self.width // self.tile_width)
-        return tx, ty, (ty[:, None] * cols + tx[None, :]).ravel()
-
-
-def is_tiff(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) in _TIFF_MAGIC
-
-
-def tiff_layout(path: Path) -> list[PageLayout] | None:
-    """Tile layout of every tiled page of a TIFF (None for other formats); raises if the file is truncated."""
-    if not is_tiff(path):
-        return None
-    import tifffile
-
-    size = path.stat().st_size
-    layout = []
-    try:
-        with tifffile.TiffFile(path) as tif:
-            for page in tif.pages:
-                offsets = np.asarray(page.dataoffsets, np.int64)
-                counts = np.asarray(page.databytecounts, np.int64)
-                if len(offsets) and int((offsets + counts).max()) > size:
-                    raise SlideError(
-                        f"{path}: truncated or corrupt file (image data of page {page.index} runs past the end "
-                        f"of the {size}-byte file)"
-                    )
-                if page.is_tiled:
-                    layout.append(PageLayout(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
-                                             page.compression == 7, offsets, counts,
-                                             page.jpegtables or None))  # fmt: skip
-    except SlideError:
-        raise
-    except Exception as exc:
-        raise SlideError(f"{path}: corrupt TIFF ({exc})") from exc
-    return layout
+__all__ = ["CucimBackend", "OpenSlideBackend", "PageLayout", "is_tiff", "tiff_layout"]
 
 
 class CucimBackend:
-    """cuCIM's ``CuImage``: tiled TIFF/SVS, decoded on the CPU or with nvJPEG on the GPU.
-
-    cuCIM does not raise on an undecodable JPEG tile (it logs, and returns whatever the buffer held), so every tile
-    a read touches is vetted once per process: it must have data, and JPEG tiles must start with a JPEG marker.
-    """
+    """cuCIM's ``CuImage``: tiled TIFF/SVS/Philips, decoded on the CPU or with nvJPEG on the GPU."""
 
     name = "cucim"
 
@@ -91,15 +37,22 @@ class CucimBackend:
         self.dimensions = [tuple(int(v) for v in d) for d in res["level_dimensions"]]
         self.downsamples = [float(d) for d in res["level_downsamples"]]
         pages = {(p.width, p.height): p for p in (layout or [])}
-        self._pages = [pages.get(d) for d in self.dimensions]
-        self._vetted = [np.zeros(len(p.offsets), bool) if p else None for p in self._pages]
+        # Only pages with tiles that hold no data (sparse pages, damaged files) need a look before each read.
+        self._pages = [p if p is not None and bool((p.counts <= 0).any()) else None
+                       for p in (pages.get(d) for d in self.dimensions)]  # fmt: skip
 
     def properties(self) -> dict[str, str] | None:
-        return None  # mpp is read from the TIFF tags directly (pipeline.slides.mpp)
+        return None  # mpp is read from the TIFF structure directly (pipeline.slides.formats)
 
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
+        if not tile_check_enabled():
+            return self._read(location, level, size, device)
         if self._pages[level] is not None:
-            self._vet_tiles(location, level, size)
+            self._check_tiles_have_data(location, level, size)
+        with DecoderReport(path, f"the region at level {level}, level-0 {tuple(location)}"):
+            return self._read(location, level, size, device)
+
+    def _read(self, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
         region = self._image.read_region(location, size, level, device=device)
         if device == "cuda":
             import cupy
@@ -109,46 +62,39 @@ class CucimBackend:
             pixels = np.asarray(region)
         return pixels[..., :3] if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels
 
-    def _vet_tiles(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> None:
-        page, vetted = self._pages[level], self._vetted[level]
+    def _check_tiles_have_data(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> None:
+        page = self._pages[level]
         lx, ly = int(location[0] / self.downsamples[level]), int(location[1] / self.downsamples[level])
-        cols = -(-page.width // page.tile_width)
         _, _, tiles = page.tiles_touched(lx, ly, size[0], size[1])
-        tiles = tiles[(tiles < len(vetted))]
-        todo = tiles[~vetted[tiles]]
-        if not len(todo):
-            return
-        with open(self._path, "rb") as f:
-            for tile in todo:
-                ok = page.counts[tile] > 0
-                if ok and page.jpeg:
-                    f.seek(int(page.offsets[tile]))
-                    ok = f.read(2) == b"\xff\xd8"
-                if not ok:
-                    raise SlideError(
-                        f"{self._path}: tile ({tile % cols}, {tile // cols}) of level {level} cannot be "
-                        "decoded (no JPEG data: corrupt or missing)"
-                    )
-                vetted[tile] = True
+        tiles = tiles[tiles < len(page.counts)]
+        empty = tiles[page.counts[tiles] <= 0]
+        if len(empty):
+            cols = -(-page.width // page.tile_width)
+            tile = int(empty[0])
+            raise SlideError(f"{self._path}: tile ({tile % cols}, {tile // cols}) of level {level} has no image data")
 
     def close(self) -> None:
         self._image = None
 
 
 class OpenSlideBackend:
-    """OpenSlide: NDPI, MRXS, SCN, DICOM and the other formats cuCIM does not read."""
+    """OpenSlide: DICOM, NDPI, MRXS, SCN and the other formats cuCIM does not read."""
 
     name = "openslide"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, layout: list[PageLayout] | None = None) -> None:
         import openslide
 
-        if openslide.OpenSlide.detect_format(str(path)) is None:
+        from gapless.pipeline.slides.tiled import TileVetter
+
+        target = _dicom_instance(path) if path.is_dir() else path
+        if openslide.OpenSlide.detect_format(str(target)) is None:
             raise SlideError(f"{path}: not a whole-slide image format OpenSlide recognises")
-        self._path = path
-        self._slide = openslide.OpenSlide(str(path))
+        self._target = target
+        self._slide = openslide.OpenSlide(str(target))
         self.dimensions = [tuple(int(v) for v in d) for d in self._slide.level_dimensions]
         self.downsamples = [float(d) for d in self._slide.level_downsamples]
+        self._vetter = TileVetter(path, self.dimensions, layout)
 
     def properties(self) -> dict[str, str]:
         return dict(self._slide.properties)
@@ -156,12 +102,15 @@ class OpenSlideBackend:
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
         import openslide
 
+        if tile_check_enabled():
+            ds = self.downsamples[level]
+            self._vetter.check(level, (int(location[0] / ds + 1e-6), int(location[1] / ds + 1e-6)), size)
         try:
             rgba = np.asarray(self._slide.read_region(location, level, size))
         except openslide.OpenSlideError as exc:
             # An OpenSlide handle stays in its error state after a failed read: reopen it for later reads.
             self._slide.close()
-            self._slide = openslide.OpenSlide(str(self._path))
+            self._slide = openslide.OpenSlide(str(self._target))
             raise SlideError(f"{path}: cannot decode the region at level {level}, {location} ({exc})") from exc
         pixels = np.ascontiguousarray(rgba[..., :3])
         if device == "cuda":
@@ -173,4 +122,16 @@ class OpenSlideBackend:
     def close(self) -> None:
         if self._slide is not None:
             self._slide.close()
+            self._vetter.close()
             self._slide = None
+
+
+def _dicom_instance(folder: Path) -> Path:
+    """One instance file of a DICOM slide folder: OpenSlide opens it and finds the rest of the series."""
+    for child in sorted(folder.iterdir()):
+        if child.is_file() and child.stat().st_size > 132:
+            with open(child, "rb") as f:
+                f.seek(128)
+                if f.read(4) == b"DICM":
+                    return child
+    raise SlideError(f"{folder}: a folder without DICOM files")

@@ -1,9 +1,18 @@
-"""Microns per pixel (mpp) of a slide, read explicitly per format.
+"""Microns per pixel (mpp) of a slide, read from each format's own metadata.
 
 Scanners store the physical pixel size in different places, and libraries report it differently: cuCIM's
-``spacing()`` says 1.0 for an Aperio SVS whose real mpp lives in the ImageDescription. So each source is read
-explicitly, in order of trust: a user override, the Aperio ImageDescription (``MPP = 0.2520``), TIFF resolution
-tags in centimetre or inch units, and OpenSlide's ``openslide.mpp-x`` property for formats that are not TIFF.
+``spacing()`` says 1.0 for an Aperio SVS whose real mpp lives in the ImageDescription. So each format is read
+explicitly:
+
+- Aperio SVS: ``MPP = 0.2520`` in the ImageDescription;
+- OME-TIFF: ``PhysicalSizeX`` (and its unit, micrometres by default) of the first image's ``Pixels`` in the OME-XML;
+  an OME-TIFF without it has no mpp (its resolution tags are not trusted in its place);
+- Philips TIFF: ``DICOM_PIXEL_SPACING`` (millimetres, rows then columns) in the XML ImageDescription;
+- DICOM WSI: ``PixelSpacing`` (millimetres) of the finest level (:mod:`gapless.pipeline.slides.dicom`);
+- generic TIFF: the resolution tags in centimetre or inch units;
+- other formats (NDPI, MRXS, ...): OpenSlide's normalised ``openslide.mpp-x`` property.
+
+A user override comes first. A value outside :data:`MPP_RANGE` is an error naming the file and where it came from.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from xml.etree import ElementTree
 
 from gapless.errors import MppError
 
@@ -20,6 +30,8 @@ from gapless.errors import MppError
 MPP_RANGE = (0.02, 50.0)
 _APERIO_MPP = re.compile(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)")
 _UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}  # TIFF ResolutionUnit: 2 = inch, 3 = centimetre
+_UM_PER_OME_UNIT = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4,
+                    "pm": 1e-6}  # fmt: skip
 
 
 def check_mpp(mpp: float, path: str | Path, source: str) -> float:
@@ -33,17 +45,19 @@ def check_mpp(mpp: float, path: str | Path, source: str) -> float:
     return float(mpp)
 
 
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def mpp_from_aperio_description(description: str) -> float | None:
     """The ``MPP = x`` field of an Aperio ImageDescription, or None when absent or unparsable."""
     if not description.startswith("Aperio"):
         return None
     match = _APERIO_MPP.search(description)
-    if match is None:
-        return None
-    try:
-        return float(match.group(1))
-    except ValueError:
-        return None
+    return _float(match.group(1)) if match else None
 
 
 def mpp_from_tiff_tags(x_resolution: float | None, resolution_unit: int | None) -> float | None:
@@ -53,53 +67,48 @@ def mpp_from_tiff_tags(x_resolution: float | None, resolution_unit: int | None) 
     return _UM_PER_UNIT[resolution_unit] / float(x_resolution)
 
 
+def mpp_from_ome_xml(xml: str) -> float | None:
+    """``PhysicalSizeX`` of the first image's ``Pixels`` in micrometres, or None when absent or unparsable."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    size = _float(pixels.get("PhysicalSizeX"))
+    scale = _UM_PER_OME_UNIT.get(pixels.get("PhysicalSizeXUnit", "µm"))
+    return size * scale if size is not None and scale is not None else None
+
+
+def mpp_from_philips_description(description: str) -> float | None:
+    """The WSI's ``DICOM_PIXEL_SPACING`` (mm) in a Philips XML description, in micrometres; else the first
+    level's; None when there is none."""
+    if "DPUfsImport" not in description:
+        return None
+    try:
+        root = ElementTree.fromstring(description)
+    except ElementTree.ParseError:
+        return None
+    for obj in root.iter("DataObject"):
+        attributes = {a.get("Name"): a for a in obj.findall("Attribute")}
+        image_type = attributes.get("PIM_DP_IMAGE_TYPE")
+        if image_type is None or (image_type.text or "").strip() != "WSI":
+            continue
+        spacing = attributes.get("DICOM_PIXEL_SPACING")
+        if spacing is None:  # the first level's pixel data representation
+            spacing = next((a for a in obj.iter("Attribute") if a.get("Name") == "DICOM_PIXEL_SPACING"), None)
+        if spacing is None or not spacing.text:
+            return None
+        values = [_float(v.strip().strip('"')) for v in spacing.text.split()]
+        return values[-1] * 1000.0 if values and values[-1] is not None else None
+    return None
+
+
 def mpp_from_openslide_properties(properties: Mapping[str, str]) -> float | None:
     """OpenSlide's normalised ``openslide.mpp-x`` property, or None."""
-    value = properties.get("openslide.mpp-x")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return _float(properties.get("openslide.mpp-x"))
 
 
-def read_tiff_mpp(path: str | Path) -> tuple[float | None, str]:
-    """(mpp, source) from the first page of a TIFF: Aperio description first, then resolution tags."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
-        description = page.description or ""
-        aperio = mpp_from_aperio_description(description)
-        if aperio is not None:
-            return aperio, "the Aperio ImageDescription (MPP)"
-        tags = page.tags
-        x_res = tags.get("XResolution")
-        unit = tags.get("ResolutionUnit")
-        if x_res is not None and unit is not None:
-            num, den = x_res.value if isinstance(x_res.value, tuple) else (x_res.value, 1)
-            value = mpp_from_tiff_tags(num / den if den else None, int(unit.value))
-            if value is not None:
-                return value, "the TIFF resolution tags"
-    return None, "no mpp metadata"
-
-
-def resolve_mpp(
-    path: str | Path,
-    override: float | None = None,
-    openslide_properties: Mapping[str, str] | None = None,
-) -> float:
-    """The level-0 mpp of ``path``: the override when given, else the file's metadata; raises :class:`MppError`."""
-    if override is not None:
-        return check_mpp(override, path, "the override")
-    mpp, source = None, "no mpp metadata"
-    if Path(path).suffix.lower() in (".tif", ".tiff", ".svs", ".btf", ".tf8", ".qptiff"):
-        try:
-            mpp, source = read_tiff_mpp(path)
-        except Exception:  # an unusual TIFF layout: fall back to OpenSlide's reading below
-            mpp = None
-    if mpp is None and openslide_properties is not None:
-        mpp = mpp_from_openslide_properties(openslide_properties)
-        source = "the OpenSlide properties (openslide.mpp-x)"
-    if mpp is None:
-        raise MppError(f"{path}: no mpp in the file's metadata; pass it with an mpp override (e.g. --mpp 0.25)")
-    return check_mpp(mpp, path, source)
+def no_mpp_error(path: str | Path, where: str) -> MppError:
+    return MppError(f"{path}: no mpp in the file's metadata ({where}); pass it with an mpp override (e.g. --mpp 0.25)")

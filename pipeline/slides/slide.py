@@ -1,9 +1,11 @@
-"""One slide interface over two backends: cuCIM (default; CPU or GPU decode) and OpenSlide (other formats).
+"""One slide interface over four readers: cuCIM (CPU or GPU decode), OpenSlide, tifffile and wsidicom.
 
-A :class:`Slide` exposes its pyramid as :class:`Level` records (size, downsample and mpp per level) and reads
-regions with ``read_region(location, level, size)``: ``location`` in level-0 pixels (x, y), ``size`` (w, h) in
-pixels of the requested level, as cuCIM and OpenSlide both define it. Every failure caused by the file raises
-:class:`~gapless.errors.SlideError` naming the file.
+Which readers are tried, in which order, and where the mpp comes from depends on the format
+(:mod:`gapless.pipeline.slides.formats`); a reader that fails gives way to the next, and a slide no reader opens is
+an error listing every reader's reason. A :class:`Slide` exposes its pyramid as :class:`Level` records (size,
+downsample and mpp per level) and reads regions with ``read_region(location, level, size)``: ``location`` in level-0
+pixels (x, y), ``size`` (w, h) in pixels of the requested level, as cuCIM and OpenSlide both define it. Every
+failure caused by the file raises :class:`~gapless.errors.SlideError` naming the file.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import InputError, SlideError
-from gapless.pipeline.slides.backends import CucimBackend, OpenSlideBackend, tiff_layout
-from gapless.pipeline.slides.mpp import resolve_mpp
+from gapless.pipeline.slides.formats import SlideFormat, detect_format, slide_target
 
-BACKENDS = ("auto", "cucim", "openslide")
+BACKENDS = ("auto", "cucim", "openslide", "tifffile", "wsidicom")
 
 
 class SingleLevelWarning(UserWarning):
@@ -40,8 +41,9 @@ class Level:
 class Slide:
     """An open whole-slide image; not picklable (the handle is native): open one per process."""
 
-    def __init__(self, path: Path, backend: Any, base_mpp: float) -> None:
+    def __init__(self, path: Path, backend: Any, base_mpp: float, format_name: str = "") -> None:
         self.path = path
+        self.format = format_name
         self.backend_name = backend.name
         self._backend = backend
         self.levels = [
@@ -101,37 +103,76 @@ class Slide:
         raise TypeError(f"Slide({self.path}) holds a native handle and cannot be pickled: pass the path instead")
 
 
-def _open_backend(path: Path, backend: str, layout: Any) -> Any:
+def _reader(name: str, path: Path, fmt: SlideFormat) -> Any:
+    if name == "cucim":
+        from gapless.pipeline.slides.backends import CucimBackend
+
+        return CucimBackend(path, fmt.layout)
+    if name == "openslide":
+        from gapless.pipeline.slides.backends import OpenSlideBackend
+
+        return OpenSlideBackend(path, fmt.layout)
+    if name == "tifffile":
+        from gapless.pipeline.slides.tiled import TifffileBackend
+
+        return TifffileBackend(path)
+    from gapless.pipeline.slides.dicom import WsidicomBackend
+
+    return WsidicomBackend(path)
+
+
+def _probe(path: Path, handle: Any, fmt: SlideFormat) -> str | None:
+    """Why an opened reader cannot serve the slide (it misses pyramid levels, or cannot decode its pixels: cuCIM
+    opens TIFFs whose compression it cannot decode), or None when it can."""
+    if fmt.levels and len(handle.dimensions) != fmt.levels:
+        return f"sees {len(handle.dimensions)} of the file's {fmt.levels} pyramid levels"
+    level = len(handle.dimensions) - 1
+    width, height = handle.dimensions[level]
+    try:
+        handle.read(path, (0, 0), level, (min(16, width), min(16, height)), "cpu")
+    except Exception as exc:
+        return f"cannot decode its pixels ({str(exc).removeprefix(f'{path}: ')})"
+    return None
+
+
+def _open_reader(path: Path, fmt: SlideFormat, backend: str) -> Any:
+    """The first reader of the format's order (or the one asked for) that opens the whole pyramid and decodes it."""
     errors = []
-    order = ("cucim", "openslide") if backend == "auto" else (backend,)
-    for name in order:
+    for name in fmt.readers if backend == "auto" else (backend,):
         try:
-            return CucimBackend(path, layout) if name == "cucim" else OpenSlideBackend(path)
+            handle = _reader(name, path, fmt)
         except Exception as exc:
-            errors.append(f"{name}: {exc}")
-    raise SlideError(f"{path}: not a readable whole-slide image ({'; '.join(errors)})")
+            errors.append(f"{name}: {str(exc).removeprefix(f'{path}: ') or type(exc).__name__}")
+            continue
+        problem = _probe(path, handle, fmt)
+        if problem is None:
+            return handle
+        errors.append(f"{name}: {problem}")
+        handle.close()
+    raise SlideError(f"{path}: not a readable whole-slide image ({fmt.name}; {'; '.join(errors)})")
 
 
 def open_slide(path: str | Path, mpp: float | None = None, backend: str = "auto") -> Slide:
-    """Open a slide. ``mpp`` overrides the file's metadata; ``backend`` is auto (cuCIM, then OpenSlide),
-    cucim or openslide. Raises :class:`SlideError` / :class:`~gapless.pipeline.slides.mpp.MppError` naming the file."""
+    """Open a slide file or DICOM folder. ``mpp`` overrides the file's metadata; ``backend`` is auto (the format's
+    readers in order, :mod:`gapless.pipeline.slides.formats`) or one of cucim, openslide, tifffile, wsidicom.
+    Raises :class:`SlideError` / :class:`~gapless.errors.MppError` naming the file."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: '{backend}' is not one of {', '.join(BACKENDS)}")
-    path = Path(path)
-    if not path.is_file():
+    path = slide_target(Path(path))
+    if not path.exists():
         raise SlideError(f"{path}: no such slide file")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise SlideError(f"{path}: the file is empty")
-    layout = tiff_layout(path)
-    handle = _open_backend(path, backend, layout)
+    fmt = detect_format(path)
+    handle = _open_reader(path, fmt, backend)
     try:
         if not handle.dimensions or min(min(d) for d in handle.dimensions) <= 0:
             raise SlideError(f"{path}: the image has no pixels")
-        base_mpp = resolve_mpp(path, mpp, handle.properties())
+        base_mpp = fmt.resolve_mpp(path, mpp, handle.properties())
     except Exception:
         handle.close()
         raise
-    slide = Slide(path, handle, base_mpp)
+    slide = Slide(path, handle, base_mpp, fmt.name)
     if len(slide.levels) == 1 and max(slide.dimensions) > 4096:
         warnings.warn(
             f"{path}: single-level image (no pyramid); every magnification decodes level-0 pixels",

@@ -15,7 +15,6 @@ Not picklable: make one per process.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
+from gapless.pipeline.slides.decoding import complete_stream, vet_jpeg
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,10 @@ def tile_pastes(page: PageLayout, request: RegionRequest, tx: np.ndarray, ty: np
 
 
 def jpeg_stream(page: PageLayout, data: bytes) -> bytes:
-    """A tile's complete JPEG stream: abbreviated tiles get the page's shared tables spliced in (SOI..tables, then
-    the tile's own segments after its SOI), as a TIFF reader does with the JPEGTables tag."""
+    """A tile's complete JPEG stream (the page's shared tables spliced in); ValueError without a start marker."""
     if not data.startswith(b"\xff\xd8"):
         raise ValueError("no JPEG start-of-image marker")
-    if page.jpeg_tables and len(page.jpeg_tables) > 4:
-        return page.jpeg_tables[:-2] + data[2:]
-    return data
-
-
-def check_jpeg(stream: bytes, width: int, height: int) -> None:
-    """Raise ValueError (with libjpeg's message) unless ``stream`` decodes without error or warning."""
-    import simplejpeg
-
-    simplejpeg.decode_jpeg(stream, min_width=math.ceil(width / 8), min_height=math.ceil(height / 8), strict=True)
+    return complete_stream(data, page.jpeg_tables)
 
 
 @dataclass
@@ -121,7 +111,7 @@ class TileFiles:
             if vet:
                 vetted = self._vetted(request.path, page)
                 if not vetted[tile]:
-                    check_jpeg(stream, page.tile_width, page.tile_height)
+                    vet_jpeg(stream)
                     vetted[tile] = True
                     self.tiles_vetted += 1
         except ValueError as exc:

@@ -18,7 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slides", type=int, help="number of slides (default 6)")
     p.add_argument("--size-mm", type=float, nargs=2, metavar=("W", "H"), help="slide size in mm (default 1 0.8)")
     p.add_argument("--base-mpp", type=float, default=0.25, help="level-0 microns per pixel")
-    p.add_argument("--format", choices=("tiff", "svs"), default="tiff", help="generic TIFF or Aperio-like SVS")
+    p.add_argument(
+        "--format",
+        default="tiff",
+        metavar="FORMAT",
+        help="tiff (generic tiled TIFF, default), svs (Aperio-like), ome-tiff (pyramid in SubIFDs), philips (Philips "
+        "TIFF) or dicom (a folder of DICOM WSI instances per slide); NDPI and MRXS cannot be written offline",
+    )
     p.add_argument("--level-step", type=int, choices=(2, 4), default=4, help="downsample between levels")
     p.add_argument("--slides-per-patient", type=int, default=2, help="slides that share a patient id (default 2)")
     p.add_argument("--seed", type=int, default=0)
@@ -30,8 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from gapless.console import console
     from gapless.errors import InputError
+    from gapless.pipeline.synth.formats import check_format
     from gapless.pipeline.synth.writer import PRESETS, make_dataset, write_ruler
 
+    try:
+        check_format(args.format)
+    except ValueError as exc:
+        raise InputError(f"synth: {exc}") from None
     width, height, slides = PRESETS[args.preset or "tiny"]
     size = tuple(args.size_mm) if args.size_mm else (width, height)
     slides = args.slides if args.slides is not None else slides

@@ -1,10 +1,9 @@
 """Synthetic whole-slide images: tiled, JPEG-compressed pyramidal TIFFs with correct mpp metadata.
 
 ``write_slide`` renders level 0 band by band (never the whole slide in float), encodes 256 px JPEG tiles as it
-goes, and builds the coarser levels by exact box averaging. Generic TIFFs carry the mpp in resolution tags
-(centimetre units, per level); SVS-like files carry it Aperio-style in the ImageDescription (``|MPP = 0.25|``)
-and, like real Aperio files, have no physical resolution tags. ``make_dataset`` writes a set of labelled slides
-(a couple per patient) and ``labels.csv``.
+goes, and builds the coarser levels by exact box averaging. The same tiles go into every format; where the
+pyramid and the mpp are kept differs by format (:mod:`gapless.pipeline.synth.formats`). ``make_dataset`` writes a
+set of labelled slides (a couple per patient) and ``labels.csv``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
+from gapless.pipeline.synth.formats import SUFFIXES, check_format, page_options
 from gapless.pipeline.synth.render import Renderer, SlideSpec, he_texture
 
 TILE = 256
@@ -65,12 +66,12 @@ def write_slide(
     quality: int = 90,
     use_he_texture: bool = False,
     levels: int | None = None,
+    with_mpp: bool = True,
+    dicom_concatenation: int | None = None,
 ) -> Path:
-    """Render ``spec`` and write it as a pyramidal TIFF (``fmt`` "tiff") or an Aperio-like SVS (``fmt`` "svs")."""
-    import tifffile
-
-    if fmt not in ("tiff", "svs"):
-        raise ValueError(f"format: '{fmt}' is not one of tiff, svs")
+    """Render ``spec`` and write it as ``fmt`` (:data:`~gapless.pipeline.synth.formats.FORMATS`): a pyramidal
+    TIFF file, or for ``dicom`` a folder of instances. ``with_mpp=False`` leaves the physical pixel size out."""
+    check_format(fmt)
     if level_step not in (2, 4):
         raise ValueError(f"level step must be 2 or 4, got {level_step}")
     path = Path(path)
@@ -79,6 +80,7 @@ def write_slide(
         round(spec.width_um / spec.base_mpp), round(spec.height_um / spec.base_mpp), level_step
     )
     n_levels = min(n_levels, levels) if levels else n_levels
+    level_mpps = [spec.base_mpp * level_step**i for i in range(n_levels)]
     texture = he_texture(load_he_tile(), spec.base_mpp) if use_he_texture else None
     renderer = Renderer(spec, width, height, texture)
     band = TILE * max(1, min(8, (8 << 20) // (width * TILE)))  # rows per band: about 8 M pixels
@@ -99,20 +101,11 @@ def write_slide(
                     yield padded[ty : ty + TILE, tx : tx + TILE]
 
     common = dict(tile=(TILE, TILE), compression="jpeg", compressionargs={"level": quality}, photometric="rgb")
-    tmp = path.with_name(path.name + ".part")
-    with tifffile.TiffWriter(tmp, bigtiff=width * height > 2**31) as tw:
+    tmp = path.with_name(path.name + (".src.tiff" if fmt == "dicom" else ".part"))
+    with tifffile.TiffWriter(tmp, bigtiff=width * height > 2**31, ome=fmt == "ome-tiff") as tw:
         for index in range(n_levels):
-            mpp = spec.base_mpp * level_step**index
-            kw = dict(common, subfiletype=1 if index else 0, metadata=None)
-            if fmt == "svs":
-                if index == 0:
-                    kw["description"] = (
-                        f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] "
-                        f"({TILE}x{TILE}) JPEG/RGB Q={quality}|AppMag = {40 * 0.25 / spec.base_mpp:g}"
-                        f"|MPP = {spec.base_mpp:g}|Generator = gapless synth"
-                    )
-            else:
-                kw.update(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+            kw = dict(common, **page_options(fmt, index, n_levels, level_mpps[index], level_mpps, (width, height),
+                                             TILE, quality, with_mpp))  # fmt: skip
             if index == 0:
                 tw.write(level0_tiles(), shape=(height, width, 3), dtype=np.uint8, **kw)
             else:
@@ -120,6 +113,14 @@ def write_slide(
                     size = (level1.shape[1] // level_step, level1.shape[0] // level_step)
                     level1 = cv2.resize(level1, size, interpolation=cv2.INTER_AREA)
                 tw.write(level1, **kw)
+    if fmt == "dicom":
+        from gapless.pipeline.synth.dicom import tiff_to_dicom
+
+        try:
+            tiff_to_dicom(tmp, path, level_mpps, dicom_concatenation)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
     tmp.replace(path)
     return path
 
@@ -140,7 +141,7 @@ def make_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths, labels, rows = [], {}, []
-    suffix = ".svs" if fmt == "svs" else ".tiff"
+    suffix = SUFFIXES[check_format(fmt)]
     for i in range(slides):
         patient = i // slides_per_patient
         label = classes[patient % len(classes)]

@@ -1,0 +1,156 @@
+"""Regions assembled from the tiles of a pyramid level, the tifffile reader built on it, and tile vetting.
+
+:func:`assemble_region` cuts a region out of the tiles it touches, decoded one by one by a callback; the tifffile
+reader (here) and the wsidicom reader (:mod:`gapless.pipeline.slides.dicom`) share it. JPEG tiles are decoded
+strictly (:func:`gapless.pipeline.slides.decoding.decode_jpeg`), so a damaged tile raises instead of yielding
+noise. The tifffile reader reads any tiled TIFF pyramid that tifffile understands, OME-TIFF pyramids kept in
+SubIFDs included, which neither cuCIM nor OpenSlide sees.
+
+:class:`TileVetter` decodes each JPEG tile a read touches once per reader, strictly and at 1/8 scale, before a
+native reader that does not report all damage decodes it: OpenSlide turns libjpeg's warnings into errors but stops
+before the end of a tile's data, so damage found only there passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gapless.errors import SlideError
+from gapless.pipeline.slides.decoding import complete_stream, decode_jpeg, tile_check_enabled, vet_jpeg
+from gapless.pipeline.slides.tiff import PageLayout, page_layout, tiff_pyramid
+
+
+def level_downsamples(sizes: list[tuple[int, int]]) -> list[float]:
+    """Downsample of each level from level 0: the mean of the width and height ratios (as OpenSlide computes it)."""
+    w0, h0 = sizes[0]
+    return [(w0 / w + h0 / h) / 2.0 for w, h in sizes]
+
+
+def assemble_region(
+    origin: tuple[int, int],
+    size: tuple[int, int],
+    tile_size: tuple[int, int],
+    decode: Callable[[int, int], np.ndarray],
+) -> np.ndarray:
+    """The (h, w, 3) uint8 region of ``size`` (w, h) at level pixel ``origin`` (x, y), from ``decode(col, row)``."""
+    (lx, ly), (w, h), (tw, th) = origin, size, tile_size
+    out = np.empty((h, w, 3), np.uint8)
+    for row in range(ly // th, (ly + h - 1) // th + 1):
+        for col in range(lx // tw, (lx + w - 1) // tw + 1):
+            tile = decode(col, row)
+            x0, y0 = col * tw, row * th
+            sx0, sx1, sy0, sy1 = max(lx, x0), min(lx + w, x0 + tw), max(ly, y0), min(ly + h, y0 + th)
+            part = tile[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+            if part.shape[:2] != (sy1 - sy0, sx1 - sx0):
+                raise ValueError(f"tile ({col}, {row}) has shape {tile.shape[:2]}, smaller than its {th}x{tw} cell")
+            out[sy0 - ly : sy1 - ly, sx0 - lx : sx1 - lx] = part[..., :3] if part.ndim == 3 else part[..., None]
+    return out
+
+
+def level_origin(location: tuple[int, int], downsample: float) -> tuple[int, int]:
+    """Level pixel of a level-0 location (planning makes level-0 locations map to whole level pixels)."""
+    return int(location[0] / downsample + 1e-6), int(location[1] / downsample + 1e-6)
+
+
+def to_device(pixels: np.ndarray, device: str) -> Any:
+    if device == "cuda":
+        import cupy
+
+        return cupy.asarray(pixels)  # decoded on the host; uploaded for a uniform interface
+    return pixels
+
+
+class TifffileBackend:
+    """Any tiled TIFF pyramid tifffile understands (generic, SVS, Philips, OME-TIFF with SubIFDs), decoded here."""
+
+    name = "tifffile"
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        self._tif = tifffile.TiffFile(path)
+        try:
+            pyramid = tiff_pyramid(self._tif)
+            if not pyramid.levels or not all(page.is_tiled for page in pyramid.pages):
+                raise SlideError(f"{path}: tifffile reads tiled pyramids only (this one has untiled levels)")
+            self._pages = pyramid.pages
+            self._layouts = [page_layout(page) for page in pyramid.pages]
+        except Exception:
+            self._tif.close()
+            raise
+        self._fd = os.open(path, os.O_RDONLY)
+        self.dimensions = pyramid.sizes
+        self.downsamples = level_downsamples(pyramid.sizes)
+
+    def properties(self) -> None:
+        return None  # mpp comes from the TIFF structure (pipeline.slides.formats)
+
+    def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
+        layout, page, strict = self._layouts[level], self._pages[level], tile_check_enabled()
+        columns = -(-layout.width // layout.tile_width)
+
+        def decode(col: int, row: int) -> np.ndarray:
+            index = row * columns + col
+            if index >= len(layout.counts) or layout.counts[index] <= 0:
+                raise SlideError(f"{path}: tile ({col}, {row}) of level {level} has no image data")
+            data = os.pread(self._fd, int(layout.counts[index]), int(layout.offsets[index]))
+            try:
+                if layout.jpeg:
+                    return decode_jpeg(complete_stream(data, layout.jpeg_tables), strict)
+                segment = page.decode(data, index, jpegtables=page.jpegtables)[0]
+                return segment.reshape(segment.shape[-3:])
+            except Exception as exc:
+                raise SlideError(f"{path}: damaged image data in tile ({col}, {row}) of level {level} ({exc})") from exc
+
+        origin = level_origin(location, self.downsamples[level])
+        region = assemble_region(origin, size, (layout.tile_width, layout.tile_height), decode)
+        return to_device(region, device)
+
+    def close(self) -> None:
+        if self._tif is not None:
+            self._tif.close()
+            os.close(self._fd)
+            self._tif = None
+
+
+class TileVetter:
+    """``vetter.check(level, (lx, ly), (w, h))`` raises :class:`SlideError` if a JPEG tile the box touches is
+    damaged; each tile is decoded (strictly, at 1/8 scale) once per vetter."""
+
+    def __init__(self, path: Path, dimensions: list[tuple[int, int]], layout: list[PageLayout] | None) -> None:
+        pages = {(p.width, p.height): p for p in layout or [] if p.jpeg}
+        self._path = path
+        self._pages = [pages.get(tuple(d)) for d in dimensions]
+        self._vetted = [np.zeros(len(p.offsets), bool) if p else None for p in self._pages]
+        self._fd: int | None = None
+
+    def check(self, level: int, origin: tuple[int, int], size: tuple[int, int]) -> None:
+        page, vetted = self._pages[level], self._vetted[level]
+        if page is None:
+            return
+        _, _, tiles = page.tiles_touched(origin[0], origin[1], size[0], size[1])
+        tiles = tiles[tiles < len(vetted)]
+        todo = tiles[~vetted[tiles]]
+        if not len(todo):
+            return
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        columns = -(-page.width // page.tile_width)
+        for tile in todo:
+            data = os.pread(self._fd, int(page.counts[tile]), int(page.offsets[tile]))
+            try:
+                vet_jpeg(complete_stream(data, page.jpeg_tables))
+            except Exception as exc:
+                where = f"tile ({tile % columns}, {tile // columns}) of level {level}"
+                raise SlideError(f"{self._path}: damaged image data in {where} ({exc})") from exc
+            vetted[tile] = True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
