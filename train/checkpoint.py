@@ -3,16 +3,22 @@
 A checkpoint is a plain dict of tensors and Python scalars (so it loads with ``weights_only=True``): student,
 teacher, optimiser, grad scaler, the loss centring buffers, the iteration (which is also the data position and, since
 every random draw is seeded from (seed, rank, iteration), the RNG state), the resolved config and its fingerprint.
+
+Writes go to a temporary name through a Python file, so a full disk or an unwritable folder is a one-line error
+naming the file (not PyTorch's internal failure) and leaves no temporary file. A resume takes the newest checkpoint
+that loads and falls back, with a warning, past any that is truncated or damaged.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from gapless.console import console
 from gapless.errors import InputError
 from gapless.io import atomic_output
 from gapless.train.config import recipe_fingerprint, recipe_items
@@ -20,7 +26,7 @@ from gapless.train.vit import VisionTransformer, build_vit
 
 CHECKPOINT_FORMAT = "gapless-dinov2-checkpoint"
 BACKBONE_FORMAT = "gapless-backbone"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the DINO head's prototype layer has trained gains (head.last_layer.weight_g)
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
@@ -37,10 +43,61 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
-    """torch.save to a temporary name in the same directory, then rename: readers never see half a file."""
+    """torch.save to a temporary name in the same directory, flushed to disk, then renamed: readers never see half a
+    file. Written through a Python file object, so a failed write raises ``OSError`` with its errno, which
+    :func:`gapless.io.atomic_output` turns into a one-line error naming ``path``."""
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
     return path
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> int:
+    """The size of a checkpoint holding ``state``'s tensors (within a few kilobytes of pickled metadata)."""
+
+    def size(obj: Any) -> int:
+        if torch.is_tensor(obj):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(size(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(size(v) for v in obj)
+        return 0
+
+    return size(state)
+
+
+def load_resumable(
+    run_dir: str | Path, map_location: str | torch.device = "cpu", warn: bool = True
+) -> tuple[Path, dict] | None:
+    """(path, state) of the newest checkpoint of ``run_dir`` that loads; None when there is none.
+
+    A checkpoint that does not load (truncated by a full disk or a bad copy, damaged) is passed over with a warning
+    and the next older one is tried; when none loads, the error names every file.
+    """
+    found = list_checkpoints(run_dir)
+    problems = []
+    for path in reversed(found):
+        try:
+            state = load_file(path, map_location)
+        except InputError as exc:
+            problems.append(str(exc))
+            if warn:
+                console.print(f"[yellow]warning:[/] {exc}; trying the previous checkpoint", highlight=False)
+            continue
+        if state.get("format") != CHECKPOINT_FORMAT:
+            problems.append(f"{path}: an exported backbone, not a training checkpoint")
+            continue
+        if problems and warn:
+            console.print(
+                f"[yellow]warning:[/] resuming from {path}, the newest checkpoint that loads", highlight=False
+            )
+        return path, state
+    if problems:
+        raise InputError(f"{run_dir}: no checkpoint loads ({'; '.join(problems)}); move them away to start again")
+    return None
 
 
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
@@ -89,7 +146,13 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint whose recipe (model, optimiser, losses, schedules, data) differs."""
+    """Refuse to resume from a checkpoint of an older format or whose recipe (model, optimiser, losses, schedules,
+    data) differs."""
+    if ckpt.get("version", 1) != FORMAT_VERSION:
+        raise InputError(
+            f"{path}: a checkpoint of format {ckpt.get('version', 1)}, which this version (format {FORMAT_VERSION}) "
+            "cannot continue; start a new run in another --out (`gapless export` still reads its backbone)"
+        )
     if ckpt.get("fingerprint") == recipe_fingerprint(config):
         return
     old, new = recipe_items(ckpt["config"]), recipe_items(config)
