@@ -73,4 +73,6 @@ class DataConfig:
         if self.max_read_retries < 0:
             raise ValueError(f"max_read_retries: must be >= 0 (0 reads each tile once), got {self.max_read_retries}")
         if self.handle_cache < 1:
-            raise ValueError(f"handle_cache: must be >= 1 (an open slide is needed to read it), got {self.handle_cache}")
+            raise ValueError(
+                f"handle_cache: must be >= 1 (an open slide is needed to read it), got {self.handle_cache}"
+            )
