@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from gapless.console import console
@@ -85,15 +86,15 @@ def load_resumable(
         except InputError as exc:
             problems.append(str(exc))
             if warn:
-                console.print(f"[yellow]warning:[/] {exc}; trying the previous checkpoint", highlight=False)
+                message = escape(f"{exc}; trying the previous checkpoint")
+                console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
             continue
         if state.get("format") != CHECKPOINT_FORMAT:
             problems.append(f"{path}: an exported backbone, not a training checkpoint")
             continue
         if problems and warn:
-            console.print(
-                f"[yellow]warning:[/] resuming from {path}, the newest checkpoint that loads", highlight=False
-            )
+            message = escape(f"resuming from {path}, the newest checkpoint that loads")
+            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
         return path, state
     if problems:
         raise InputError(f"{run_dir}: no checkpoint loads ({'; '.join(problems)}); move them away to start again")

@@ -74,6 +74,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise InputError("--out: the run directory is required to train (only --explain runs without one)")
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # refuse a held folder before the slow imports
+        from gapless.train.run_lock import RunLock
+
+        RunLock(args.out).refuse_if_held()
     from gapless.train.loop import train
 
     train(cfg, args.out, resume=not args.no_resume, max_steps=args.max_steps)

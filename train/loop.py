@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch.nn.parallel import DistributedDataParallel
 
 from gapless.config import save_config, to_dict
@@ -268,7 +269,11 @@ def _steps(
                         window = {"time": 0.0, "data": 0.0, "steps": 0}
                         bar.update(task, completed=done, description=f"pretrain loss {record['loss']:.3f}")
                         if verdict.level == "warn":
-                            console.print(f"[yellow]warning:[/] the loader's data: {verdict.message}", highlight=False)
+                            console.print(
+                                f"[yellow]warning:[/] the loader's data: {escape(verdict.message)}",
+                                highlight=False,
+                                soft_wrap=True,
+                            )
                 bad_data = verdict is not None and verdict.level == "stop"
                 if done % cfg.checkpoint.every == 0 or done == end or stopping or bad_data:
                     path, saved = save(done), done

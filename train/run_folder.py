@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from gapless.console import console
 from gapless.errors import InputError
 from gapless.io import atomic_output, write_text
@@ -37,11 +39,11 @@ def check_writable(run_dir: Path, checkpoint_bytes: int, keep: int) -> None:
     if free < checkpoint_bytes:
         raise InputError(f"{checkpoints}: {free / 2**20:.0f} MiB free, {need}; free some space or choose another --out")
     if free < (keep + 1) * checkpoint_bytes:
-        console.print(
-            f"[yellow]warning:[/] {checkpoints}: {free / 2**20:.0f} MiB free; {need} and {keep} are kept plus the one "
-            "being written: the disk may fill during the run",
-            highlight=False,
+        message = escape(
+            f"{checkpoints}: {free / 2**20:.0f} MiB free; {need} and {keep} are kept plus the one being written: "
+            "the disk may fill during the run"
         )
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 class MetricsLog:

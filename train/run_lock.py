@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from gapless.console import console
 from gapless.errors import InputError, RunError
 
@@ -94,6 +96,21 @@ class RunLock:
             return not process_alive(int(holder.get("pid", -1)), holder.get("start"))
         return age_s > STALE_AFTER_S
 
+    def refuse_if_held(self) -> None:
+        """Raise :class:`RunError` naming the holder when a live run holds the lock (a check, nothing taken)."""
+        try:
+            holder, age = self.holder()
+        except OSError:  # no lock, or no folder to hold one: the run's own checks report the latter
+            return
+        if not self.is_stale(holder, age):
+            raise self.held_error(holder, age)
+
+    def held_error(self, holder: dict[str, Any] | None, age: float) -> RunError:
+        return RunError(
+            f"{self.path.parent}: another run uses this folder: {describe(holder, age)}. Wait for it to end or "
+            "stop it, or choose another --out (a lock whose holder is gone is replaced by itself)"
+        )
+
     def acquire(self) -> None:
         content = {
             "host": socket.gethostname(),
@@ -131,10 +148,7 @@ class RunLock:
         except FileNotFoundError:
             return  # released meanwhile: try again
         if not self.is_stale(holder, age):
-            raise RunError(
-                f"{self.path.parent}: another run uses this folder: {describe(holder, age)}. Wait for it to end or "
-                "stop it, or choose another --out (a lock whose holder is gone is replaced by itself)"
-            )
+            raise self.held_error(holder, age)
         aside = self.path.with_name(f"{LOCK_NAME}.stale.{self.token}")
         try:
             os.rename(self.path, aside)
@@ -149,8 +163,8 @@ class RunLock:
             with contextlib.suppress(FileExistsError):
                 os.link(aside, self.path)
         else:
-            console.print(f"[yellow]warning:[/] {self.path}: replaced a stale lock ({describe(holder, age)}; "
-                          "no longer running)", highlight=False)  # fmt: skip
+            message = escape(f"{self.path}: replaced a stale lock ({describe(holder, age)}; no longer running)")
+            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
         aside.unlink(missing_ok=True)
 
     def _heartbeat(self) -> None:
