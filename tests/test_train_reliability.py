@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import psutil
 import pytest
 import torch
 
+from gapless.apps.experiment import launch_torchrun
 from gapless.cli import main as gapless_main
 from gapless.config import ConfigError, load_config
 from gapless.errors import RunError
@@ -26,6 +28,7 @@ from gapless.train.config import PretrainConfig
 from gapless.train.health import HealthConfig, LoaderWatch
 from gapless.train.loop import train
 from gapless.train.run_lock import LOCK_NAME
+from gapless.train.schedules import build_schedules
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LONG = ["epochs=1000", "log_every=1", "checkpoint.every=1000000"]  # runs until stopped
@@ -178,3 +181,33 @@ def test_slides_that_go_bad_under_a_run_stop_it_after_a_checkpoint(tmp_path: Pat
     assert stopped is not None and stopped.name in str(info.value)
     records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["loader_skipped_share"] > 0.05 and records[-1]["iteration"] < cfg.total_iterations
+
+
+def test_two_ranks_under_torchrun_stop_together_on_sigterm(tmp_path: Path) -> None:
+    """`gapless reproduce --gpus 2`'s launcher, gloo on a CPU: ranks draw their own tiles, the lr follows the global
+    batch, and SIGTERM to the launcher reaches both ranks, which stop after the same step with one checkpoint."""
+    cfg = tiny(*LONG)
+    run = tmp_path / "run"
+    launched = threading.Event()
+
+    def stop_when_running() -> None:
+        deadline = time.monotonic() + 120
+        while len(iterations(run)) < 3 and time.monotonic() < deadline and launched.is_set():
+            time.sleep(0.2)
+        if launched.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)  # launch_torchrun passes it on to torchrun while it waits
+
+    launched.set()
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    try:
+        with pytest.raises(RunError, match="training under torchrun ended with status"):
+            launch_torchrun(cfg, run, processes=2)
+    finally:
+        launched.clear()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    sums = records[0]["rank_batch_sums"]
+    assert len(sums) == 2 and sums[0] != sums[1]  # each rank drew its own tiles
+    stopped = records[-1]["iteration"]
+    assert records[-1]["lr"] == pytest.approx(build_schedules(cfg, 2).lr[stopped - 1])  # global batch 16
+    state = torch.load(latest_checkpoint(run), weights_only=True)
+    assert state["iteration"] == stopped and len(list_checkpoints(run)) == 1 and not (run / LOCK_NAME).exists()

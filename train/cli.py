@@ -23,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a ViT with DINOv2 (DINO + iBOT + KoLeo). Launch with torchrun for several GPUs or "
         "nodes; key=value overrides change any config field (e.g. data.sampling.strategy=du).",
     )
-    p.add_argument("--config", required=True, help="YAML config file, or a shipped config by name (pretrain_vits16)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML config file, or a shipped config by name (pretrain_vits16); with --explain also a demo or "
+        "reproduce config (its pretrain section)",
+    )
     p.add_argument("--out", help="run directory: checkpoints, metrics.jsonl, config.yaml (required to train)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.base_lr=2e-3")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run directory with checkpoints")
@@ -59,11 +64,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from gapless.errors import InputError
     from gapless.train.config import PretrainConfig
 
-    overrides = [*args.overrides, f"out={args.out}"] if args.out else list(args.overrides)
-    cfg = load_config(PretrainConfig, args.config, overrides)
     if args.explain:
         from gapless.console import console
-        from gapless.train.recipe import print_explanation
+        from gapless.train.recipe import load_pretrain_config, print_explanation
+
+        cfg = load_pretrain_config(args.config, args.overrides)
 
         world_size = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
         if world_size < 1:
@@ -72,6 +77,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise InputError("--out: the run directory is required to train (only --explain runs without one)")
+    cfg = load_config(PretrainConfig, args.config, [*args.overrides, f"out={args.out}"])
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # refuse a held folder before the slow imports

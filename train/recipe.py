@@ -14,7 +14,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gapless.config import flatten, to_dict
+from gapless.config import (
+    ConfigError,
+    flatten,
+    from_dict,
+    load_config,
+    load_yaml,
+    parse_override,
+    resolve_config_path,
+    to_dict,
+)
 from gapless.pipeline.config import AugmentConfig
 from gapless.train.config import PretrainConfig
 from gapless.train.schedules import scaled_lr
@@ -129,6 +138,33 @@ def explain(cfg: PretrainConfig, world_size: int) -> dict[str, list[Row]]:
         "values": value_rows(cfg),
         "implementation": [Row(*r) for r in IMPLEMENTATION],
     }
+
+
+EXPERIMENT_SECTIONS = {"slides", "evalset", "eval"}  # besides `pretrain`: a demo or reproduce config
+
+
+def load_pretrain_config(path: str, overrides: list[str]) -> PretrainConfig:
+    """A pretraining config from a pretraining YAML, or from the ``pretrain`` section of a demo or reproduce YAML
+    (overrides then name keys of that section, with or without the ``pretrain.`` prefix)."""
+    resolved = resolve_config_path(path)
+    data = load_yaml(resolved)
+    if "pretrain" not in data or not set(data) - {"pretrain"} <= EXPERIMENT_SECTIONS:
+        return load_config(PretrainConfig, resolved, overrides)
+    flat = {**flatten(to_dict(PretrainConfig())), **flatten(data["pretrain"] or {})}
+    for text in overrides:
+        key, value = parse_override(text)
+        flat[".".join(key[1:] if key[0] == "pretrain" else key)] = value
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return from_dict(PretrainConfig, nested, prefix="pretrain.")
+    except ConfigError as exc:
+        raise ConfigError(f"{resolved}: {exc}") from exc
 
 
 def print_explanation(cfg: PretrainConfig, world_size: int, console: Any) -> None:
