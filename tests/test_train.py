@@ -180,3 +180,12 @@ def test_export_and_load_teacher_backbone(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="other.pt: not a gapless checkpoint"):
         load_teacher_backbone(tmp_path / "other.pt")
     assert gapless_main(["export", str(junk), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_as_eager_ones(tmp_path: Path) -> None:
+    """compile=true (torch.compile of each block, off by default) gives the eager run's losses to round-off."""
+    eager = train(tiny("epochs=0.3", "checkpoint.every=100"), tmp_path / "eager")
+    compiled = train(tiny("epochs=0.3", "checkpoint.every=100", "compile=true"), tmp_path / "compiled")
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
