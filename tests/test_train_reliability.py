@@ -39,10 +39,11 @@ def tiny(*overrides: str) -> PretrainConfig:
 
 
 def start(run: Path, *args: str) -> subprocess.Popen:
-    """`gapless pretrain` on the tiny config in a process of its own."""
+    """`gapless pretrain` on the tiny config in a process (and process group) of its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     command = [sys.executable, "-m", "gapless.cli", "pretrain", "--config", "pretrain_tiny_cpu", "--out", str(run)]
-    return subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -73,8 +74,9 @@ def one_line_error(err: str) -> str:
 
 
 def test_lock_sigterm_and_kill_9_on_one_run_folder(tmp_path: Path, synthetic_slides) -> None:
-    """One folder through a run's life: a second run is refused; SIGTERM saves, closes the loader's workers and
-    exits; the rerun continues; kill -9 leaves a lock that the next run recognises as stale."""
+    """One folder through a run's life: a second run is refused; SIGTERM to the run's process group (the trainer and
+    its loader's workers) saves the last step and exits, leaving no process; the rerun continues; kill -9 leaves a
+    lock that the next run recognises as stale."""
     run = tmp_path / "run"
     data = [f"data.index={synthetic_slides.index}", "data.loader=baseline", "data.workers=2", "data.tile_px=96"]
     synthetic = ["data.tile_px=96"]  # the same recipe from the in-memory source: the later runs start faster
@@ -85,7 +87,7 @@ def test_lock_sigterm_and_kill_9_on_one_run_folder(tmp_path: Path, synthetic_sli
         assert workers, "the loader should run worker processes"
         rc, err = finish(start(run, *LONG, *synthetic))
         assert rc == 1 and f"pid {first.pid}" in one_line_error(err) and "another run uses this folder" in err
-        first.send_signal(signal.SIGTERM)
+        os.killpg(first.pid, signal.SIGTERM)  # as SLURM signals a job step: the trainer and its loader's workers
         rc, err = finish(first, timeout=60)
     finally:
         first.kill()

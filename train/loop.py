@@ -290,11 +290,12 @@ def _steps(
         # A signal can also end a run through its loader (workers that got the same signal): rank 0 keeps the last
         # completed step, whole whenever the failure came between steps (no collective: the other ranks may be gone).
         if stop.requested and not updating and completed > saved:
+            where = "rank 0 saved a checkpoint"
             if env.is_main:
-                ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)
+                where = f"saved {ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)}"
             raise TrainingStopped(
-                f"stopped by {stop.signal} after iteration {completed} (its loader failed on the way: checkpoint "
-                f"saved by rank 0); rerun the same command to continue"
+                f"stopped by {stop.signal} after iteration {completed} (its loader's workers got the signal too): "
+                f"{where}; rerun the same command to continue"
             ) from None
         raise
     return record
