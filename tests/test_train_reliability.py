@@ -185,7 +185,7 @@ def test_slides_that_go_bad_under_a_run_stop_it_after_a_checkpoint(tmp_path: Pat
     assert records[-1]["loader_skipped_share"] > 0.05 and records[-1]["iteration"] < cfg.total_iterations
 
 
-def test_two_ranks_under_torchrun_stop_together_on_sigterm(tmp_path: Path) -> None:
+def test_two_ranks_under_torchrun_stop_together_on_sigterm(tmp_path: Path, capsys) -> None:
     """`gapless reproduce --gpus 2`'s launcher, gloo on a CPU: ranks draw their own tiles, the lr follows the global
     batch, and SIGTERM to the launcher reaches both ranks, which stop after the same step with one checkpoint."""
     cfg = tiny(*LONG)
@@ -213,3 +213,6 @@ def test_two_ranks_under_torchrun_stop_together_on_sigterm(tmp_path: Path) -> No
     assert records[-1]["lr"] == pytest.approx(build_schedules(cfg, 2).lr[stopped - 1])  # global batch 16
     state = torch.load(latest_checkpoint(run), weights_only=True)
     assert state["iteration"] == stopped and len(list_checkpoints(run)) == 1 and not (run / LOCK_NAME).exists()
+    capsys.readouterr()
+    assert train(cfg, run, max_steps=1)["iteration"] == stopped + 1  # continued by one process: said so
+    assert "was trained by 2 process(es), this run has 1" in " ".join(capsys.readouterr().err.split())

@@ -116,11 +116,13 @@ def training_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     iteration: int,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
         "iteration": iteration,
+        "world_size": world_size,  # the global batch and each rank's tiles depend on it
         "config": config,
         "fingerprint": recipe_fingerprint(config),
         "student": student.state_dict(),
@@ -144,6 +146,41 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
         raise InputError(f"{path}: not a gapless checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
     return obj
+
+
+def resume(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    parts: tuple[nn.Module, nn.Module, nn.Module, torch.optim.Optimizer, torch.amp.GradScaler],
+    map_location: str | torch.device,
+    world_size: int,
+    allowed: bool = True,
+    verbose: bool = True,
+) -> int:
+    """Load the newest loadable checkpoint of ``run_dir`` into (student, teacher, objective, optimizer, scaler) and
+    return the iteration to continue from: 0 when there is none. A checkpoint of another recipe or format is refused,
+    and so is any checkpoint when ``allowed`` is false (``--no-resume``); a changed number of processes is a warning.
+    """
+    found = load_resumable(run_dir, map_location, warn=verbose)
+    if found is None:
+        return 0
+    path, state = found
+    if not allowed:
+        raise InputError(
+            f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
+        )
+    check_compatible(state, config, path)
+    start = restore(state, *parts)
+    before = int(state.get("world_size", world_size))
+    if before != world_size and verbose:
+        batch = config["data"]["batch_size"]
+        message = escape(
+            f"{path.name} was trained by {before} process(es), this run has {world_size}: the global batch changes "
+            f"from {batch * before} to {batch * world_size} (the lr with it, by DINOv2's rule) and the tiles drawn "
+            "differ from an uninterrupted run's"
+        )
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    return start
 
 
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:

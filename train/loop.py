@@ -104,9 +104,12 @@ class Trainee:
     scaler: torch.amp.GradScaler
     model: torch.nn.Module
 
+    world_size: int
+
     def state(self, config: dict[str, Any], iteration: int) -> dict[str, Any]:
         t = self
-        return ckpt_io.training_state(config, t.student, t.teacher, t.objective, t.optimizer, t.scaler, iteration)
+        return ckpt_io.training_state(config, t.student, t.teacher, t.objective, t.optimizer, t.scaler, iteration,
+                                      t.world_size)  # fmt: skip
 
 
 def _train(
@@ -134,16 +137,8 @@ def _train(
     )
     scaler = torch.amp.GradScaler(env.device.type, enabled=amp_dtype == torch.float16)
 
-    start, found = 0, ckpt_io.load_resumable(run_dir, env.device, warn=env.is_main)
-    if found is not None:
-        path, state = found
-        if not resume:
-            raise InputError(
-                f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
-            )
-        ckpt_io.check_compatible(state, config, path)
-        start = ckpt_io.restore(state, student, teacher, objective, optimizer, scaler)
-        del state
+    start = ckpt_io.resume(run_dir, config, (student, teacher, objective, optimizer, scaler), env.device,
+                           env.world_size, allowed=resume, verbose=env.is_main)  # fmt: skip
     starts = [s[0] for s in all_gather_floats([start], env.device)]
     if min(starts) != max(starts):
         raise RunError(f"{run_dir}: the ranks found different checkpoints to resume from ({starts}); is it shared?")
@@ -159,7 +154,7 @@ def _train(
     model = student
     if env.world_size > 1:
         model = DistributedDataParallel(student, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
-    trainee = Trainee(student, teacher, objective, optimizer, scaler, model)
+    trainee = Trainee(student, teacher, objective, optimizer, scaler, model, env.world_size)
     end = min(cfg.total_iterations, start + max_steps) if max_steps else cfg.total_iterations
     loader = loader if loader is not None else build_loader(cfg.data, env.rank, env.world_size, start)
     try:
