@@ -71,3 +71,10 @@ class DataConfig:
             raise ValueError("batch_size, iterations_per_epoch must be >= 1 and tile_px >= 16")
         if not 0.0 <= self.tissue_threshold <= 1.0:
             raise ValueError(f"tissue_threshold: must be in [0, 1], got {self.tissue_threshold}")
+        # Settings under which every read fails: refused here rather than found out as a run of blank tiles.
+        if self.max_read_retries < 0:
+            raise ValueError(f"max_read_retries: must be >= 0 (0 reads each tile once), got {self.max_read_retries}")
+        if self.handle_cache < 1:
+            raise ValueError(
+                f"handle_cache: must be >= 1 (an open slide is needed to read it), got {self.handle_cache}"
+            )

@@ -1,4 +1,5 @@
-"""`gapless demo` end to end in miniature, its resume rules, and the verdict logic of `gapless reproduce`."""
+"""`gapless demo` end to end in miniature, its resume rules, and `gapless reproduce`: its strategies, seeds,
+multi-process training under torchrun, GPU-time estimate and verdict logic."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from gapless.apps.experiment import OUTPUTS, ExperimentConfig, Stages, load_experiment
-from gapless.apps.reproduce import strategy_verdict
+from gapless.apps.reproduce import FULL_STRATEGIES, estimate_gpu_hours, sampling_for, strategy_verdict
+from gapless.apps.reproduce_report import plot_reproduction, verdicts
 from gapless.cli import main
+from gapless.errors import InputError
 from gapless.eval.gaps import dip_test
+from gapless.train.recipe import explain
 
 MPPS = ["0.25", "0.375", "0.5", "0.75", "1", "1.5", "2"]
 # Nine 0.8 x 0.8 mm slides (three per class), five iterations of eight tiles, four regions per slide, three folds.
@@ -64,12 +68,22 @@ def test_demo_writes_summary_json_and_plots(mini_demo: Path) -> None:
     assert is_png(mini_demo / "sampling.png") and (mini_demo / "pretrain" / "backbone.pt").is_file()
 
 
-@pytest.mark.parametrize("name", ["demo_cpu", "demo_gpu", "reproduce_tiny", "reproduce_small", "reproduce_full"])
-def test_shipped_configs_load_with_a_steady_teacher(name: str) -> None:
-    """Every demo/reproduce YAML parses, and none uses the fast-teacher settings that collapsed the tiny model."""
+@pytest.mark.parametrize("name", ["demo_cpu", "reproduce_tiny", "reproduce_small"])
+def test_cpu_presets_keep_a_steady_teacher(name: str) -> None:
+    """The CPU presets keep the slower teacher that stopped the tiny model's collapse (and say so)."""
     cfg = load_experiment(name, [])
     schedule, loss = cfg.pretrain.schedule, cfg.pretrain.loss
-    assert schedule.teacher_momentum >= 0.99 and loss.center_momentum >= 0.9
+    assert schedule.teacher_momentum >= 0.99 and loss.center_momentum >= 0.9 and loss.centering == "sinkhorn"
+
+
+@pytest.mark.parametrize("name, gpus", [("demo_gpu", 1), ("reproduce_full", 8)])
+def test_gpu_presets_are_dinov2s_recipe_scaled_by_rule(name: str, gpus: int) -> None:
+    """Every setting DINOv2's, schedules in proportion to the run; the full budget at DINOv2's batch and lr."""
+    p = load_experiment(name, []).pretrain
+    assert explain(p, gpus)["values"] == []
+    assert p.epochs == 100 and p.model.layerscale == 1e-5 and p.model.head_prototypes == 65536
+    if name == "reproduce_full":
+        assert p.data.batch_size * gpus == 1024 and p.total_iterations == 12_500
 
 
 def test_rerun_resumes_and_other_config_is_refused(mini_demo: Path, capsys) -> None:
@@ -157,3 +171,59 @@ def test_reproduce_tiny_budget(tmp_path: Path) -> None:
     assert set(result["balanced_accuracy"]["linear"]) == {"init", "fixed", "du", "cu", "maxavg", "minmax"}
     assert isinstance(result["verdict"]["linear"]["du_dips"], bool) and is_png(Path(result["figure"]))
     assert "Verdict" in (out / "SUMMARY.md").read_text()
+
+
+def test_reproduce_strategies_and_fixed_baselines() -> None:
+    base = load_experiment("reproduce_full", []).pretrain.data.sampling
+    assert FULL_STRATEGIES == ("du", "cu", "maxavg", "minmax", "fixed_0.25", "fixed_0.5", "fixed_1", "fixed_2")
+    fixed = sampling_for(base, "fixed_0.25")
+    assert fixed.strategy == "fixed" and fixed.fixed_mpp == 0.25 and sampling_for(base, "minmax").strategy == "minmax"
+    for bad in ("nope", "fixed_", "fixed_-1", "fixed_x"):
+        with pytest.raises(InputError, match="--strategies"):
+            sampling_for(base, bad)
+
+
+def test_reproduce_states_its_gpu_hours_from_the_measured_rate() -> None:
+    cfg = load_experiment("reproduce_full", [])
+    text = estimate_gpu_hours(cfg, runs=8, gpus=8)
+    # 8 runs x 12,500 iterations x 1,024 tiles / 669 tiles/s per H100
+    assert "about 42.5 GPU-hours" in text and "5.3 h on 8 GPU(s)" in text
+    assert estimate_gpu_hours(load_experiment("reproduce_tiny", []), runs=5, gpus=0) is None  # not the measured model
+
+
+def fake_run(name: str, per_mpp_folds: dict[str, list[float]]) -> dict:
+    """The part of an evaluation result the verdict reads."""
+    summary = {m: {"folds": v, "mean": sum(v) / len(v), "std": 0.0} for m, v in per_mpp_folds.items()}
+    return {"name": name, "probes": {"linear": {"summary": {"balanced_accuracy": summary}}}}
+
+
+def test_verdict_over_seeds_and_per_seed(tmp_path: Path) -> None:
+    def runs(shift: float) -> dict[str, dict]:
+        saw = {m: [v + shift for v in f] for m, f in curve(SAWTOOTH).items()}
+        flat = {m: [v + shift for v in f] for m, f in curve(FLAT).items()}
+        return {"du": fake_run("du", saw), "cu": fake_run("cu", flat)}
+
+    judged = verdicts({0: runs(0.0), 1: runs(0.01), 2: runs(-0.005)}, ["linear"])["linear"]
+    assert set(judged["per_seed"]) == {"0", "1", "2"} and all(v["du_dips"] for v in judged["per_seed"].values())
+    across = judged["across_seeds"]
+    assert across["unit"] == "seeds" and judged["main"] is across and across["du_dips"] and across["closes"]["cu"]
+    assert across["strategies"]["du"]["folds"] == pytest.approx([0.0567] * 3, abs=1e-3)  # one gap per seed
+    assert "over seeds" in across["text"][0]
+    single = verdicts({0: runs(0.0)}, ["linear"])["linear"]
+    assert "across_seeds" not in single and single["main"]["unit"] == "folds"
+    png = plot_reproduction({"du": curve(SAWTOOTH), "cu": curve(FLAT)}, single["main"], tmp_path / "r.png", "t")
+    assert is_png(png)
+
+
+@pytest.mark.slow
+def test_reproduce_with_two_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "reproduce"
+    args = ["reproduce", "--out", str(out), "--strategies", "du,fixed_1", "--seeds", "0,1", "--gpus", "2", *MINI]
+    assert main(args) == 0
+    result = json.loads((out / "reproduce.json").read_text())
+    assert result["seeds"] == [0, 1] and result["verdict"]["linear"]["unit"] == "seeds"
+    assert set(result["verdict_per_seed"]["linear"]) == {"0", "1"}
+    assert (out / "pretrain" / "fixed_1-seed1" / "backbone.pt").is_file() and is_png(Path(result["figure"]))
+    records = [json.loads(ln) for ln in (out / "pretrain" / "du" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records[0]["rank_batch_sums"]) == 2  # trained by two torchrun ranks
+    assert main(args) == 0  # everything reused

@@ -3,16 +3,23 @@
 A checkpoint is a plain dict of tensors and Python scalars (so it loads with ``weights_only=True``): student,
 teacher, optimiser, grad scaler, the loss centring buffers, the iteration (which is also the data position and, since
 every random draw is seeded from (seed, rank, iteration), the RNG state), the resolved config and its fingerprint.
+
+Writes go to a temporary name through a Python file, so a full disk or an unwritable folder is a one-line error
+naming the file (not PyTorch's internal failure) and leaves no temporary file. A resume takes the newest checkpoint
+that loads and falls back, with a warning, past any that is truncated or damaged.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch import nn
 
+from gapless.console import console
 from gapless.errors import InputError
 from gapless.io import atomic_output
 from gapless.train.config import recipe_fingerprint, recipe_items
@@ -20,7 +27,7 @@ from gapless.train.vit import VisionTransformer, build_vit
 
 CHECKPOINT_FORMAT = "gapless-dinov2-checkpoint"
 BACKBONE_FORMAT = "gapless-backbone"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the DINO head's prototype layer has trained gains (head.last_layer.weight_g)
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
@@ -37,10 +44,61 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
-    """torch.save to a temporary name in the same directory, then rename: readers never see half a file."""
+    """torch.save to a temporary name in the same directory, flushed to disk, then renamed: readers never see half a
+    file. Written through a Python file object, so a failed write raises ``OSError`` with its errno, which
+    :func:`gapless.io.atomic_output` turns into a one-line error naming ``path``."""
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
     return path
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> int:
+    """The size of a checkpoint holding ``state``'s tensors (within a few kilobytes of pickled metadata)."""
+
+    def size(obj: Any) -> int:
+        if torch.is_tensor(obj):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(size(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(size(v) for v in obj)
+        return 0
+
+    return size(state)
+
+
+def load_resumable(
+    run_dir: str | Path, map_location: str | torch.device = "cpu", warn: bool = True
+) -> tuple[Path, dict] | None:
+    """(path, state) of the newest checkpoint of ``run_dir`` that loads; None when there is none.
+
+    A checkpoint that does not load (truncated by a full disk or a bad copy, damaged) is passed over with a warning
+    and the next older one is tried; when none loads, the error names every file.
+    """
+    found = list_checkpoints(run_dir)
+    problems = []
+    for path in reversed(found):
+        try:
+            state = load_file(path, map_location)
+        except InputError as exc:
+            problems.append(str(exc))
+            if warn:
+                message = escape(f"{exc}; trying the previous checkpoint")
+                console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            continue
+        if state.get("format") != CHECKPOINT_FORMAT:
+            problems.append(f"{path}: an exported backbone, not a training checkpoint")
+            continue
+        if problems and warn:
+            message = escape(f"resuming from {path}, the newest checkpoint that loads")
+            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        return path, state
+    if problems:
+        raise InputError(f"{run_dir}: no checkpoint loads ({'; '.join(problems)}); move them away to start again")
+    return None
 
 
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
@@ -58,11 +116,13 @@ def training_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     iteration: int,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
         "iteration": iteration,
+        "world_size": world_size,  # the global batch and each rank's tiles depend on it
         "config": config,
         "fingerprint": recipe_fingerprint(config),
         "student": student.state_dict(),
@@ -88,8 +148,49 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     return obj
 
 
+def resume(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    parts: tuple[nn.Module, nn.Module, nn.Module, torch.optim.Optimizer, torch.amp.GradScaler],
+    map_location: str | torch.device,
+    world_size: int,
+    allowed: bool = True,
+    verbose: bool = True,
+) -> int:
+    """Load the newest loadable checkpoint of ``run_dir`` into (student, teacher, objective, optimizer, scaler) and
+    return the iteration to continue from: 0 when there is none. A checkpoint of another recipe or format is refused,
+    and so is any checkpoint when ``allowed`` is false (``--no-resume``); a changed number of processes is a warning.
+    """
+    found = load_resumable(run_dir, map_location, warn=verbose)
+    if found is None:
+        return 0
+    path, state = found
+    if not allowed:
+        raise InputError(
+            f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
+        )
+    check_compatible(state, config, path)
+    start = restore(state, *parts)
+    before = int(state.get("world_size", world_size))
+    if before != world_size and verbose:
+        batch = config["data"]["batch_size"]
+        message = escape(
+            f"{path.name} was trained by {before} process(es), this run has {world_size}: the global batch changes "
+            f"from {batch * before} to {batch * world_size} (the lr with it, by DINOv2's rule) and the tiles drawn "
+            "differ from an uninterrupted run's"
+        )
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    return start
+
+
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint whose recipe (model, optimiser, losses, schedules, data) differs."""
+    """Refuse to resume from a checkpoint of an older format or whose recipe (model, optimiser, losses, schedules,
+    data) differs."""
+    if ckpt.get("version", 1) != FORMAT_VERSION:
+        raise InputError(
+            f"{path}: a checkpoint of format {ckpt.get('version', 1)}, which this version (format {FORMAT_VERSION}) "
+            "cannot continue; start a new run in another --out (`gapless export` still reads its backbone)"
+        )
     if ckpt.get("fingerprint") == recipe_fingerprint(config):
         return
     old, new = recipe_items(ckpt["config"]), recipe_items(config)

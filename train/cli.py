@@ -5,6 +5,10 @@ Under torchrun every process runs the same command; without torchrun the run is 
     gapless pretrain --config configs/pretrain_vits16.yaml --out runs/vits16 data.sampling.strategy=maxavg
     torchrun --nproc_per_node 8 --no-python gapless pretrain --config ... --out runs/vits16
     gapless export runs/vits16/checkpoints/ckpt_00125000.pt --out vits16_teacher.pt
+    gapless pretrain --config demo_gpu --explain --world-size 8   # how the recipe differs from DINOv2's
+
+A run stopped by SIGTERM saves a checkpoint and exits with status 1 and a message saying so; rerunning the same
+command continues it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a ViT with DINOv2 (DINO + iBOT + KoLeo). Launch with torchrun for several GPUs or "
         "nodes; key=value overrides change any config field (e.g. data.sampling.strategy=du).",
     )
-    p.add_argument("--config", required=True, help="YAML config file, or a shipped config by name (pretrain_vits16)")
-    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, config.yaml")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML config file, or a shipped config by name (pretrain_vits16); with --explain also a demo or "
+        "reproduce config (its pretrain section)",
+    )
+    p.add_argument("--out", help="run directory: checkpoints, metrics.jsonl, config.yaml (required to train)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.base_lr=2e-3")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run directory with checkpoints")
     p.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="list how this config differs from DINOv2's recipe (scale, settings, implementation) and exit",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="with --explain: the number of training processes (default: $WORLD_SIZE, or 1)",
+    )
     p.set_defaults(func=run_pretrain)
 
     e = subparsers.add_parser(
@@ -38,15 +58,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from gapless.config import load_config
-    from gapless.train.config import PretrainConfig
-    from gapless.train.loop import train
+    import os
 
+    from gapless.config import load_config
+    from gapless.errors import InputError
+    from gapless.train.config import PretrainConfig
+
+    if args.explain:
+        from gapless.console import console
+        from gapless.train.recipe import load_pretrain_config, print_explanation
+
+        cfg = load_pretrain_config(args.config, args.overrides)
+
+        world_size = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size < 1:
+            raise InputError(f"--world-size must be >= 1, got {world_size}")
+        print_explanation(cfg, world_size, console)
+        return 0
+    if not args.out:
+        raise InputError("--out: the run directory is required to train (only --explain runs without one)")
     cfg = load_config(PretrainConfig, args.config, [*args.overrides, f"out={args.out}"])
     if args.max_steps is not None and args.max_steps < 1:
-        from gapless.errors import InputError
-
         raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # refuse a held folder before the slow imports
+        from gapless.train.run_lock import RunLock
+
+        RunLock(args.out).refuse_if_held()
+    from gapless.train.loop import train
+
     train(cfg, args.out, resume=not args.no_resume, max_steps=args.max_steps)
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from gapless.config import fingerprint, flatten, to_dict
 from gapless.pipeline.config import DataConfig
+from gapless.train.health import HealthConfig
 
 ARCHS = ("vit_small", "vit_base", "vit_large", "vit_tiny_test")
 CENTERINGS = ("softmax", "sinkhorn")
@@ -23,7 +24,7 @@ class ModelConfig:
     arch: str = "vit_small"  # vit_small (ViT-S: 384/12/6) | vit_base | vit_large | vit_tiny_test (32/2/2)
     patch_size: int = 16
     drop_path: float = 0.3  # uniform over blocks, student only
-    layerscale: float = 0.0  # LayerScale init value; 0 disables it (DINOv2 uses 1e-5)
+    layerscale: float = 1e-5  # LayerScale init value (DINOv2's); 0 leaves LayerScale out
     attention: str = "auto"  # auto (xFormers on CUDA when installed, else SDPA) | xformers | sdpa
     head_prototypes: int = 65536
     head_hidden: int = 2048
@@ -53,6 +54,7 @@ class OptimConfig:
     layerwise_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     freeze_last_layer_epochs: float = 1.0
+    fused: bool = False  # PyTorch's fused AdamW kernel instead of the multi-tensor one (not measured on a GPU)
 
     def __post_init__(self) -> None:
         if self.base_lr <= 0 or self.lr_reference_batch < 1:
@@ -110,12 +112,14 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     out: str = ""  # run directory (the CLI's --out wins)
     seed: int = 0
     epochs: float = 100.0  # an epoch is data.iterations_per_epoch iterations
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # torch.compile each transformer block (student and teacher); not measured on a GPU
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -137,6 +141,9 @@ LOGISTICS_KEYS = (
     "log_every",
     "device",
     "checkpoint.",
+    "health.",
+    "compile",
+    "optim.fused",
     "data.index",
     "data.loader",
     "data.device",

@@ -4,12 +4,17 @@ on GPUs and gloo on CPUs; without it the run is one plain process. Multi-node ru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from gapless.devices import torch_device
+from gapless.errors import RunError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,3 +77,28 @@ def sum_counters(counters: dict[str, int], device: torch.device) -> dict[str, in
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_ok(ok: bool, device: torch.device) -> bool:
+    """True on every rank when ``ok`` is true on every rank (a collective)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], device=device)
+    dist.all_reduce(flag)
+    return flag.item() == 0
+
+
+def on_main(env: DistEnv, action: Callable[[], T], what: str) -> T | None:
+    """Run ``action`` on rank 0 and tell every rank whether it worked: a failure is raised on every rank (rank 0's
+    own error there, a :class:`RunError` saying what rank 0 could not do on the others), so no rank waits forever
+    in a collective that rank 0 never joins. Returns the action's result on rank 0, None on the others."""
+    result: Any = None
+    error: BaseException | None = None
+    if env.is_main:
+        try:
+            result = action()
+        except Exception as exc:  # raised below, once every rank knows
+            error = exc
+    if not all_ok(error is None, env.device):
+        raise error if error is not None else RunError(f"rank 0 could not {what}; see its message")
+    return result

@@ -1,10 +1,14 @@
 """DINO projection head: a 3-layer MLP to an L2-normalised bottleneck, then a weight-normalised prototype layer.
 
-The last layer's weight is normalised per prototype with a gain fixed at 1 (DINO's ``weight_norm`` with ``weight_g``
-frozen), written out directly so the parameter is a plain tensor named ``last_layer.weight_v``.
+The prototype layer is DINOv2's ``weight_norm(nn.Linear(bottleneck, prototypes, bias=False))`` written out: each
+prototype row is ``weight_g * weight_v / ||weight_v||`` with a trained gain ``weight_g`` that starts at 1, so the
+parameters are plain tensors named as in DINOv2 (``last_layer.weight_g``, ``last_layer.weight_v``). Both belong to
+the optimiser's last-layer group, which is frozen (learning rate 0) for the first epochs.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -12,15 +16,19 @@ from torch import nn
 
 
 class WeightNormLinear(nn.Module):
-    """Linear layer without bias whose rows are unit vectors (cosine similarity to the prototypes)."""
+    """Linear layer without bias whose rows are ``weight_v`` directions scaled by the trained gains ``weight_g``."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1))
         self.weight_v = nn.Parameter(torch.empty(out_dim, in_dim))
-        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))  # nn.Linear's initialisation, as DINOv2's layer
+
+    def weight(self) -> torch.Tensor:
+        return self.weight_v * (self.weight_g / self.weight_v.norm(dim=1, keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, F.normalize(self.weight_v, dim=1))
+        return F.linear(x, self.weight())
 
 
 class DINOHead(nn.Module):

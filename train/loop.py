@@ -2,40 +2,54 @@
 
 Every random draw of iteration ``i`` on rank ``r`` (data, iBOT masks, drop path) is seeded from (seed, r, i), so a
 run resumed from a checkpoint at iteration ``k`` takes exactly the steps an uninterrupted run would have taken.
+
+Before any model is built, rank 0 takes the run folder's lock (:mod:`gapless.train.run_lock`) and checks that the
+folder can take checkpoints (:mod:`gapless.train.run_folder`). A run stops for a stated reason, with a checkpoint
+where one is worth keeping: SIGTERM (:mod:`gapless.train.stopping`), a loader that delivers too many skipped tiles or
+failed reads (:mod:`gapless.train.health`), or a non-finite loss (without saving: the last checkpoint is the good
+one). Every rank learns each of these in a collective, so all ranks stop after the same step; the loader is closed,
+the lock released and the process group left on every way out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch.nn.parallel import DistributedDataParallel
 
 from gapless.config import save_config, to_dict
 from gapless.console import console, progress
-from gapless.errors import InputError, NonFiniteLossError
+from gapless.errors import InputError, NonFiniteLossError, RunError
 from gapless.pipeline.loader import build_loader
 from gapless.seeding import derived_seed
 from gapless.train import checkpoint as ckpt_io
 from gapless.train.config import PretrainConfig
 from gapless.train.distributed import (
+    DistEnv,
     all_gather_floats,
     all_reduce_mean,
-    barrier,
     cleanup,
     init_distributed,
+    on_main,
     sum_counters,
 )
+from gapless.train.health import LoaderWatch
 from gapless.train.masking import make_masks
 from gapless.train.optim import apply_schedule, build_optimizer
-from gapless.train.schedules import build_schedules
-from gapless.train.ssl import DINOv2Objective, build_models, update_teacher
+from gapless.train.recipe import print_explanation
+from gapless.train.run_folder import MetricsLog, check_writable
+from gapless.train.run_lock import RunLock
+from gapless.train.schedules import Schedules, build_schedules
+from gapless.train.ssl import DINOv2Objective, SSLModel, build_models, compile_blocks, update_teacher
+from gapless.train.stopping import StopRequests, TrainingStopped
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -57,27 +71,6 @@ def endless(loader: Any) -> Iterator[dict[str, torch.Tensor]]:
             raise RuntimeError("the data loader produced an empty epoch")
 
 
-class MetricsLog:
-    """metrics.jsonl in the run directory; on resume, lines after the checkpoint's iteration are dropped."""
-
-    def __init__(self, path: Path, resume_from: int) -> None:
-        self.path = path
-        if path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if self._iteration(ln) <= resume_from]
-            path.write_text("".join(ln + "\n" for ln in kept))
-
-    @staticmethod
-    def _iteration(line: str) -> float:
-        try:
-            return json.loads(line)["iteration"]
-        except (ValueError, KeyError, TypeError):  # a line cut short by a kill: drop it
-            return math.inf
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 def train(
     cfg: PretrainConfig,
     run_dir: str | Path,
@@ -88,65 +81,138 @@ def train(
 ) -> dict[str, Any]:
     """Train (or continue training) in ``run_dir``; returns the last logged metrics."""
     env = init_distributed(cfg.device)
-    run_dir, config = Path(run_dir), to_dict(cfg)
+    run_dir, lock = Path(run_dir), RunLock(run_dir)
+    try:
+        with StopRequests() as stop:
+            on_main(env, lock.acquire, "lock the run folder")
+            return _train(cfg, run_dir, env, stop, resume, max_steps, loader)
+    finally:
+        if loader is not None:
+            loader.close()
+        lock.release()
+        cleanup()
+
+
+@dataclass
+class Trainee:
+    """What a step updates and a checkpoint holds; ``model`` is the student as the forward pass calls it (DDP)."""
+
+    student: SSLModel
+    teacher: SSLModel
+    objective: DINOv2Objective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    model: torch.nn.Module
+
+    world_size: int
+
+    def state(self, config: dict[str, Any], iteration: int) -> dict[str, Any]:
+        t = self
+        return ckpt_io.training_state(config, t.student, t.teacher, t.objective, t.optimizer, t.scaler, iteration,
+                                      t.world_size)  # fmt: skip
+
+
+def _train(
+    cfg: PretrainConfig,
+    run_dir: Path,
+    env: DistEnv,
+    stop: StopRequests,
+    resume: bool,
+    max_steps: int | None,
+    loader: Any,
+) -> dict[str, Any]:
+    config = to_dict(cfg)
     amp_dtype = autocast_dtype(cfg.precision, env.device)
-    a, B = cfg.data.augment, cfg.data.batch_size
+    a, o = cfg.data.augment, cfg.optim
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher is never broadcast)
     student, teacher = build_models(cfg)
     objective = DINOv2Objective(cfg.loss, cfg.model.head_prototypes, a.global_crops, a.local_crops)
     student, teacher, objective = student.to(env.device), teacher.to(env.device), objective.to(env.device)
-    o = cfg.optim
-    optimizer = build_optimizer(student, student.backbone.depth, o.layerwise_decay, o.patch_embed_lr_mult, o.betas)
+    # A checkpoint holds the student, its two AdamW moments and the teacher.
+    weights = sum(p.numel() * p.element_size() for p in student.parameters())
+    checkpoint_bytes = 3 * weights + sum(p.numel() * p.element_size() for p in teacher.parameters())
+    on_main(env, lambda: check_writable(run_dir, checkpoint_bytes, cfg.checkpoint.keep), "write in the run folder")
+    optimizer = build_optimizer(
+        student, student.backbone.depth, o.layerwise_decay, o.patch_embed_lr_mult, o.betas, fused=o.fused
+    )
     scaler = torch.amp.GradScaler(env.device.type, enabled=amp_dtype == torch.float16)
 
-    start, last_ckpt = 0, ckpt_io.latest_checkpoint(run_dir)
-    if last_ckpt is not None:
-        if not resume:
-            raise InputError(
-                f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
-            )
-        state = ckpt_io.load_file(last_ckpt, env.device)
-        ckpt_io.check_compatible(state, config, last_ckpt)
-        start = ckpt_io.restore(state, student, teacher, objective, optimizer, scaler)
-        del state
+    start = ckpt_io.resume(run_dir, config, (student, teacher, objective, optimizer, scaler), env.device,
+                           env.world_size, allowed=resume, verbose=env.is_main)  # fmt: skip
+    starts = [s[0] for s in all_gather_floats([start], env.device)]
+    if min(starts) != max(starts):
+        raise RunError(f"{run_dir}: the ranks found different checkpoints to resume from ({starts}); is it shared?")
     if env.is_main:
         save_config(cfg, run_dir / "config.yaml")
         console.print(
             f"[bold]pretrain[/] {run_dir}: {env.world_size} process(es) on {env.device.type}, "
             f"{amp_dtype}, iteration {start} of {cfg.total_iterations}"
         )
+        print_explanation(cfg, env.world_size, console)
+    if cfg.compile:
+        compile_blocks(student, teacher)
     model = student
     if env.world_size > 1:
         model = DistributedDataParallel(student, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
-    schedules = build_schedules(cfg, env.world_size)
-    total = cfg.total_iterations
-    stop = min(total, start + max_steps) if max_steps else total
+    trainee = Trainee(student, teacher, objective, optimizer, scaler, model, env.world_size)
+    end = min(cfg.total_iterations, start + max_steps) if max_steps else cfg.total_iterations
     loader = loader if loader is not None else build_loader(cfg.data, env.rank, env.world_size, start)
+    try:
+        return _steps(cfg, run_dir, env, stop, (start, end), loader, trainee, build_schedules(cfg, env.world_size))
+    finally:
+        loader.close()
+
+
+def _steps(
+    cfg: PretrainConfig,
+    run_dir: Path,
+    env: DistEnv,
+    stop: StopRequests,
+    span: tuple[int, int],
+    loader: Any,
+    t: Trainee,
+    schedules: Schedules,
+) -> dict[str, Any]:
+    """The steps of ``span`` (first, end exclusive), with their logging, checks and checkpoints."""
+    (start, end), config = span, to_dict(cfg)
+    amp_dtype = autocast_dtype(cfg.precision, env.device)
+    a, B = cfg.data.augment, cfg.data.batch_size
     batches = endless(loader)
     log = MetricsLog(run_dir / "metrics.jsonl", start) if env.is_main else None
+    watch = LoaderWatch(cfg.health, start)
     grid = (a.global_size // cfg.model.patch_size,) * 2
     window = {"time": 0.0, "data": 0.0, "steps": 0}
     record: dict[str, Any] = {}
+    completed, saved, updating = start, start, False
+
+    def save(done: int) -> Path:
+        state = t.state(config, done)
+        return on_main(env, lambda: ckpt_io.save_checkpoint(run_dir, state, cfg.checkpoint.keep), "save a checkpoint")
+
     try:
         bar = progress() if env.is_main else contextlib.nullcontext()
         with bar:
-            task = bar.add_task("pretrain", total=total, completed=start) if env.is_main else None
-            for it in range(start, stop):
+            task = bar.add_task("pretrain", total=cfg.total_iterations, completed=start) if env.is_main else None
+            for it in range(start, end):
                 t0 = time.perf_counter()
                 batch = next(batches)
                 t_data = time.perf_counter() - t0
+                updating = True
                 sched = schedules.at(it)
-                apply_schedule(optimizer, sched["lr"], sched["last_layer_lr"], sched["wd"])
+                apply_schedule(t.optimizer, sched["lr"], sched["last_layer_lr"], sched["wd"])
                 masks = make_masks(
                     cfg.seed, env.rank, it, a.global_crops * B, grid, cfg.loss.mask_probability, cfg.loss.mask_ratio
                 ).to(env.device)
                 torch.manual_seed(derived_seed(cfg.seed, env.rank, it, 1))  # drop path draws, reproducible on resume
                 with torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                    teacher_out = teacher.teacher_forward(batch["global_crops"], masks)
-                    student_out = model(batch["global_crops"], batch["local_crops"], masks)
-                    loss, parts = objective(student_out, teacher_out, masks, sched["teacher_temp"])
+                    teacher_out = t.teacher.teacher_forward(batch["global_crops"], masks)
+                    student_out = t.model(batch["global_crops"], batch["local_crops"], masks)
+                    loss, parts = t.objective(student_out, teacher_out, masks, sched["teacher_temp"])
                 names = ["loss", *parts]  # the loss parts, then the teacher's collapse monitors
-                reported = all_reduce_mean(torch.stack([loss.detach().float(), *parts.values()]))
+                # One collective per step carries the reported values and any rank's stop request.
+                flag = loss.new_tensor(float(stop.requested), dtype=torch.float32)
+                reported = all_reduce_mean(torch.stack([loss.detach().float(), *parts.values(), flag]))
+                stopping, reported = bool(reported[-1] > 0), reported[:-1]
                 if not torch.isfinite(reported).all():
                     kept = ckpt_io.latest_checkpoint(run_dir)
                     values = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, reported.tolist()))
@@ -154,51 +220,77 @@ def train(
                         f"non-finite loss at iteration {it} ({values}); stopped without saving. Last good checkpoint: "
                         f"{kept or 'none'}. Lower optim.base_lr, use precision=bf16/fp32, or check the data."
                     )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
+                t.optimizer.zero_grad(set_to_none=True)
+                t.scaler.scale(loss).backward()
+                t.scaler.unscale_(t.optimizer)
                 # Clipped per module (backbone, head) as in DINOv2.
                 grad_norm = max(
-                    torch.nn.utils.clip_grad_norm_(m.parameters(), o.clip_grad or math.inf)
-                    for m in (student.backbone, student.head)
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.optim.clip_grad or math.inf)
+                    for m in (t.student.backbone, t.student.head)
                 )
-                scaler.step(optimizer)
-                scaler.update()
-                update_teacher(teacher, student, sched["momentum"])
+                t.scaler.step(t.optimizer)
+                t.scaler.update()
+                update_teacher(t.teacher, t.student, sched["momentum"])
+                updating, completed = False, it + 1
 
                 step_time = time.perf_counter() - t0
                 window["time"] += step_time
                 window["data"] += t_data
                 window["steps"] += 1
-                done = it + 1
-                first = it == start
+                done, first = it + 1, it == start
                 sums = all_gather_floats([batch["global_crops"].double().sum().item()], env.device) if first else None
-                if done % cfg.log_every == 0 or done == stop or first:
+                verdict = None
+                if done % cfg.log_every == 0 or done == end or first or stopping:
                     counters = sum_counters(loader.stats(), env.device)  # a collective: every rank joins
-                if env.is_main and (done % cfg.log_every == 0 or done == stop or first):
-                    record = {
-                        "iteration": done,
-                        "epoch": it // cfg.data.iterations_per_epoch,
-                        **dict(zip(names, reported.tolist())),
-                        **sched,
-                        "grad_norm": float(grad_norm),
-                        "images_per_s": window["steps"] * B * env.world_size / window["time"],
-                        "data_wait_frac": window["data"] / window["time"],
-                        "step_time_s": step_time,
-                        "mpp_mean": float(batch["mpp"].float().mean()),
-                        **{f"loader_{k}": v for k, v in counters.items()},  # summed over ranks
-                    }
-                    if sums is not None:
-                        record["rank_batch_sums"] = [s[0] for s in sums]  # ranks must draw different tiles
-                    log.write(record)
-                    window = {"time": 0.0, "data": 0.0, "steps": 0}
-                    bar.update(task, completed=done, description=f"pretrain loss {record['loss']:.3f}")
-                if done % cfg.checkpoint.every == 0 or done == stop:
+                    verdict = watch.observe(done, counters)
                     if env.is_main:
-                        state = ckpt_io.training_state(config, student, teacher, objective, optimizer, scaler, done)
-                        ckpt_io.save_checkpoint(run_dir, state, cfg.checkpoint.keep)
-                    barrier()
-    finally:
-        loader.close()
-        cleanup()
+                        record = {
+                            "iteration": done,
+                            "epoch": it // cfg.data.iterations_per_epoch,
+                            **dict(zip(names, reported.tolist())),
+                            **sched,
+                            "grad_norm": float(grad_norm),
+                            "images_per_s": window["steps"] * B * env.world_size / window["time"],
+                            "data_wait_frac": window["data"] / window["time"],
+                            "step_time_s": step_time,
+                            "mpp_mean": float(batch["mpp"].float().mean()),
+                            **{f"loader_{k}": v for k, v in counters.items()},  # summed over ranks
+                            "loader_skipped_share": verdict.skipped,  # over the health window
+                            "loader_failed_read_share": verdict.failed_reads,
+                        }
+                        if sums is not None:
+                            record["rank_batch_sums"] = [s[0] for s in sums]  # ranks must draw different tiles
+                        log.write(record)
+                        window = {"time": 0.0, "data": 0.0, "steps": 0}
+                        bar.update(task, completed=done, description=f"pretrain loss {record['loss']:.3f}")
+                        if verdict.level == "warn":
+                            console.print(
+                                f"[yellow]warning:[/] the loader's data: {escape(verdict.message)}",
+                                highlight=False,
+                                soft_wrap=True,
+                            )
+                bad_data = verdict is not None and verdict.level == "stop"
+                if done % cfg.checkpoint.every == 0 or done == end or stopping or bad_data:
+                    path, saved = save(done), done
+                if stopping:
+                    who = stop.signal or "a signal to another rank"
+                    raise TrainingStopped(
+                        f"stopped by {who} after iteration {done}: saved {path}; rerun the same command to continue"
+                    )
+                if bad_data:
+                    raise RunError(f"stopped at iteration {done}, the data went bad: {verdict.message}; saved {path}")
+    except (TrainingStopped, NonFiniteLossError, InputError, RunError):
+        raise
+    except BaseException:
+        # A signal can also end a run through its loader (workers that got the same signal): rank 0 keeps the last
+        # completed step, whole whenever the failure came between steps (no collective: the other ranks may be gone).
+        if stop.requested and not updating and completed > saved:
+            where = "rank 0 saved a checkpoint"
+            if env.is_main:
+                where = f"saved {ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)}"
+            raise TrainingStopped(
+                f"stopped by {stop.signal} after iteration {completed} (its loader's workers got the signal too): "
+                f"{where}; rerun the same command to continue"
+            ) from None
+        raise
     return record

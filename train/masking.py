@@ -35,7 +35,7 @@ def block_mask(
         budget = min(n_masked - count, max_block)
         added = 0
         for _ in range(10):  # a few tries to place one rectangle that adds at least one new patch
-            area = rng.uniform(min_block, max(budget, min_block))
+            area = min_block + (budget - min_block) * rng.random()  # DINOv2: uniform(min_block, budget)
             ratio = math.exp(rng.uniform(*log_aspect))
             bh = int(round(math.sqrt(area * ratio)))
             bw = int(round(math.sqrt(area / ratio)))

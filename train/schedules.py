@@ -14,12 +14,14 @@ from gapless.train.config import PretrainConfig
 def cosine_schedule(
     base: float, final: float, total: int, warmup: int = 0, warmup_start: float = 0.0, freeze: int = 0
 ) -> np.ndarray:
-    """``freeze`` iterations at 0, a linear warmup from ``warmup_start`` to ``base``, then cosine to ``final``."""
+    """``freeze`` iterations at 0, a linear warmup from ``warmup_start`` to ``base``, then cosine to ``final``.
+
+    DINOv2's ``CosineScheduler``: the warmup's last iteration is at ``base`` already, and so is the first cosine one.
+    """
     freeze = min(freeze, total)
     warmup = min(warmup, total - freeze)
     n_cos = total - freeze - warmup
-    # endpoint=False: the first cosine value is `base`, so warmup reaches `base` on its following iteration.
-    ramp = np.linspace(warmup_start, base, warmup, endpoint=False)
+    ramp = np.linspace(warmup_start, base, warmup)
     steps = np.arange(n_cos)
     cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * steps / max(n_cos, 1)))
     return np.concatenate([np.zeros(freeze), ramp, cos]).astype(np.float64)
@@ -62,5 +64,5 @@ def build_schedules(cfg: PretrainConfig, world_size: int) -> Schedules:
     momentum = cosine_schedule(s.teacher_momentum, s.teacher_momentum_end, total)
     temp_warmup = min(round(s.teacher_temp_warmup_epochs * ipe), total)
     temp = np.full(total, s.teacher_temp)
-    temp[:temp_warmup] = np.linspace(s.teacher_temp_warmup, s.teacher_temp, temp_warmup, endpoint=False)
+    temp[:temp_warmup] = np.linspace(s.teacher_temp_warmup, s.teacher_temp, temp_warmup)
     return Schedules(lr, last_layer_lr, wd, momentum, temp)

@@ -69,6 +69,14 @@ def build_models(cfg: PretrainConfig) -> tuple[SSLModel, SSLModel]:
     return student, teacher.eval()
 
 
+def compile_blocks(*models: SSLModel) -> None:
+    """``torch.compile`` every transformer block in place (parameter names and checkpoints stay as they are); each
+    block compiles once per crop size."""
+    for model in models:
+        for block in model.backbone.blocks:
+            block.compile()
+
+
 @torch.no_grad()
 def update_teacher(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, over all parameters at once."""

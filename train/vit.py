@@ -1,14 +1,17 @@
 """Vision Transformer backbone in the DINOv2 layout (pre-norm blocks, CLS token, mask token for iBOT).
 
 Crops of any size that is a multiple of the patch size are accepted: the position embedding, learnt for the global
-crop grid, is resized bicubically for others (96 px local crops). Attention runs xFormers'
-``memory_efficient_attention`` when xFormers is installed and the tensors are on CUDA, and PyTorch's
-``scaled_dot_product_attention`` otherwise; neither is imported on a machine that cannot use it.
+crop grid, is resized bicubically for others (96 px local crops) with DINOv2's scale factors, (grid + 0.1) / learnt
+grid, rather than the output size alone (``interpolate_offset``; 0 resizes to the output size).
+
+Attention runs xFormers' ``memory_efficient_attention`` when xFormers is installed and the tensors are on CUDA, and
+PyTorch's ``scaled_dot_product_attention`` otherwise; neither is imported on a machine that cannot use it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,6 +83,18 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
+def add_residual_of_subset(
+    x: torch.Tensor, residual: Callable[[torch.Tensor], torch.Tensor], rate: float
+) -> torch.Tensor:
+    """Stochastic depth as DINOv2 does it above a rate of 0.1: the branch runs on a random ``1 - rate`` share of
+    the batch only (the compute it saves pays for the indexing) and is added back scaled by batch / share."""
+    b = x.shape[0]
+    kept = max(int(b * (1.0 - rate)), 1)
+    rows = torch.randperm(b, device=x.device)[:kept]
+    branch = residual(x[rows]).flatten(1).to(x.dtype)
+    return torch.index_add(x.flatten(1), 0, rows, branch, alpha=b / kept).view_as(x)
+
+
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float, ls: float, impl: str) -> None:
         super().__init__()
@@ -92,9 +107,18 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, ls) if ls > 0 else nn.Identity()
         self.drop_path = drop_path
 
+    def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ls1(self.attn(self.norm1(x)))
+
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ls2(self.mlp(self.norm2(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.ls1(self.attn(self.norm1(x))), self.drop_path, self.training)
-        return x + drop_path(self.ls2(self.mlp(self.norm2(x))), self.drop_path, self.training)
+        if self.training and self.drop_path > 0.1:  # DINOv2's choice of the two forms of stochastic depth
+            x = add_residual_of_subset(x, self.attention_branch, self.drop_path)
+            return add_residual_of_subset(x, self.mlp_branch, self.drop_path)
+        x = x + drop_path(self.attention_branch(x), self.drop_path, self.training)
+        return x + drop_path(self.mlp_branch(x), self.drop_path, self.training)
 
 
 class VisionTransformer(nn.Module):
@@ -109,9 +133,11 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         layerscale: float = 0.0,
         attention: str = "auto",
+        interpolate_offset: float = 0.1,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.interpolate_offset = interpolate_offset
         self.embed_dim = embed_dim
         self.depth = depth
         self.grid = img_size // patch_size
@@ -139,7 +165,13 @@ class VisionTransformer(nn.Module):
             return self.pos_embed
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         patch_pos = patch_pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=(h, w), mode="bicubic", align_corners=False)
+        if self.interpolate_offset:
+            # The output has floor(grid * factor) = (h, w) cells; the factor itself sets where they sample.
+            factors = ((h + self.interpolate_offset) / self.grid, (w + self.interpolate_offset) / self.grid)
+            resize: dict = {"scale_factor": factors}
+        else:
+            resize = {"size": (h, w)}
+        patch_pos = F.interpolate(patch_pos.float(), mode="bicubic", align_corners=False, **resize)
         patch_pos = patch_pos.to(self.pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([cls_pos, patch_pos], dim=1)
 

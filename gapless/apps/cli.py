@@ -26,12 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reproduce",
         help="compare sampling strategies under one budget: per-mpp accuracy, gaps, verdict",
         description="Train the same model with each sampling strategy on synthetic slides, evaluate each per mpp "
-        "over folds, and report whether DU dips at 0.375/0.75/1.5 mpp and whether continuous sampling closes it.",
+        "over folds (and seeds), and report whether DU dips at 0.375/0.75/1.5 mpp and whether continuous sampling "
+        "closes it. Reruns continue where a run stopped.",
     )
     p.add_argument("--budget", choices=("tiny", "small", "full"), default="tiny", help="reproduce_<budget>.yaml")
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="output folder (default runs/reproduce)")
-    p.add_argument("--strategies", default=",".join(REPRODUCE_STRATEGIES),
-                   help="comma-separated, from " + ",".join(REPRODUCE_STRATEGIES))  # fmt: skip
+    p.add_argument("--strategies", default=None,
+                   help="comma-separated, from " + ",".join(REPRODUCE_STRATEGIES) + ",fixed_<mpp> (default: the "
+                   "budget's: full trains du,cu,maxavg,minmax,fixed_0.25,fixed_0.5,fixed_1,fixed_2)")  # fmt: skip
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds, e.g. 0,1,2 (default: the config's)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs (torchrun processes) per training run (default: every visible GPU)")  # fmt: skip
     p.add_argument("--fresh", action="store_true", help="delete this command's earlier outputs in --out first")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. pretrain.epochs=4 slides.count=21")
     p.set_defaults(func=_reproduce)

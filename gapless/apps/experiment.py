@@ -20,7 +20,7 @@ from typing import Any
 
 from gapless.config import fingerprint, load_config, to_dict
 from gapless.console import console, progress
-from gapless.errors import InputError
+from gapless.errors import InputError, RunError
 from gapless.eval.config import EvalConfig
 from gapless.io import write_json
 from gapless.pipeline.sampling.config import PAPER_STRATEGIES
@@ -127,14 +127,50 @@ def make_slides(cfg: SlidesConfig, out: Path) -> None:
     console.print(f"{summary.usable} of {summary.total} slides usable -> {out / 'index.h5'}")
 
 
-def pretrain(cfg: PretrainConfig, index: Path, run_dir: Path) -> Path:
-    """Train (resuming from the run's last checkpoint) and export the teacher backbone; returns the backbone file."""
+def pretrain(cfg: PretrainConfig, index: Path, run_dir: Path, processes: int = 1) -> Path:
+    """Train (resuming from the run's last checkpoint) and export the teacher backbone; returns the backbone file.
+
+    One process trains here; more run under torchrun (:func:`launch_torchrun`), one per GPU of this machine.
+    """
     from gapless.train.checkpoint import export_backbone, latest_checkpoint
     from gapless.train.loop import train
 
     data = dataclasses.replace(cfg.data, index=str(index))
-    train(dataclasses.replace(cfg, data=data, out=str(run_dir)), run_dir, resume=True)
+    cfg = dataclasses.replace(cfg, data=data, out=str(run_dir))
+    if processes > 1:
+        launch_torchrun(cfg, run_dir, processes)
+    else:
+        train(cfg, run_dir, resume=True)
     return export_backbone(latest_checkpoint(run_dir), run_dir / "backbone.pt")
+
+
+def launch_torchrun(cfg: PretrainConfig, run_dir: Path, processes: int) -> None:
+    """``gapless pretrain`` under torchrun with ``processes`` ranks on this machine, its config written beside the
+    run. SIGTERM to this process is passed on (the ranks save a checkpoint and stop); a run that does not finish is a
+    :class:`RunError` naming the folder, and rerunning continues it."""
+    import signal
+    import subprocess
+    import sys
+
+    from gapless.config import save_config
+
+    config = save_config(cfg, run_dir.parent / f"{run_dir.name}.yaml")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "gapless.cli", "pretrain", "--config", str(config), "--out", str(run_dir)]  # fmt: skip
+    console.print(f"[dim]{' '.join(command)}", highlight=False, soft_wrap=True)
+    proc = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.kill()
+    if code != 0:
+        raise RunError(
+            f"{run_dir}: training under torchrun ended with status {code} (its message is above); rerun the same "
+            "command to continue from the run's last checkpoint"
+        )
 
 
 def untrained_backbone(cfg: PretrainConfig, path: Path) -> Path:
