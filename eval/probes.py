@@ -1,8 +1,9 @@
 """k-NN and linear probes per magnification, cross-validated over patient-disjoint folds.
 
-Protocol: for each fold, probes train on embeddings pooled from the training mpps
-(default 0.25/0.5/1.0/2.0), choose their hyperparameter on the validation fold's balanced accuracy (pooled over the
-same mpps), are refitted on train + validation (``refit``), and are tested on the test fold at every mpp.
+Protocol: for each split (:mod:`gapless.eval.folds`), probes train on embeddings pooled from the training mpps
+(default 0.25/0.5/1.0/2.0), choose their hyperparameter on the validation part's balanced accuracy (pooled over the
+same mpps; ties go to the smaller k or C), are refitted on train + validation when ``refit`` is in force (the paper
+keeps the model fitted on train alone), and are tested on the test part at every mpp.
 
 - k-NN: cosine similarity, k in {1, 3, 5, 10, 20, 40, 80}. ``majority`` vote counts the k neighbours equally (ties
   go to the smallest class index, as scikit-learn's ``KNeighborsClassifier`` does); ``weighted`` weights each
@@ -14,7 +15,7 @@ same mpps), are refitted on train + validation (``refit``), and are tested on th
   C that gradient is already tiny at the old weights, so large-C fits stop at once (0 iterations) near the smaller
   C's optimum, so it can choose another C than cold fits do. Use it for quick looks, not for reported numbers.
 
-Metrics: balanced accuracy, accuracy and macro-F1; :func:`summarise` gives mean ± std over folds.
+Metrics: balanced accuracy, accuracy, macro-F1 and weighted F1; :func:`summarise` gives mean ± std over folds.
 """
 
 from __future__ import annotations
@@ -28,23 +29,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapless.eval.config import EvalConfig
-from gapless.eval.folds import fold_splits
+from gapless.eval.config import EvalConfig, protocol_settings
+from gapless.eval.folds import FoldSplit
 from gapless.pipeline.sampling.magnifications import mpp_key
 
-METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_f1")
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Balanced accuracy (mean recall over the classes present), accuracy, macro-F1 over all classes."""
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, f1_labels: str = "all") -> dict[str, float]:
+    """Balanced accuracy (mean recall over the classes present), accuracy, macro- and weighted F1.
+
+    ``f1_labels`` "all" averages macro-F1 over every class (an absent, never-predicted class scores 0); "present"
+    over the classes in the truth or the predictions (scikit-learn's default, the paper's).
+    """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
+    labels = range(n_classes) if f1_labels == "all" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a class absent from one fold's predictions is expected, not news
         return {
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
             "accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, labels=range(n_classes), average="macro", zero_division=0)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
         }
 
 
@@ -136,7 +143,7 @@ def linear_sweep(
 def run_probes(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
-    folds: np.ndarray,
+    splits: list[FoldSplit],
     cfg: EvalConfig,
     test_mpps: list[float],
     progress_callback=None,
@@ -144,11 +151,13 @@ def run_probes(
     """Cross-validated probes; returns ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores."""
     labels = np.asarray(labels)
     n_classes = int(labels.max()) + 1
+    settings = protocol_settings(cfg)
+    refit, f1_labels = settings["refit"], settings["f1_labels"]
     results: dict[str, dict] = {p: {"folds": [], "chosen": [], "val_balanced_accuracy": []} for p in cfg.probes}
-    for split in fold_splits(folds):
+    for split in splits:
         train_x, train_y = _pool(features, labels, split.train, cfg.train_mpps)
         val_x, val_y = _pool(features, labels, split.val, cfg.train_mpps)
-        fit_rows = np.concatenate([split.train, split.val]) if cfg.refit else split.train
+        fit_rows = np.concatenate([split.train, split.val]) if refit else split.train
         fit_x, fit_y = _pool(features, labels, fit_rows, cfg.train_mpps)
         if "knn" in cfg.probes:
             val_pred = knn_predict(train_x, train_y, val_x, cfg.knn_ks, n_classes, cfg.knn_vote, cfg.knn_temperature)
@@ -158,7 +167,7 @@ def run_probes(
             for m in test_mpps:
                 test_x = features[mpp_key(m)][split.test]
                 pred = knn_predict(fit_x, fit_y, test_x, [best_k], n_classes, cfg.knn_vote, cfg.knn_temperature)
-                per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes)
+                per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes, f1_labels)
             _record(results["knn"], per_mpp, best_k, val_scores)
         if "linear" in cfg.probes:
             best, val_scores, unconverged = linear_sweep(
@@ -166,13 +175,15 @@ def run_probes(
                 cfg.linear_warm_start,
             )  # fmt: skip
             best_c = best.C
-            if cfg.refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
+            if refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
                 model = best if cfg.linear_warm_start else linear_model(best_c, cfg.linear_max_iter, cfg.seed)
                 unconverged += fit_quietly(model, fit_x, fit_y)
             else:
                 model = best
             per_mpp = {
-                mpp_key(m): scores(labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes)
+                mpp_key(m): scores(
+                    labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes, f1_labels
+                )
                 for m in test_mpps
             }
             _record(results["linear"], per_mpp, best_c, val_scores)

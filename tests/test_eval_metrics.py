@@ -153,8 +153,8 @@ def test_probes_pick_hyperparameters_on_validation_and_score_tests_directly() ->
     from sklearn.linear_model import LogisticRegression
 
     feats, labels, folds = probe_problem()
-    cfg = EvalConfig(train_mpps=[0.25, 0.5, 1.0, 2.0], knn_ks=[1, 5, 20], linear_cs=[0.01, 1.0])
-    out = run_probes(feats, labels, folds, cfg, [0.25, 0.5, 1.0, 2.0])
+    cfg = EvalConfig(protocol="gapless", train_mpps=[0.25, 0.5, 1.0, 2.0], knn_ks=[1, 5, 20], linear_cs=[0.01, 1.0])
+    out = run_probes(feats, labels, fold_splits(folds), cfg, [0.25, 0.5, 1.0, 2.0])
     split = fold_splits(folds)[0]
     pool = lambda rows: (np.concatenate([feats[m][rows] for m in feats]), np.tile(labels[rows], 4))  # noqa: E731
     (tx, ty), (vx, vy) = pool(split.train), pool(split.val)
@@ -200,8 +200,8 @@ def test_warm_started_sweep_runs_the_same_protocol() -> None:
     feats, labels, folds = probe_problem(9)
     cold = EvalConfig(probes=["linear"], linear_cs=[0.01, 1.0])
     warm = EvalConfig(probes=["linear"], linear_cs=[0.01, 1.0], linear_warm_start=True)
-    a = summarise(run_probes(feats, labels, folds, cold, [1.0])["linear"])
-    b = summarise(run_probes(feats, labels, folds, warm, [1.0])["linear"])
+    a = summarise(run_probes(feats, labels, fold_splits(folds), cold, [1.0])["linear"])
+    b = summarise(run_probes(feats, labels, fold_splits(folds), warm, [1.0])["linear"])
     assert abs(a["balanced_accuracy"]["1"]["mean"] - b["balanced_accuracy"]["1"]["mean"]) < 0.1
 
 
