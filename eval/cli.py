@@ -130,7 +130,17 @@ def model_options(args: argparse.Namespace, words: list[str]) -> tuple[dict, tup
         kwargs[key[1]] = value
     if (args.mean is None) != (args.std is None):
         raise InputError("--mean and --std go together")
-    return kwargs, ((args.mean, args.std) if args.mean else None)
+    return {k: _number(v) for k, v in kwargs.items()}, ((args.mean, args.std) if args.mean else None)
+
+
+def _number(value):
+    """YAML reads 1e-5 (no dot) as a string; a timm argument that looks like a number is one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _eval_set(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from gapless.eval.config import EvalConfig, protocol_settings
-from gapless.eval.folds import FoldSplit
+from gapless.eval.folds import FoldSplit, fold_splits
 from gapless.pipeline.sampling.magnifications import mpp_key
 
 ONE_THREAD_BELOW = 1 << 22  # feature values of a training set fitted with one BLAS thread (see fit_quietly)
@@ -153,12 +153,15 @@ def linear_sweep(
 def run_probes(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
-    splits: list[FoldSplit],
+    splits: list[FoldSplit] | np.ndarray,
     cfg: EvalConfig,
     test_mpps: list[float],
     progress_callback=None,
 ) -> dict:
-    """Cross-validated probes; returns ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores."""
+    """Cross-validated probes over ``splits`` (or a set's fold numbers, split as :func:`fold_splits` does); returns
+    ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores."""
+    if isinstance(splits, np.ndarray):
+        splits = fold_splits(splits)
     labels = np.asarray(labels)
     n_classes = int(labels.max()) + 1
     settings = protocol_settings(cfg)

@@ -252,18 +252,22 @@ def test_features_of_a_timm_model_from_the_command_line(small_set: Path, tmp_pat
     from gapless.eval.features import FeatureFile
     from gapless.eval.sets.file import EvalSet
 
-    model = tiny_vit(reg_tokens=2, no_embed_class=True)
+    # UNI2-h's layout, in miniature: registers, SwiGLU, SiLU, LayerScale, no class position, any input size
+    layout = {"reg_tokens": 8, "no_embed_class": True, "mlp_layer": timm.layers.SwiGLUPacked, "act_layer": torch.nn.SiLU,
+              "init_values": 1e-5, "dynamic_img_size": True, "mlp_ratio": 5.33334}  # fmt: skip
+    model = tiny_vit(**layout)
     save_file(model.state_dict(), str(tmp_path / "uni_like.safetensors"))
     config = tmp_path / "args.yaml"
-    config.write_text("reg_tokens: 2\nno_embed_class: true\ndepth: 5\n")  # depth: overridden by the word below
+    config.write_text("reg_tokens: 8\nno_embed_class: true\nmlp_layer: SwiGLUPacked\nact_layer: SiLU\ninit_values: 1e-5\n"
+                      "dynamic_img_size: true\nmlp_ratio: 5.33334\ndepth: 5\n")  # depth: the words below win  # fmt: skip
     out = tmp_path / "f.h5"
     args = ["features", f"timm:{ARCH}", "--weights", str(tmp_path / "uni_like.safetensors"), "--model-args",
             str(config), "--set", str(small_set), "--out", str(out), "--mean", "0.6,0.5,0.4", "--std", "0.2,0.2,0.2"]  # fmt: skip
     assert main([*args, *WORDS, "--device", "cpu"]) == 0
     evalset = EvalSet.load(small_set)
     feats = FeatureFile.load(out, evalset)
-    assert feats.model["prefix_tokens"] == 3 and feats.model["normalisation_source"] == "--mean/--std"
-    expected = direct(model, evalset.read_tiles(0.75), (0.6, 0.5, 0.4), (0.2, 0.2, 0.2), prefix=3)
+    assert feats.model["prefix_tokens"] == 9 and feats.model["normalisation_source"] == "--mean/--std"
+    expected = direct(model, evalset.read_tiles(0.75), (0.6, 0.5, 0.4), (0.2, 0.2, 0.2), prefix=9)
     np.testing.assert_allclose(feats.features["0.75"], expected[0], atol=1e-6)
     np.testing.assert_allclose(feats.cls["0.75"], expected[1], atol=1e-6)
 
