@@ -103,7 +103,7 @@ def rankme_per_mpp(
     }
 
 
-PAPER_METHOD = "paper: eigenvalues of the covariance of the raw class token, clamped at 1e-12, all N"
+PAPER_METHOD = "eigenvalues of the raw class token's covariance, clamped at 1e-12, all N (the paper's code)"
 PAPER_CLAMP = 1e-12
 
 

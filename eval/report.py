@@ -69,8 +69,9 @@ def print_tables(runs: list[dict], console) -> None:
         rows = [[_label(name), *(_cell(*values[m]) for m in mpps)] for name, values in per_series.items() if values]
         title = f"{run['name']} (step {run.get('step', '?')}; RankMe: {run['rankme']['method']})"
         console.print(table(title, ["metric", *(f"{m} mpp" for m in mpps)], rows))
-        if run["rankme"].get("warning"):
-            console.print(f"[yellow]warning:[/] {run['name']}: {run['rankme']['warning']}")
+        for key in ("rankme", "rankme_paper"):
+            if run.get(key, {}).get("warning"):
+                console.print(f"[yellow]warning:[/] {run['name']}: {key}: {run[key]['warning']}")
     gap_cols = [mpp_key(m) for m in INTERMEDIATE_MPPS]
     gap_rows = [
         [
