@@ -4,7 +4,8 @@ The embedding of a tile is ``L2(CLS) ⊕ L2(mean patch token)`` of the model's f
 token (class and register) left out of the mean (:class:`~gapless.eval.models.backbone.Backbone`). Tiles are scaled
 to [0, 1] and normalised with the model's own statistics: a gapless checkpoint's training config, timm's pretrained
 config, a released folder's ``config.json``, or ``--mean/--std``; the file records which. Batches run on the GPU when
-there is one (bf16 autocast; features are stored as float32).
+there is one (bf16 autocast; features are stored as float32); on the CPU a small model runs on one thread
+(:mod:`gapless.eval.threads`).
 
 Layout of ``feats.h5``::
 
@@ -30,6 +31,7 @@ from gapless.devices import torch_device
 from gapless.errors import InputError
 from gapless.eval.models.backbone import Backbone
 from gapless.eval.sets.file import EvalSet
+from gapless.eval.threads import SMALL_WORK, one_thread_if
 from gapless.io import atomic_output
 from gapless.pipeline.sampling.magnifications import mpp_key
 
@@ -51,6 +53,14 @@ def extract_features(
     backbone.check_tiles(evalset.tile_px, evalset.path)
     dev = torch_device(device, setting="--device")
     backbone.module = backbone.module.to(dev).eval()
+    parameters = sum(p.numel() for p in backbone.module.parameters())
+    with one_thread_if(dev.type == "cpu" and parameters < SMALL_WORK):
+        return _extract(backbone, evalset, Path(out), batch_size, dev, progress, model_key)
+
+
+def _extract(
+    backbone: Backbone, evalset: EvalSet, out: Path, batch_size: int, dev: Any, progress: Any, model_key: dict | None
+) -> Path:
     task = progress.add_task(f"features {Path(out).stem}", total=len(evalset) * len(evalset.mpps)) if progress else None
     dim = 0
     with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
@@ -80,7 +90,7 @@ def extract_features(
             mpps=np.asarray(evalset.mpps, dtype=np.float64),
             embedding=EMBEDDING,
         )
-    return Path(out)
+    return out
 
 
 def featurise(

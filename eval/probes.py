@@ -31,9 +31,9 @@ import torch
 
 from gapless.eval.config import EvalConfig, protocol_settings
 from gapless.eval.folds import FoldSplit, fold_splits
+from gapless.eval.threads import SMALL_WORK, one_thread_if
 from gapless.pipeline.sampling.magnifications import mpp_key
 
-ONE_THREAD_BELOW = 1 << 22  # feature values of a training set fitted with one BLAS thread (see fit_quietly)
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_f1")
 
 
@@ -105,13 +105,11 @@ def linear_model(c: float, max_iter: int, seed: int, warm_start: bool = False):
 def fit_quietly(model, x: np.ndarray, y: np.ndarray) -> int:
     """Fit, counting (not printing) convergence warnings; returns 1 if it hit max_iter.
 
-    A small problem is fitted with one BLAS thread: its L-BFGS steps are too short to share, and on a busy machine
-    threads waiting for each other made such fits an order of magnitude slower. The result does not depend on it.
+    A small problem is fitted on one thread (:mod:`gapless.eval.threads`); the result does not depend on it.
     """
     from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
 
-    with warnings.catch_warnings(record=True) as caught, threadpool_limits(1 if x.size < ONE_THREAD_BELOW else None):
+    with warnings.catch_warnings(record=True) as caught, one_thread_if(x.size < SMALL_WORK):
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(x, y)
     return int(any(issubclass(w.category, ConvergenceWarning) for w in caught))
@@ -159,52 +157,61 @@ def run_probes(
     progress_callback=None,
 ) -> dict:
     """Cross-validated probes over ``splits`` (or a set's fold numbers, split as :func:`fold_splits` does); returns
-    ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores."""
+    ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores. Small problems run on one thread."""
     if isinstance(splits, np.ndarray):
         splits = fold_splits(splits)
     labels = np.asarray(labels)
+    results: dict[str, dict] = {p: {"folds": [], "chosen": [], "val_balanced_accuracy": []} for p in cfg.probes}
+    if "linear" in cfg.probes:
+        results["linear"]["unconverged_fits"] = 0
+    small = sum(features[mpp_key(m)].size for m in cfg.train_mpps) < SMALL_WORK
+    with one_thread_if(small):
+        for split in splits:
+            probe_split(features, labels, split, cfg, test_mpps, results)
+            if progress_callback is not None:
+                progress_callback()
+    return results
+
+
+def probe_split(
+    features: dict[str, np.ndarray], labels: np.ndarray, split: FoldSplit, cfg: EvalConfig, test_mpps: list[float],
+    results: dict,
+) -> None:  # fmt: skip
+    """Both probes on one split: choose on validation, fit (refit when in force), score the test part per mpp."""
     n_classes = int(labels.max()) + 1
     settings = protocol_settings(cfg)
     refit, f1_labels = settings["refit"], settings["f1_labels"]
-    results: dict[str, dict] = {p: {"folds": [], "chosen": [], "val_balanced_accuracy": []} for p in cfg.probes}
-    for split in splits:
-        train_x, train_y = _pool(features, labels, split.train, cfg.train_mpps)
-        val_x, val_y = _pool(features, labels, split.val, cfg.train_mpps)
-        fit_rows = np.concatenate([split.train, split.val]) if refit else split.train
-        fit_x, fit_y = _pool(features, labels, fit_rows, cfg.train_mpps)
-        if "knn" in cfg.probes:
-            val_pred = knn_predict(train_x, train_y, val_x, cfg.knn_ks, n_classes, cfg.knn_vote, cfg.knn_temperature)
-            val_scores = {k: scores(val_y, p, n_classes)["balanced_accuracy"] for k, p in val_pred.items()}
-            best_k = max(cfg.knn_ks, key=lambda k: (val_scores[k], -k))  # ties: the smaller k
-            per_mpp = {}
-            for m in test_mpps:
-                test_x = features[mpp_key(m)][split.test]
-                pred = knn_predict(fit_x, fit_y, test_x, [best_k], n_classes, cfg.knn_vote, cfg.knn_temperature)
-                per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes, f1_labels)
-            _record(results["knn"], per_mpp, best_k, val_scores)
-        if "linear" in cfg.probes:
-            best, val_scores, unconverged = linear_sweep(
-                train_x, train_y, val_x, val_y, cfg.linear_cs, n_classes, cfg.linear_max_iter, cfg.seed,
-                cfg.linear_warm_start,
-            )  # fmt: skip
-            best_c = best.C
-            if refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
-                model = best if cfg.linear_warm_start else linear_model(best_c, cfg.linear_max_iter, cfg.seed)
-                unconverged += fit_quietly(model, fit_x, fit_y)
-            else:
-                model = best
-            per_mpp = {
-                mpp_key(m): scores(
-                    labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes, f1_labels
-                )
-                for m in test_mpps
-            }
-            _record(results["linear"], per_mpp, best_c, val_scores)
-            results["linear"].setdefault("unconverged_fits", 0)
-            results["linear"]["unconverged_fits"] += unconverged
-        if progress_callback is not None:
-            progress_callback()
-    return results
+    train_x, train_y = _pool(features, labels, split.train, cfg.train_mpps)
+    val_x, val_y = _pool(features, labels, split.val, cfg.train_mpps)
+    fit_rows = np.concatenate([split.train, split.val]) if refit else split.train
+    fit_x, fit_y = _pool(features, labels, fit_rows, cfg.train_mpps)
+    if "knn" in cfg.probes:
+        val_pred = knn_predict(train_x, train_y, val_x, cfg.knn_ks, n_classes, cfg.knn_vote, cfg.knn_temperature)
+        val_scores = {k: scores(val_y, p, n_classes)["balanced_accuracy"] for k, p in val_pred.items()}
+        best_k = max(cfg.knn_ks, key=lambda k: (val_scores[k], -k))  # ties: the smaller k
+        per_mpp = {}
+        for m in test_mpps:
+            test_x = features[mpp_key(m)][split.test]
+            pred = knn_predict(fit_x, fit_y, test_x, [best_k], n_classes, cfg.knn_vote, cfg.knn_temperature)
+            per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes, f1_labels)
+        _record(results["knn"], per_mpp, best_k, val_scores)
+    if "linear" in cfg.probes:
+        best, val_scores, unconverged = linear_sweep(
+            train_x, train_y, val_x, val_y, cfg.linear_cs, n_classes, cfg.linear_max_iter, cfg.seed,
+            cfg.linear_warm_start,
+        )  # fmt: skip
+        if refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
+            model = best if cfg.linear_warm_start else linear_model(best.C, cfg.linear_max_iter, cfg.seed)
+            unconverged += fit_quietly(model, fit_x, fit_y)
+        else:
+            model = best
+        per_mpp = {
+            mpp_key(m): scores(labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes,
+                               f1_labels)
+            for m in test_mpps
+        }  # fmt: skip
+        _record(results["linear"], per_mpp, best.C, val_scores)
+        results["linear"]["unconverged_fits"] += unconverged
 
 
 def _record(result: dict, per_mpp: dict, chosen, val_scores: dict) -> None:
