@@ -79,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", nargs="+", help="one display name per input (default: file stems)")
     p.add_argument("--config", help="YAML with evaluation settings (eval.config.EvalConfig)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="settings, e.g. protocol=gapless linear_cs=[0.01,1,100]; model.KEY=VALUE: timm arguments")  # fmt: skip
+                   help="settings, e.g. protocol=gapless linear_cs=[0.01,1,100]; model.KEY=VALUE: timm arguments "
+                        "of the timm: and hf-hub: models")  # fmt: skip
     p.set_defaults(func=_evaluate)
 
 

@@ -27,6 +27,7 @@ from gapless.eval.report import add_gaps, plot_gaps, plot_series, print_tables
 from gapless.eval.sets.file import EvalSet
 from gapless.pipeline.sampling.magnifications import mpp_key
 
+TIMM_BUILT = ("timm:", "hf-hub:", "hf_hub:")  # the inputs model.KEY=VALUE words go to in a many-model evaluation
 SAFE_NAME = re.compile(r"[^\w.-]+")  # what a run name may not carry into a file name
 
 
@@ -149,7 +150,8 @@ def evaluate(
     for i, (path, name) in enumerate(zip(inputs, run_names(inputs, names, by_input))):
         if not is_features_file(path):
             features_path = out_dir / "features" / f"{SAFE_NAME.sub('_', name)}.h5"
-            path = featurise(path, evalset, features_path, by_input.get(i), model_kwargs, mean_std, reuse=True,
+            kwargs = model_kwargs if path.startswith(TIMM_BUILT) else None  # the others describe themselves
+            path = featurise(path, evalset, features_path, by_input.get(i), kwargs, mean_std, reuse=True,
                              batch_size=cfg.batch_size, device=cfg.device, progress=progress)  # fmt: skip
         runs.append(evaluate_features(FeatureFile.load(path, evalset), evalset, cfg, name, progress))
     report = {
