@@ -170,7 +170,8 @@ def test_adding_a_model_computes_only_its_features(bench_path: Path, checkpoint:
     cached = out / "features" / "a.h5"
     before = cached.stat().st_mtime_ns
     exported = export_timm(checkpoint, tmp_path / "timm")  # the same weights as a released timm folder
-    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast]
+    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast,
+            "model.depth=3"]  # timm arguments go to timm: and hf-hub: models only: the folder describes itself  # fmt: skip
     assert main([*args, "--name", "a", "b"]) == 0
     assert cached.stat().st_mtime_ns == before and (out / "features" / "b.h5").is_file()
     runs = json.loads((out / "report.json").read_text())["runs"]
