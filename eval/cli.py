@@ -6,6 +6,8 @@ import argparse
 
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 
+RESAMPLING_CHOICES = ("paper", "area")  # gapless.eval.sets.tiles.RESAMPLINGS, named here so --help stays light
+
 
 def _mpps(text: str) -> list[float]:
     try:
@@ -22,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval-set",
         help="build a labelled multi-scale evaluation set (the same tissue at every mpp)",
         description="Sample tissue regions from labelled slides (or take labelled region images) and store every "
-        "region at every evaluation mpp: centre crops of 224·mpp/base_mpp px, antialiased down to 224 px in steps "
-        "of at most 2x. Also stores patient-disjoint, stratified folds.",
+        "region at every evaluation mpp: centre crops of 224·mpp/base_mpp px, shrunk to 224 px in steps of at most "
+        "2x (the paper's Gaussian-then-bicubic filter, or area averaging). Also stores patient-disjoint, "
+        "stratified folds.",
     )
     p.add_argument(
         "inputs",
@@ -41,36 +44,104 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tissue-threshold", type=float, default=0.5, help="min tissue fraction of a region")
     p.add_argument("--slide-mpp", type=float, help="mpp of level 0 for slides that do not record one")
     p.add_argument("--tile-px", type=int, default=224, help="tile side in pixels (the model's input size)")
+    p.add_argument("--resampling", choices=RESAMPLING_CHOICES, default="paper",
+                   help="how crops are shrunk: paper (Gaussian sigma = factor/2.5, then bicubic) or area")  # fmt: skip
     p.set_defaults(func=_eval_set)
 
     p = subparsers.add_parser(
         "features",
-        help="embed a evaluation set with a checkpoint's teacher backbone",
-        description="CLS token and mean patch token, each L2-normalised, concatenated; stored per mpp with the "
-        "model's config and checkpoint step.",
+        help="embed an evaluation set with any model (gapless, timm, released folder, DINOv2, hf-hub)",
+        description="CLS token and mean patch token (prefix tokens excluded) of the final normed tokens, each "
+        f"L2-normalised, concatenated; stored per mpp with the raw CLS token and the model's description. {MODELS}",
     )
-    p.add_argument("checkpoint", help="a gapless checkpoint")
+    p.add_argument("model", metavar="MODEL", help="the model (see above)")
+    _model_options(p, many=False)
     p.add_argument("--set", required=True, dest="set_path", help="evaluation set (.h5)")
     p.add_argument("--out", required=True, help="features file to write (.h5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("overrides", nargs="*", metavar="model.KEY=VALUE", help="timm keyword arguments")
     p.set_defaults(func=_features)
 
     p = subparsers.add_parser(
         "evaluate",
-        help="RankMe, k-NN and linear probes per mpp, with tables, JSON and plots",
-        description="Evaluate checkpoints or features files on a evaluation set: RankMe at every mpp, k-NN and "
-        "logistic-regression probes trained on pooled mpps and tested at every mpp (mean ± std over folds), the "
-        "gap at intermediate mpps; writes report.json and PNG plots with all inputs overlaid.",
+        help="RankMe, k-NN and linear probes per mpp for many models, with tables, JSON and overlaid plots",
+        description="Evaluate models or features files on an evaluation set: RankMe at every mpp (two variants), "
+        "k-NN and logistic-regression probes trained on pooled mpps and tested at every mpp under the paper's "
+        "protocol (protocol=gapless for the set's folds with a refit), mean ± std over folds, the gap at the "
+        "intermediate mpps; writes report.json and PNG plots with every model overlaid. Features are cached in "
+        f"OUT/features/, so adding a model computes only its own. {MODELS}",
     )
-    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT_OR_FEATURES")
+    p.add_argument("inputs", nargs="+", metavar="MODEL_OR_FEATURES")
+    _model_options(p, many=True)
     p.add_argument("--set", required=True, dest="set_path", help="evaluation set (.h5)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--name", nargs="+", help="one display name per input (default: file stems)")
     p.add_argument("--config", help="YAML with evaluation settings (eval.config.EvalConfig)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="setting overrides among the inputs, e.g. linear_cs=[0.01,1,100] probes=[knn]")  # fmt: skip
+                   help="settings, e.g. protocol=gapless linear_cs=[0.01,1,100]; model.KEY=VALUE: timm arguments "
+                        "of the timm: and hf-hub: models")  # fmt: skip
     p.set_defaults(func=_evaluate)
+
+
+MODELS = (
+    "MODEL is a gapless checkpoint or exported backbone, timm:ARCH with --weights FILE (.safetensors/.pth/.bin, "
+    "bare or nested state dict), a folder with config.json and NAME.safetensors (or that NAME.safetensors), a "
+    "facebookresearch/dinov2 teacher_checkpoint.pth, or hf-hub:ORG/NAME (needs the network)."
+)
+
+
+def _model_options(p: argparse.ArgumentParser, many: bool) -> None:
+    p.add_argument("--weights", action="append" if many else "store",
+                   help="weights of a timm:ARCH model" + (" (once per timm: model, in order)" if many else ""))  # fmt: skip
+    p.add_argument("--model-args", help="YAML/JSON file of timm keyword arguments (model.KEY=VALUE words win)")
+    p.add_argument("--mean", type=_triple, help="normalisation mean, e.g. 0.485,0.456,0.406 (default: the model's)")
+    p.add_argument("--std", type=_triple, help="normalisation std (with --mean)")
+
+
+def _triple(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not three comma-separated numbers") from exc
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"'{text}' is not three comma-separated numbers")
+    return values
+
+
+def model_options(args: argparse.Namespace, words: list[str]) -> tuple[dict, tuple | None]:
+    """(timm keyword arguments from --model-args and ``model.KEY=VALUE`` words, (mean, std) or None)."""
+    import yaml
+
+    from gapless.config import parse_override
+    from gapless.errors import InputError
+
+    kwargs: dict = {}
+    if args.model_args:
+        try:
+            kwargs = yaml.safe_load(open(args.model_args).read()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{args.model_args}: cannot read model arguments ({exc})") from exc
+        if not isinstance(kwargs, dict):
+            raise InputError(f"{args.model_args}: model arguments must be a mapping of keys to values")
+    for word in words:
+        key, value = parse_override(word)
+        if len(key) != 2 or key[0] != "model":
+            raise InputError(f"{word}: model arguments are written model.KEY=VALUE")
+        kwargs[key[1]] = value
+    if (args.mean is None) != (args.std is None):
+        raise InputError("--mean and --std go together")
+    return {k: _number(v) for k, v in kwargs.items()}, ((args.mean, args.std) if args.mean else None)
+
+
+def _number(value):
+    """YAML reads 1e-5 (no dot) as a string; a timm argument that looks like a number is one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _eval_set(args: argparse.Namespace) -> int:
@@ -93,23 +164,44 @@ def _eval_set(args: argparse.Namespace) -> int:
             tissue_threshold=args.tissue_threshold,
             slide_mpp=args.slide_mpp,
             progress=bar,
+            resampling=args.resampling,
         )
     skipped = ", ".join(f"{n} {why}" for why, n in stats.skipped.items()) or "none"
     console.print(f"wrote {path}: {stats.regions} regions x {len(args.mpps)} mpps; skipped: {skipped}")
+    _warn_if_too_small_for_the_paper(path, console)
     return 0
+
+
+def _warn_if_too_small_for_the_paper(path, console) -> None:
+    """A set the paper's nested split cannot divide still serves protocol=gapless: say so now, not at evaluate."""
+    from gapless.eval.config import EvalConfig
+    from gapless.eval.folds import patient_labels, shortfall
+    from gapless.eval.sets.file import EvalSet
+
+    evalset, cfg = EvalSet.load(path), EvalConfig()
+    short = shortfall(patient_labels(evalset.labels, evalset.patients)[1], cfg.nested_folds, cfg.split_seed,
+                      evalset.classes)  # fmt: skip
+    if short:
+        console.print(f"[yellow]warning:[/] too few patients for the paper's nested split ({short}); evaluate "
+                      "with protocol=gapless or nested_folds=N, or add patients")  # fmt: skip
 
 
 def _features(args: argparse.Namespace) -> int:
     from gapless.console import console, progress
-    from gapless.eval.features import featurise_checkpoint
+    from gapless.eval.features import FeatureFile, featurise
     from gapless.eval.sets.file import EvalSet
 
+    kwargs, mean_std = model_options(args, args.overrides)
     evalset = EvalSet.load(args.set_path)
     with progress() as bar:
-        out = featurise_checkpoint(
-            args.checkpoint, evalset, args.out, batch_size=args.batch_size, device=args.device, progress=bar
-        )
-    console.print(f"wrote {out}: {len(evalset)} regions x {len(evalset.mpps)} mpps")
+        out = featurise(args.model, evalset, args.out, args.weights, kwargs, mean_std,
+                        batch_size=args.batch_size, device=args.device, progress=bar)  # fmt: skip
+    model = FeatureFile.load(out, evalset).model
+    console.print(
+        f"wrote {out}: {len(evalset)} regions x {len(evalset.mpps)} mpps ({model['kind']} model, "
+        f"{model['prefix_tokens']} prefix tokens, patch {model['patch_size']}, normalisation from "
+        f"{model['normalisation_source']})"
+    )
     return 0
 
 
@@ -122,10 +214,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     inputs, overrides = split_overrides(args.inputs)
     if not inputs:
-        raise InputError("evaluate: no checkpoint or features file given")
-    cfg = load_config(EvalConfig, args.config, [*overrides, *args.overrides])
+        raise InputError("evaluate: no model or features file given")
+    words = [*overrides, *args.overrides]
+    model_words = [w for w in words if w.startswith("model.")]
+    kwargs, mean_std = model_options(args, model_words)
+    cfg = load_config(EvalConfig, args.config, [w for w in words if not w.startswith("model.")])
     with progress() as bar:
-        report = evaluate(inputs, args.set_path, args.out, cfg, args.name, console=None, progress=bar)
+        report = evaluate(inputs, args.set_path, args.out, cfg, args.name, console=None, progress=bar,
+                          weights=args.weights, model_kwargs=kwargs, mean_std=mean_std)  # fmt: skip
     from gapless.eval.report import print_tables
 
     print_tables(report["runs"], console)

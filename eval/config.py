@@ -1,7 +1,17 @@
-"""Configuration schema of the evaluation: which mpps, how RankMe is computed, the probe grids.
+"""Configuration schema of the evaluation: the protocol, which mpps, how RankMe is computed, the probe grids.
 
-Defaults follow the paper's protocol (REFERENCE.md §1): probes train on embeddings pooled from the four standard
-mpps and are tested at all seven; k and C are chosen on validation balanced accuracy.
+Two protocols (REFERENCE.md §1), chosen with ``protocol`` and adjustable key by key:
+
+- ``paper`` (the default) follows the paper's public evaluation code: a nested split over the sorted patient ids
+  (one label per patient; outer ``StratifiedKFold(nested_folds, shuffle, split_seed)``, the first split of an inner
+  one over the outer-training patients gives train and validation, about 64/16/20), the final probe fitted on train
+  only, macro-F1 over the classes present in a fold (scikit-learn's default).
+- ``gapless``: the set's stored patient-disjoint folds (validation is the next fold, 60/20/20), the chosen probe
+  refitted on train + validation, macro-F1 over every class.
+
+``split``, ``refit`` and ``f1_labels`` left unset (null) take the protocol's value; set, they override it.
+:func:`protocol_settings` gives the values in force. Probes train on embeddings pooled from the four standard mpps
+and are tested at all seven; k and C are chosen on validation balanced accuracy.
 """
 
 from __future__ import annotations
@@ -15,10 +25,22 @@ KNN_KS = (1, 3, 5, 10, 20, 40, 80)
 LINEAR_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
 
 
+PROTOCOLS = {
+    "paper": {"split": "nested", "refit": False, "f1_labels": "present"},
+    "gapless": {"split": "folds", "refit": True, "f1_labels": "all"},
+}
+
+
 @dataclass
 class EvalConfig:
     """Evaluation settings. ``test_mpps`` empty means every mpp the set holds."""
 
+    protocol: str = "paper"  # paper | gapless: the defaults of split, refit and f1_labels
+    split: str | None = None  # nested (outer/inner StratifiedKFold over patients) | folds (the set's folds)
+    refit: bool | None = None  # refit the chosen k / C on train + validation before testing
+    f1_labels: str | None = None  # present (classes in the fold's truth or predictions) | all (every class)
+    nested_folds: int = 5  # outer and inner folds of the nested split
+    split_seed: int = 42  # random_state of the nested split's StratifiedKFolds
     train_mpps: list[float] = field(default_factory=lambda: list(STANDARD_MPPS))
     test_mpps: list[float] = field(default_factory=list)
     knn_ks: list[int] = field(default_factory=lambda: list(KNN_KS))
@@ -27,7 +49,6 @@ class EvalConfig:
     linear_cs: list[float] = field(default_factory=lambda: list(LINEAR_CS))
     linear_max_iter: int = 1000
     linear_warm_start: bool = False  # True: each C starts from the previous C's weights (faster, see eval.probes)
-    refit: bool = True  # refit the chosen k / C on train + validation before testing
     rankme_method: str = "svd"  # svd (singular values of the N x D matrix) | cov (covariance eigenvalues)
     rankme_eps: float = 1e-7
     rankme_samples: int = 0  # 0: the smallest count over mpps (the same N at every mpp)
@@ -37,6 +58,14 @@ class EvalConfig:
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol: '{self.protocol}' is not one of {', '.join(PROTOCOLS)}")
+        if self.split not in (None, "nested", "folds"):
+            raise ValueError(f"split: '{self.split}' is not one of nested, folds")
+        if self.f1_labels not in (None, "present", "all"):
+            raise ValueError(f"f1_labels: '{self.f1_labels}' is not one of present, all")
+        if self.nested_folds < 2:
+            raise ValueError(f"nested_folds: needs at least 2, got {self.nested_folds}")
         if self.knn_vote not in ("majority", "weighted"):
             raise ValueError(f"knn_vote: '{self.knn_vote}' is not one of majority, weighted")
         if self.rankme_method not in ("svd", "cov"):
@@ -54,3 +83,12 @@ class EvalConfig:
             raise ValueError(f"linear_cs: every C must be > 0, got {self.linear_cs}")
         if self.rankme_eps < 0 or self.rankme_samples < 0 or self.batch_size < 1 or self.linear_max_iter < 1:
             raise ValueError("rankme_eps, rankme_samples must be >= 0; batch_size, linear_max_iter >= 1")
+
+
+def protocol_settings(cfg: EvalConfig) -> dict:
+    """The split, refit and F1 settings in force: each one set in ``cfg``, else the protocol's."""
+    chosen = {key: getattr(cfg, key) for key in PROTOCOLS[cfg.protocol]}
+    settings = {k: default if chosen[k] is None else chosen[k] for k, default in PROTOCOLS[cfg.protocol].items()}
+    if settings["split"] == "nested":
+        settings.update(nested_folds=cfg.nested_folds, split_seed=cfg.split_seed)
+    return {"protocol": cfg.protocol, **settings}

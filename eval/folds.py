@@ -1,9 +1,17 @@
-"""Patient-disjoint, stratified k-fold assignment, and the train/validation/test split of each fold.
+"""Patient-disjoint train/validation/test splits: the set's stored folds, or the paper's nested split.
 
-Every region gets a fold number; all regions of one patient share a fold (so no patient is seen in training and in
-testing), and each fold's label distribution is as close to the whole set's as whole patients allow (scikit-learn's
-``StratifiedGroupKFold``). For test fold ``f``, the validation fold is ``(f + 1) % k`` and the remaining ``k - 2``
-folds train: validation is patient-disjoint from both, and every fold is tested exactly once.
+Stored folds (the ``gapless`` protocol): every region gets a fold number when the set is built; all regions of one
+patient share a fold, and each fold's label distribution is as close to the whole set's as whole patients allow
+(scikit-learn's ``StratifiedGroupKFold``). For test fold ``f``, the validation fold is ``(f + 1) % k`` and the
+remaining ``k - 2`` folds train.
+
+Nested split (the ``paper`` protocol, REFERENCE.md §1): over the *sorted* patient ids, each with one label (its
+first region's, as the paper's code takes its first slide's), an outer ``StratifiedKFold(k, shuffle=True,
+random_state=seed)`` gives each fold's test patients; an inner one with the same arguments over the remaining
+patients gives, from its first split, train and validation. Each inner split needs ``k`` patients of every class
+among the outer-training ones; :func:`nested_splits` refuses a set that has fewer, saying which class falls short.
+
+Either way validation and test are patient-disjoint from training, and every patient is tested exactly once.
 """
 
 from __future__ import annotations
@@ -69,3 +77,57 @@ def fold_splits(folds: np.ndarray) -> list[FoldSplit]:
             )
         )
     return splits
+
+
+def patient_labels(labels: np.ndarray, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted patient ids, each patient's label: that of its first region)."""
+    ids, first = np.unique(np.asarray(patients), return_index=True)
+    return ids, np.asarray(labels)[first]
+
+
+def nested_splits(
+    labels: np.ndarray, patients: np.ndarray, n_folds: int = 5, seed: int = 42, names: list[str] | None = None
+) -> list[FoldSplit]:
+    """The paper's nested split; raises ValueError (naming the class and fold) when a class has too few patients.
+
+    ``names`` are the class names of the label codes, for that message.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    patients = np.asarray(patients)
+    ids, plabels = patient_labels(labels, patients)
+    short = shortfall(plabels, n_folds, seed, names)
+    if short:
+        raise ValueError(short)
+    splits = []
+    outer = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    inner = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for fold, (rest, test) in enumerate(outer.split(ids, plabels)):
+        train, val = next(inner.split(ids[rest], plabels[rest]))
+        rows = [np.flatnonzero(np.isin(patients, ids[part])) for part in (rest[train], rest[val], test)]
+        splits.append(FoldSplit(fold, *rows))
+    return splits
+
+
+def shortfall(plabels: np.ndarray, n_folds: int, seed: int, names: list[str] | None = None) -> str:
+    """Why the nested split cannot be made from these patient labels ("" when it can)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, counts = np.unique(plabels, return_counts=True)
+    if len(classes) < 2:
+        return f"the set has patients of one class only ({len(plabels)} patients)"
+    name = (lambda c: names[c]) if names else (lambda c: c)
+    few = [(name(c), int(n)) for c, n in zip(classes, counts) if n <= n_folds]
+    if few:  # the outer fold that tests one of them leaves fewer than n_folds for the inner split
+        listed = ", ".join(f"{c} has {n}" for c, n in few)
+        return f"patients per class: {listed}; the nested split with {n_folds} folds needs more than {n_folds}"
+    outer = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for fold, (rest, _) in enumerate(outer.split(plabels, plabels)):
+        for c, total in zip(classes, counts):
+            left = int((plabels[rest] == c).sum())
+            if left < n_folds:
+                return (
+                    f"class {name(c)} has {total} patients, and outer fold {fold} leaves {left} of them for training "
+                    f"and validation; the nested split needs at least {n_folds} there"
+                )
+    return ""

@@ -1,8 +1,9 @@
 """k-NN and linear probes per magnification, cross-validated over patient-disjoint folds.
 
-Protocol: for each fold, probes train on embeddings pooled from the training mpps
-(default 0.25/0.5/1.0/2.0), choose their hyperparameter on the validation fold's balanced accuracy (pooled over the
-same mpps), are refitted on train + validation (``refit``), and are tested on the test fold at every mpp.
+Protocol: for each split (:mod:`gapless.eval.folds`), probes train on embeddings pooled from the training mpps
+(default 0.25/0.5/1.0/2.0), choose their hyperparameter on the validation part's balanced accuracy (pooled over the
+same mpps; ties go to the smaller k or C), are refitted on train + validation when ``refit`` is in force (the paper
+keeps the model fitted on train alone), and are tested on the test part at every mpp.
 
 - k-NN: cosine similarity, k in {1, 3, 5, 10, 20, 40, 80}. ``majority`` vote counts the k neighbours equally (ties
   go to the smallest class index, as scikit-learn's ``KNeighborsClassifier`` does); ``weighted`` weights each
@@ -14,7 +15,7 @@ same mpps), are refitted on train + validation (``refit``), and are tested on th
   C that gradient is already tiny at the old weights, so large-C fits stop at once (0 iterations) near the smaller
   C's optimum, so it can choose another C than cold fits do. Use it for quick looks, not for reported numbers.
 
-Metrics: balanced accuracy, accuracy and macro-F1; :func:`summarise` gives mean ± std over folds.
+Metrics: balanced accuracy, accuracy, macro-F1 and weighted F1; :func:`summarise` gives mean ± std over folds.
 """
 
 from __future__ import annotations
@@ -28,24 +29,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from gapless.eval.config import EvalConfig
-from gapless.eval.folds import fold_splits
+from gapless.eval.config import EvalConfig, protocol_settings
+from gapless.eval.folds import FoldSplit, fold_splits
+from gapless.eval.threads import SMALL_WORK, one_thread_if
 from gapless.pipeline.sampling.magnifications import mpp_key
 
-METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_f1")
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Balanced accuracy (mean recall over the classes present), accuracy, macro-F1 over all classes."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, f1_labels: str = "all") -> dict[str, float]:
+    """Balanced accuracy (mean recall over the classes present), accuracy, macro- and weighted F1.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class absent from one fold's predictions is expected, not news
-        return {
-            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, labels=range(n_classes), average="macro", zero_division=0)),
-        }
+    ``f1_labels`` "all" averages macro-F1 over every class (an absent, never-predicted class scores 0); "present"
+    over the classes in the truth or the predictions (scikit-learn's default, the paper's). Weighted F1 weights each
+    class by its count in the truth. The definitions are scikit-learn's (the tests compare them), computed from one
+    confusion matrix: the probes score thousands of predictions, and scikit-learn's checks cost more than the sums.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    confusion = np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+    tp, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    present = (support > 0) | (predicted > 0)
+    denominator = support + predicted
+    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
+    in_truth = support > 0
+    return {
+        "balanced_accuracy": float(np.mean(tp[in_truth] / support[in_truth])),
+        "accuracy": float(tp.sum() / len(y_true)),
+        "macro_f1": float(f1.mean() if f1_labels == "all" else f1[present].mean()),
+        "weighted_f1": float(np.sum(f1 * support) / support.sum()),
+    }
 
 
 def knn_predict(
@@ -91,10 +103,13 @@ def linear_model(c: float, max_iter: int, seed: int, warm_start: bool = False):
 
 
 def fit_quietly(model, x: np.ndarray, y: np.ndarray) -> int:
-    """Fit, counting (not printing) convergence warnings; returns 1 if it hit max_iter."""
+    """Fit, counting (not printing) convergence warnings; returns 1 if it hit max_iter.
+
+    A small problem is fitted on one thread (:mod:`gapless.eval.threads`); the result does not depend on it.
+    """
     from sklearn.exceptions import ConvergenceWarning
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, one_thread_if(x.size < SMALL_WORK):
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(x, y)
     return int(any(issubclass(w.category, ConvergenceWarning) for w in caught))
@@ -136,51 +151,67 @@ def linear_sweep(
 def run_probes(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
-    folds: np.ndarray,
+    splits: list[FoldSplit] | np.ndarray,
     cfg: EvalConfig,
     test_mpps: list[float],
     progress_callback=None,
 ) -> dict:
-    """Cross-validated probes; returns ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores."""
+    """Cross-validated probes over ``splits`` (or a set's fold numbers, split as :func:`fold_splits` does); returns
+    ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores. Small problems run on one thread."""
+    if isinstance(splits, np.ndarray):
+        splits = fold_splits(splits)
     labels = np.asarray(labels)
-    n_classes = int(labels.max()) + 1
     results: dict[str, dict] = {p: {"folds": [], "chosen": [], "val_balanced_accuracy": []} for p in cfg.probes}
-    for split in fold_splits(folds):
-        train_x, train_y = _pool(features, labels, split.train, cfg.train_mpps)
-        val_x, val_y = _pool(features, labels, split.val, cfg.train_mpps)
-        fit_rows = np.concatenate([split.train, split.val]) if cfg.refit else split.train
-        fit_x, fit_y = _pool(features, labels, fit_rows, cfg.train_mpps)
-        if "knn" in cfg.probes:
-            val_pred = knn_predict(train_x, train_y, val_x, cfg.knn_ks, n_classes, cfg.knn_vote, cfg.knn_temperature)
-            val_scores = {k: scores(val_y, p, n_classes)["balanced_accuracy"] for k, p in val_pred.items()}
-            best_k = max(cfg.knn_ks, key=lambda k: (val_scores[k], -k))  # ties: the smaller k
-            per_mpp = {}
-            for m in test_mpps:
-                test_x = features[mpp_key(m)][split.test]
-                pred = knn_predict(fit_x, fit_y, test_x, [best_k], n_classes, cfg.knn_vote, cfg.knn_temperature)
-                per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes)
-            _record(results["knn"], per_mpp, best_k, val_scores)
-        if "linear" in cfg.probes:
-            best, val_scores, unconverged = linear_sweep(
-                train_x, train_y, val_x, val_y, cfg.linear_cs, n_classes, cfg.linear_max_iter, cfg.seed,
-                cfg.linear_warm_start,
-            )  # fmt: skip
-            best_c = best.C
-            if cfg.refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
-                model = best if cfg.linear_warm_start else linear_model(best_c, cfg.linear_max_iter, cfg.seed)
-                unconverged += fit_quietly(model, fit_x, fit_y)
-            else:
-                model = best
-            per_mpp = {
-                mpp_key(m): scores(labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes)
-                for m in test_mpps
-            }
-            _record(results["linear"], per_mpp, best_c, val_scores)
-            results["linear"].setdefault("unconverged_fits", 0)
-            results["linear"]["unconverged_fits"] += unconverged
-        if progress_callback is not None:
-            progress_callback()
+    if "linear" in cfg.probes:
+        results["linear"]["unconverged_fits"] = 0
+    small = sum(features[mpp_key(m)].size for m in cfg.train_mpps) < SMALL_WORK
+    with one_thread_if(small):
+        for split in splits:
+            probe_split(features, labels, split, cfg, test_mpps, results)
+            if progress_callback is not None:
+                progress_callback()
     return results
+
+
+def probe_split(
+    features: dict[str, np.ndarray], labels: np.ndarray, split: FoldSplit, cfg: EvalConfig, test_mpps: list[float],
+    results: dict,
+) -> None:  # fmt: skip
+    """Both probes on one split: choose on validation, fit (refit when in force), score the test part per mpp."""
+    n_classes = int(labels.max()) + 1
+    settings = protocol_settings(cfg)
+    refit, f1_labels = settings["refit"], settings["f1_labels"]
+    train_x, train_y = _pool(features, labels, split.train, cfg.train_mpps)
+    val_x, val_y = _pool(features, labels, split.val, cfg.train_mpps)
+    fit_rows = np.concatenate([split.train, split.val]) if refit else split.train
+    fit_x, fit_y = _pool(features, labels, fit_rows, cfg.train_mpps)
+    if "knn" in cfg.probes:
+        val_pred = knn_predict(train_x, train_y, val_x, cfg.knn_ks, n_classes, cfg.knn_vote, cfg.knn_temperature)
+        val_scores = {k: scores(val_y, p, n_classes)["balanced_accuracy"] for k, p in val_pred.items()}
+        best_k = max(cfg.knn_ks, key=lambda k: (val_scores[k], -k))  # ties: the smaller k
+        per_mpp = {}
+        for m in test_mpps:
+            test_x = features[mpp_key(m)][split.test]
+            pred = knn_predict(fit_x, fit_y, test_x, [best_k], n_classes, cfg.knn_vote, cfg.knn_temperature)
+            per_mpp[mpp_key(m)] = scores(labels[split.test], pred[best_k], n_classes, f1_labels)
+        _record(results["knn"], per_mpp, best_k, val_scores)
+    if "linear" in cfg.probes:
+        best, val_scores, unconverged = linear_sweep(
+            train_x, train_y, val_x, val_y, cfg.linear_cs, n_classes, cfg.linear_max_iter, cfg.seed,
+            cfg.linear_warm_start,
+        )  # fmt: skip
+        if refit:  # from the chosen model's weights when warm-starting (the same optimum, sooner)
+            model = best if cfg.linear_warm_start else linear_model(best.C, cfg.linear_max_iter, cfg.seed)
+            unconverged += fit_quietly(model, fit_x, fit_y)
+        else:
+            model = best
+        per_mpp = {
+            mpp_key(m): scores(labels[split.test], model.predict(features[mpp_key(m)][split.test]), n_classes,
+                               f1_labels)
+            for m in test_mpps
+        }  # fmt: skip
+        _record(results["linear"], per_mpp, best.C, val_scores)
+        results["linear"]["unconverged_fits"] += unconverged
 
 
 def _record(result: dict, per_mpp: dict, chosen, val_scores: dict) -> None:

@@ -8,6 +8,10 @@ The ``cov`` variant instead uses the eigenvalues of the D x D covariance matrix 
 public repository does. Its numbers differ (eigenvalues are squared singular values of the centred matrix), so every
 output names the method it reports.
 
+:func:`rankme_paper` is RankMe exactly as the paper's public code computes it for its figures: on the raw class
+token alone, from the eigenvalues of ``torch.cov(X.T)`` clamped at 1e-12, ``p = λ / Σλ`` (no ε added), over all N
+embeddings. It is reported under its own name (``rankme_paper``) beside the variant above.
+
 Per magnification, the comparison is only fair with the same N everywhere: :func:`rankme_per_mpp` subsamples every
 mpp to the smallest count, with the same row indices (the same regions) at every mpp.
 """
@@ -97,3 +101,22 @@ def rankme_per_mpp(
         "eps": eps,
         "warning": warning,
     }
+
+
+PAPER_METHOD = "eigenvalues of the raw class token's covariance, clamped at 1e-12, all N (the paper's code)"
+PAPER_CLAMP = 1e-12
+
+
+def rankme_paper(cls_tokens: np.ndarray | torch.Tensor) -> float:
+    """RankMe of raw class tokens ``[N, D]`` as the paper's code computes it (covariance eigenvalues, clamped)."""
+    x = torch.as_tensor(np.asarray(cls_tokens) if not isinstance(cls_tokens, torch.Tensor) else cls_tokens)
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(x.to(torch.float64).T)).clamp(min=PAPER_CLAMP)
+    p = eigenvalues / eigenvalues.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def rankme_paper_per_mpp(cls_tokens: dict[str, np.ndarray]) -> dict:
+    """:func:`rankme_paper` at every mpp: ``{"values": {mpp: value}, "n_samples", "dim", "method"}``."""
+    values = {m: rankme_paper(x) for m, x in cls_tokens.items()}
+    first = next(iter(cls_tokens.values()))
+    return {"values": values, "n_samples": int(len(first)), "dim": int(first.shape[1]), "method": PAPER_METHOD}

@@ -1,6 +1,7 @@
 """Reports of an evaluation: a rich table (metric x mpp), JSON, and PNG plots with runs overlaid.
 
-A run's results are flattened into *series*: ``rankme`` and ``<probe>/<metric>`` (``knn/balanced_accuracy``, ...),
+A run's results are flattened into *series*: ``rankme``, ``rankme_paper`` (RankMe as the paper's code computes it)
+and ``<probe>/<metric>`` (``knn/balanced_accuracy``, ...),
 each a mean (and fold std) per mpp, with the gap of each series at the intermediate mpps (:mod:`gapless.eval.gaps`),
 so a sawtooth is a number rather than an impression.
 """
@@ -17,15 +18,20 @@ from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key
 
 SERIES_TITLES = {
     "rankme": "RankMe",
+    "rankme_paper": "RankMe (paper: CLS, covariance)",
     "balanced_accuracy": "balanced accuracy",
     "accuracy": "accuracy",
     "macro_f1": "macro F1",
+    "weighted_f1": "weighted F1",
 }
+GAP_SERIES = ("rankme", "rankme_paper", "knn/balanced_accuracy", "linear/balanced_accuracy")  # in the gap table
 
 
 def series(run: dict) -> dict[str, dict[str, tuple[float, float]]]:
     """``{series: {mpp: (mean, std)}}`` of one run (RankMe has no fold std: None)."""
     out = {"rankme": {m: (v, None) for m, v in run["rankme"]["values"].items()}}
+    if run.get("rankme_paper", {}).get("values"):
+        out["rankme_paper"] = {m: (v, None) for m, v in run["rankme_paper"]["values"].items()}
     for probe, result in run.get("probes", {}).items():
         for metric in METRICS:
             out[f"{probe}/{metric}"] = {m: (s["mean"], s["std"]) for m, s in result["summary"][metric].items()}
@@ -49,22 +55,34 @@ def _label(name: str) -> str:
 
 
 def print_tables(runs: list[dict], console) -> None:
-    """One table per run (series x mpp, mean ± std), then the gap table of every run."""
+    """The models, one table per run (series x mpp, mean ± std), then every run's gaps in RankMe and balanced
+    accuracy at the intermediate mpps."""
     from gapless.console import table
 
+    model_rows = [[run["name"], run.get("model", {}).get("kind", "?"), run.get("model", {}).get("prefix_tokens", "?"),
+                   run.get("model", {}).get("patch_size", "?"), run.get("model", {}).get("normalisation_source", "?")]
+                  for run in runs]  # fmt: skip
+    console.print(table("models", ["run", "kind", "prefix tokens", "patch", "normalisation from"], model_rows))
     for run in runs:
         per_series = series(run)
         mpps = sorted(next(iter(per_series.values())), key=float)
         rows = [[_label(name), *(_cell(*values[m]) for m in mpps)] for name, values in per_series.items() if values]
         title = f"{run['name']} (step {run.get('step', '?')}; RankMe: {run['rankme']['method']})"
         console.print(table(title, ["metric", *(f"{m} mpp" for m in mpps)], rows))
-        if run["rankme"].get("warning"):
-            console.print(f"[yellow]warning:[/] {run['name']}: {run['rankme']['warning']}")
+        for key in ("rankme", "rankme_paper"):
+            if run.get(key, {}).get("warning"):
+                console.print(f"[yellow]warning:[/] {run['name']}: {key}: {run[key]['warning']}")
     gap_cols = [mpp_key(m) for m in INTERMEDIATE_MPPS]
     gap_rows = [
-        [run["name"], _label(name), *(g.get(m, float("nan")) for m in gap_cols), g["mean"]]
+        [
+            run["name"],
+            _label(name),
+            *(run["gap"][name].get(m, float("nan")) for m in gap_cols),
+            run["gap"][name]["mean"],
+        ]
+        for name in GAP_SERIES
         for run in runs
-        for name, g in run["gap"].items()
+        if name in run["gap"]
     ]
     console.print(
         table("gap: neighbours' mean minus value (positive = dip)", ["run", "metric", *gap_cols, "mean"], gap_rows)
@@ -114,13 +132,14 @@ def plot_series(runs: list[dict], out_dir: str | Path) -> list[Path]:
 
 
 def plot_gaps(runs: list[dict], out_dir: str | Path) -> Path:
-    """gap.png: one panel per series, bars of the drop at each intermediate mpp, one bar colour per run."""
+    """gap.png: one panel per RankMe and balanced-accuracy series, bars of the drop at each intermediate mpp, one bar
+    colour per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(n for run in runs for n in run["gap"]))
+    names = [n for n in GAP_SERIES if any(n in run["gap"] for run in runs)]
     cols = min(3, max(1, len(names)))
     rows = max(1, -(-len(names) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)

@@ -153,8 +153,8 @@ def test_probes_pick_hyperparameters_on_validation_and_score_tests_directly() ->
     from sklearn.linear_model import LogisticRegression
 
     feats, labels, folds = probe_problem()
-    cfg = EvalConfig(train_mpps=[0.25, 0.5, 1.0, 2.0], knn_ks=[1, 5, 20], linear_cs=[0.01, 1.0])
-    out = run_probes(feats, labels, folds, cfg, [0.25, 0.5, 1.0, 2.0])
+    cfg = EvalConfig(protocol="gapless", train_mpps=[0.25, 0.5, 1.0, 2.0], knn_ks=[1, 5, 20], linear_cs=[0.01, 1.0])
+    out = run_probes(feats, labels, fold_splits(folds), cfg, [0.25, 0.5, 1.0, 2.0])
     split = fold_splits(folds)[0]
     pool = lambda rows: (np.concatenate([feats[m][rows] for m in feats]), np.tile(labels[rows], 4))  # noqa: E731
     (tx, ty), (vx, vy) = pool(split.train), pool(split.val)
@@ -196,12 +196,31 @@ def test_scores_are_the_textbook_definitions() -> None:
         scores(y, np.zeros_like(y), 3)  # a class never predicted: no warning noise
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_scores_equal_scikit_learns_with_absent_classes(seed: int) -> None:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.choice([0, 2, 3], size=40)  # class 1 never in the truth, class 4 only ever predicted
+    p = rng.choice([0, 1, 2, 4], size=40) if seed % 2 else rng.choice([0, 2, 3], size=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = {
+            "balanced_accuracy": balanced_accuracy_score(y, p),
+            "accuracy": accuracy_score(y, p),
+            "weighted_f1": f1_score(y, p, average="weighted"),
+        }
+        macro_present, macro_all = f1_score(y, p, average="macro"), f1_score(y, p, labels=range(5), average="macro")
+    assert scores(y, p, 5, "present") == pytest.approx({**expected, "macro_f1": macro_present}, abs=1e-12)
+    assert scores(y, p, 5, "all") == pytest.approx({**expected, "macro_f1": macro_all}, abs=1e-12)
+
+
 def test_warm_started_sweep_runs_the_same_protocol() -> None:
     feats, labels, folds = probe_problem(9)
     cold = EvalConfig(probes=["linear"], linear_cs=[0.01, 1.0])
     warm = EvalConfig(probes=["linear"], linear_cs=[0.01, 1.0], linear_warm_start=True)
-    a = summarise(run_probes(feats, labels, folds, cold, [1.0])["linear"])
-    b = summarise(run_probes(feats, labels, folds, warm, [1.0])["linear"])
+    a = summarise(run_probes(feats, labels, fold_splits(folds), cold, [1.0])["linear"])
+    b = summarise(run_probes(feats, labels, fold_splits(folds), warm, [1.0])["linear"])
     assert abs(a["balanced_accuracy"]["1"]["mean"] - b["balanced_accuracy"]["1"]["mean"]) < 0.1
 
 

@@ -18,6 +18,7 @@ from gapless.eval.sets.file import EvalSet
 
 TILE = 64  # small tiles keep the tests fast; the coarsest footprint is then 64 * 2.0 / 0.25 = 512 px
 MPPS = [0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0]
+N = 28  # regions (the 300 px image is dropped)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,8 +48,8 @@ def region_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("regions")
     rng = np.random.default_rng(0)
     rows = ["path,label,patient,mpp"]
-    for i in range(24):
-        label = ("benign", "tumour")[i % 2]
+    for i in range(N):  # two regions per patient, one label per patient: 7 patients per class
+        label = ("benign", "tumour")[(i // 2) % 2]
         noise = rng.normal(size=(128, 128, 3)).astype(np.float32)
         field = cv2.resize(cv2.GaussianBlur(noise, (0, 0), 2), (520, 520), interpolation=cv2.INTER_CUBIC)
         tint = np.array([190, 120, 170] if label == "benign" else [150, 90, 200], np.float32)
@@ -89,12 +90,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_set_holds_every_region_at_every_mpp_with_folds(bench_path: Path) -> None:
     evalset = EvalSet.load(bench_path)
-    assert evalset.mpps == MPPS and len(evalset) == 24  # the 300 px image is too small for 2.0 mpp: dropped
+    assert evalset.mpps == MPPS and len(evalset) == N  # the 300 px image is too small for 2.0 mpp: dropped
     assert evalset.classes == ["benign", "tumour"] and set(evalset.labels) == {0, 1}
     assert set(evalset.folds) == {0, 1, 2, 3}
     for p in np.unique(evalset.patients):
         assert len(set(evalset.folds[evalset.patients == p])) == 1
-    assert evalset.read_tiles(1.5).shape == (24, TILE, TILE, 3)
+    assert evalset.read_tiles(1.5).shape == (N, TILE, TILE, 3)
     with h5py.File(bench_path) as f:
         assert f["tiles/0.375"].compression == "gzip" and f["tiles/0.375"].chunks == (1, TILE, TILE, 3)
 
@@ -134,12 +135,20 @@ def test_evaluate_writes_json_tables_and_plots(bench_path: Path, checkpoint: Pat
     assert [r["name"] for r in report["runs"]] == ["a", "b"]
     run = report["runs"][0]
     assert "singular values" in report["rankme_method"] and run["step"] == 7
-    assert "fewer samples than dimensions" in run["rankme"]["warning"]  # 24 regions, 64 dimensions
+    assert "fewer samples than dimensions" in run["rankme"]["warning"]  # 28 regions, 64 dimensions
     assert set(run["rankme"]["values"]) == {"0.25", "0.375", "0.5", "0.75", "1", "1.5", "2"}
+    assert (
+        set(run["rankme_paper"]["values"]) == set(run["rankme"]["values"])
+        and "clamped" in run["rankme_paper"]["method"]
+    )
     bal = run["probes"]["linear"]["summary"]["balanced_accuracy"]["0.375"]
-    assert len(bal["folds"]) == 4 and 0 <= bal["mean"] <= 1
+    assert len(bal["folds"]) == 5 and 0 <= bal["mean"] <= 1  # the paper's protocol: 5 outer folds over 14 patients
+    assert report["protocol"] == {"protocol": "paper", "split": "nested", "refit": False, "f1_labels": "present",
+                                  "nested_folds": 5, "split_seed": 42}  # fmt: skip
+    assert sum(run["split_sizes"][0]) == N and report["resampling"] == "paper"
+    assert run["model"]["kind"] == "gapless" and "names none" in run["model"]["normalisation_source"]
     assert set(run["gap"]["knn/balanced_accuracy"]) == {"0.375", "0.75", "1.5", "mean"}
-    for name in ("rankme", "knn_balanced_accuracy", "linear_macro_f1", "gap"):
+    for name in ("rankme", "rankme_paper", "knn_balanced_accuracy", "linear_weighted_f1", "gap"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert (out / "features" / "a.h5").is_file()
     # features files are used as they are: the same numbers without a checkpoint
@@ -152,6 +161,35 @@ def test_evaluate_writes_json_tables_and_plots(bench_path: Path, checkpoint: Pat
     assert rerun["probes"]["knn"]["summary"] == run["probes"]["knn"]["summary"]
 
 
+def test_adding_a_model_computes_only_its_features(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from gapless.train.checkpoint import export_timm
+
+    out = tmp_path / "report"
+    fast = ["probes=[knn]", "knn_ks=[1, 5]"]
+    assert main(["evaluate", str(checkpoint), "--set", str(bench_path), "--out", str(out), *fast, "--name", "a"]) == 0
+    cached = out / "features" / "a.h5"
+    before = cached.stat().st_mtime_ns
+    exported = export_timm(checkpoint, tmp_path / "timm")  # the same weights as a released timm folder
+    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast,
+            "model.depth=3"]  # timm arguments go to timm: and hf-hub: models only: the folder describes itself  # fmt: skip
+    assert main([*args, "--name", "a", "b"]) == 0
+    assert cached.stat().st_mtime_ns == before and (out / "features" / "b.h5").is_file()
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    assert [r["model"]["kind"] for r in runs] == ["gapless", "released"]
+    a, b = (FeatureFile.load(out / "features" / f"{n}.h5", EvalSet.load(bench_path)) for n in "ab")
+    assert max(np.abs(a.features[m] - b.features[m]).max() for m in a.features) <= 1e-5  # one model, two formats
+    torch.save(torch.load(checkpoint, weights_only=True), checkpoint.with_name("touched.pt"))
+    checkpoint.with_name("touched.pt").replace(checkpoint)  # a changed file is featurised again
+    assert main([*args, "--name", "a", "b"]) == 0 and cached.stat().st_mtime_ns != before
+
+
+def test_a_set_too_small_for_the_nested_split_is_refused(bench_path: Path, checkpoint: Path, tmp_path, capsys) -> None:
+    code = main(["evaluate", str(checkpoint), "--set", str(bench_path), "--out", str(tmp_path), "nested_folds=7"])
+    message = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "too few patients for the paper's nested split" in message
+    assert "benign has 7" in message and "protocol=gapless" in message and not (tmp_path / "features").exists()
+
+
 def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_path: Path, capsys) -> None:
     unlabelled = tmp_path / "unlabelled.h5"
     unlabelled.write_bytes(bench_path.read_bytes())
@@ -161,11 +199,11 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
         EvalSet.load(unlabelled)
 
     evalset = EvalSet.load(bench_path)
-    feats = featurise_checkpoint(checkpoint, evalset, tmp_path / "f.h5", batch_size=24, device="cpu")
+    feats = featurise_checkpoint(checkpoint, evalset, tmp_path / "f.h5", batch_size=N, device="cpu")
     with h5py.File(feats, "a") as f:
         del f["features/0.5"]
         f["features/0.5"] = np.zeros((len(evalset), 48), np.float32)
-    with pytest.raises(InputError, match=r"f.h5: features at mpp 0.5 have shape \(24, 48\), expected \(24, 64\)"):
+    with pytest.raises(InputError, match=r"f.h5: features at mpp 0.5 have shape \(28, 48\), expected \(28, 64\)"):
         FeatureFile.load(feats, evalset)
 
     foreign = tmp_path / "foreign.pt"

@@ -5,6 +5,7 @@ Under torchrun every process runs the same command; without torchrun the run is 
     gapless pretrain --config configs/pretrain_vits16.yaml --out runs/vits16 data.sampling.strategy=maxavg
     torchrun --nproc_per_node 8 --no-python gapless pretrain --config ... --out runs/vits16
     gapless export runs/vits16/checkpoints/ckpt_00125000.pt --out vits16_teacher.pt
+    gapless export runs/vits16/checkpoints/ckpt_00125000.pt --format timm --out vits16_timm/
     gapless pretrain --config demo_gpu --explain --world-size 8   # how the recipe differs from DINOv2's
 
 A run stopped by SIGTERM saves a checkpoint and exits with status 1 and a message saying so; rerunning the same
@@ -49,11 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser(
         "export",
         help="export the teacher backbone of a checkpoint for evaluation",
-        description="Write the teacher ViT backbone, its config and iteration to a small file that "
-        "`train.checkpoint.load_teacher_backbone` (and gapless features) read.",
+        description="Write the teacher ViT backbone, its config and iteration to a small file that gapless reads "
+        "(--format gapless), or as config.json + model.safetensors that timm.create_model(architecture, "
+        "**model_args) + load_state_dict load with no missing or unexpected keys (--format timm; also "
+        "timm.create_model('local-dir:OUT', pretrained=True)).",
     )
     e.add_argument("checkpoint", help="a checkpoint written by gapless pretrain")
-    e.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
+    e.add_argument("--out", required=True, help="output file (gapless, e.g. backbone.pt) or folder (timm)")
+    e.add_argument("--format", choices=("gapless", "timm"), default="gapless", help="gapless file or timm folder")
     e.set_defaults(func=run_export)
 
 
@@ -92,8 +96,20 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from gapless.console import console
-    from gapless.train.checkpoint import export_backbone, load_teacher_backbone
+    from gapless.train.checkpoint import export_backbone, export_timm, load_teacher_backbone
 
+    if args.format == "timm":
+        import json
+
+        import timm
+        from safetensors.torch import load_file
+
+        out = export_timm(args.checkpoint, args.out)
+        config = json.loads((out / "config.json").read_text())
+        model = timm.create_model(config["architecture"], num_classes=0, **config["model_args"])
+        model.load_state_dict(load_file(str(out / "model.safetensors")))  # strict: proves the export loads
+        console.print(f"exported teacher backbone as timm {config['architecture']} to {out}/")
+        return 0
     path = export_backbone(args.checkpoint, args.out)
     _, config, iteration = load_teacher_backbone(path)  # proves the export loads
     console.print(f"exported teacher backbone ({config['model']['arch']}, iteration {iteration}) to {path}")

@@ -2,8 +2,9 @@
 
 Each region is centred on tissue, read once from the finest level at the coarsest mpp's footprint
 (``224 · max(mpps) / base_mpp`` px), and every tile is a centre crop of ``224 · mpp / base_mpp`` px of it, shrunk to
-224 px with antialiasing in steps of at most 2x (:mod:`gapless.eval.sets.tiles`). So row ``i`` of every mpp shows the same
-tissue, only at another magnification (as the paper's BRACS-MS tiles were made).
+224 px in steps of at most 2x, by the paper's Gaussian-then-bicubic filter or by area averaging
+(:mod:`gapless.eval.sets.tiles`). So row ``i`` of every mpp shows the same tissue, only at another magnification (as
+the paper's BRACS-MS tiles were made).
 
 Sources: slides (files, folders of slides, or a slide index ``.h5``) with labels from a CSV ``slide,label,patient``;
 or labelled region images listed in a CSV ``path,label,patient,mpp`` (a folder holding ``regions.csv`` works too),
@@ -22,7 +23,7 @@ from gapless.eval.folds import assign_folds
 from gapless.eval.sets.file import SetWriter
 from gapless.eval.sets.regions import BuildStats, Region, region_images
 from gapless.eval.sets.slide_regions import slide_regions
-from gapless.eval.sets.tiles import multiscale_tiles
+from gapless.eval.sets.tiles import RESAMPLINGS, multiscale_tiles
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides.inputs import read_labels
 
@@ -39,8 +40,14 @@ def build_set(
     tissue_threshold: float = 0.5,
     slide_mpp: float | None = None,
     progress=None,
+    resampling: str = "paper",
 ) -> tuple[Path, BuildStats]:
-    """Write the set; returns its path and the counts of regions written and items skipped (by reason)."""
+    """Write the set; returns its path and the counts of regions written and items skipped (by reason).
+
+    ``resampling`` names the filter that shrinks the crops (:data:`gapless.eval.sets.tiles.RESAMPLINGS`).
+    """
+    if resampling not in RESAMPLINGS:
+        raise InputError(f"--resampling: '{resampling}' is not one of {', '.join(RESAMPLINGS)}")
     mpps = sorted(mpps or EVAL_MPPS)
     stats = BuildStats()
     sources: list[Iterator[Region]] = []
@@ -71,12 +78,12 @@ def build_set(
                 progress,
             )
         )
-    writer = SetWriter(out, mpps, tile_px)
+    writer = SetWriter(out, mpps, tile_px, resampling)
     try:
         for source in sources:
             for region in source:
                 writer.add(
-                    multiscale_tiles(region.pixels, mpps, region.base_mpp, tile_px),
+                    multiscale_tiles(region.pixels, mpps, region.base_mpp, tile_px, resampling),
                     region.slide,
                     region.patient,
                     region.label,

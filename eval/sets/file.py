@@ -2,7 +2,8 @@
 
 Layout of ``set.h5``::
 
-    attrs: format="gapless-eval-set", version, set_id (uuid), mpps, tile_px, classes (JSON), n_folds, seed
+    attrs: format="gapless-eval-set", version, set_id (uuid), mpps, tile_px, classes (JSON), n_folds, seed,
+           resampling (how tiles were shrunk: paper | area, see gapless.eval.sets.tiles; sets without it: area)
     tiles/<mpp>   uint8 [N, tile_px, tile_px, 3], one chunk per tile, gzip   (e.g. tiles/0.375)
     labels        int64 [N]     class index into attrs["classes"]
     slides        str   [N]     slide (or region image) each region comes from
@@ -35,8 +36,9 @@ SET_VERSION = 1
 class SetWriter:
     """Appends regions (one tile per mpp) to a new set file; :meth:`close` adds labels, folds, and renames it."""
 
-    def __init__(self, path: str | Path, mpps: list[float], tile_px: int = 224) -> None:
+    def __init__(self, path: str | Path, mpps: list[float], tile_px: int = 224, resampling: str = "paper") -> None:
         self.path = Path(path)
+        self.resampling = resampling
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.mpps = list(mpps)
@@ -72,6 +74,7 @@ class SetWriter:
             classes=json.dumps(classes),
             n_folds=n_folds,
             seed=seed,
+            resampling=self.resampling,
         )
         f["labels"] = np.array([index[c] for c in label_names], dtype=np.int64)
         f.create_dataset("slides", data=np.array(slides, dtype=object), dtype=h5py.string_dtype())
@@ -101,6 +104,7 @@ class EvalSet:
     slides: np.ndarray
     patients: np.ndarray
     folds: np.ndarray
+    resampling: str = "area"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -134,6 +138,7 @@ class EvalSet:
                 slides=f["slides"].asstr()[:],
                 patients=f["patients"].asstr()[:],
                 folds=f["folds"][:],
+                resampling=str(f.attrs.get("resampling", "area")),
             )
 
     def read_tiles(self, mpp: float, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -3,8 +3,8 @@
 Stages, each timed and each skipped when a previous run of the same configuration in ``--out`` finished it
 (:class:`~gapless.apps.experiment.Stages`): the sampling analysis; synthetic slides and their index; a short DINOv2
 pretraining with continuous sampling through the DALI pipeline (CPU operators without a GPU); the teacher's export;
-the multi-scale evaluation set; features, RankMe, k-NN and linear probes per mpp, for the trained teacher and for
-the untrained network as a control. Everything lands in ``--out`` (default ``runs/demo``): ``SUMMARY.md``,
+the multi-scale evaluation set; features, RankMe, k-NN and linear probes per mpp under the paper's protocol, for
+the trained teacher and for the untrained network as a control. Everything lands in ``--out`` (default ``runs/demo``): ``SUMMARY.md``,
 ``demo.json``, ``eval/`` (``report.json`` and plots), the run and the slides.
 """
 
@@ -51,10 +51,22 @@ def per_mpp_rows(run: dict) -> tuple[list[str], list[list[str]]]:
     """(mpps, rows): RankMe and mean ± std balanced accuracy of each probe per mpp, as markdown cells."""
     mpps = sorted(run["rankme"]["values"], key=float)
     rows = [["RankMe", *(f"{run['rankme']['values'][m]:.2f}" for m in mpps)]]
+    if run.get("rankme_paper", {}).get("values"):
+        rows.append(["RankMe (paper)", *(f"{run['rankme_paper']['values'][m]:.2f}" for m in mpps)])
     for probe, result in run["probes"].items():
         ba = result["summary"]["balanced_accuracy"]
         rows.append([f"{probe} balanced accuracy", *(f"{ba[m]['mean']:.3f} ± {ba[m]['std']:.3f}" for m in mpps)])
     return mpps, rows
+
+
+def protocol_words(protocol: dict) -> str:
+    """How the report's splits were made, in words."""
+    if protocol["split"] == "nested":
+        how = f"{protocol['nested_folds']} outer folds of the paper's nested patient split"
+    else:
+        how = "the set's patient-disjoint folds"
+    refit = "refitted on train + validation" if protocol["refit"] else "fitted on train only"
+    return f"{how} (protocol {protocol['protocol']}; final probes {refit})"
 
 
 def demo_markdown(cfg: ExperimentConfig, result: dict, out: Path) -> str:
@@ -78,7 +90,8 @@ def demo_markdown(cfg: ExperimentConfig, result: dict, out: Path) -> str:
             f"nats, log K = {math.log(p.model.head_prototypes):.2f}); then "
             f"a set of {result['regions']} regions at {len(mpps)} mpps, probes trained on "
             f"{', '.join(f'{m:g}' for m in cfg.eval.train_mpps)} mpp and tested at every mpp over "
-            f"{cfg.evalset.folds} patient-disjoint folds (RankMe: {run['rankme']['method']}).",
+            f"{protocol_words(result['protocol'])} (RankMe: {run['rankme']['method']}; RankMe (paper): "
+            f"{run['rankme_paper']['method']}).",
             "## Per magnification (mean ± std over folds)",
             markdown_table(["metric", *(f"{m} mpp" for m in mpps)], rows),
             "## Gap at the intermediate mpps (mean of the neighbours minus the value; positive = dip)",
@@ -130,6 +143,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "training": training_figures(out / "pretrain"),
         "report": str(out / "eval" / "report.json"),
         "regions": report["regions"],
+        "protocol": report["protocol"],
         "run": report["runs"][0],
         "untrained": report["runs"][1],
     }
