@@ -15,6 +15,7 @@ from typing import Any
 from gapless.benchmarks.stages import STAGES
 from gapless.console import console, table
 from gapless.errors import InputError
+from gapless.io import save_figure
 from gapless.pipeline.sampling.config import STRATEGY_LABELS
 
 
@@ -149,7 +150,7 @@ def _save(fig: Any, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -23,7 +23,7 @@ from gapless.benchmarks.verdict import keeps_up, speedups, strategy_costs
 from gapless.config import to_dict
 from gapless.console import console, progress
 from gapless.devices import cuda_available
-from gapless.io import write_json
+from gapless.io import output_folder, write_json
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.sampling.config import STRATEGY_LABELS
 
@@ -187,7 +187,7 @@ def run_benchmark(
 
     t0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     slides = prepare(cfg.slides, index, cache_dir)
     data = base_data_config(cfg, slides.index)
     main, scaling = measure_all(cfg, data)

@@ -62,12 +62,10 @@ def synthesise(cfg: SlideSetConfig, directory: Path) -> Path:
 def prepare(cfg: SlideSetConfig, index: str = "", cache_dir: str | Path | None = None) -> SlideSet:
     """The slide set of a run: ``index`` when given, else the cached synthetic set (written if missing)."""
     if index:
-        path = Path(index)
-        if not path.is_file():
-            from gapless.errors import InputError
+        from gapless.pipeline.slides import SlideIndex
 
-            raise InputError(f"{path}: slide index not found (write one with `gapless index`)")
-        return SlideSet(path, None, 0.0)
+        SlideIndex.load(index)  # a missing, foreign or damaged index is named now, not after every measurement
+        return SlideSet(Path(index), None, 0.0)
     directory = Path(cache_dir or default_cache_dir()) / slide_set_key(cfg)
     if (directory / _DONE).is_file() and (directory / "index.h5").is_file():
         return SlideSet(directory / "index.h5", directory, 0.0)

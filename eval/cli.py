@@ -190,9 +190,11 @@ def _features(args: argparse.Namespace) -> int:
     from gapless.console import console, progress
     from gapless.eval.features import FeatureFile, featurise
     from gapless.eval.sets.file import EvalSet
+    from gapless.io import output_file
 
     kwargs, mean_std = model_options(args, args.overrides)
     evalset = EvalSet.load(args.set_path)
+    output_file(args.out)
     with progress() as bar:
         out = featurise(args.model, evalset, args.out, args.weights, kwargs, mean_std,
                         batch_size=args.batch_size, device=args.device, progress=bar)  # fmt: skip
@@ -211,6 +213,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from gapless.errors import InputError
     from gapless.eval.config import EvalConfig
     from gapless.eval.evaluate import evaluate
+    from gapless.io import output_folder
 
     inputs, overrides = split_overrides(args.inputs)
     if not inputs:
@@ -219,6 +222,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model_words = [w for w in words if w.startswith("model.")]
     kwargs, mean_std = model_options(args, model_words)
     cfg = load_config(EvalConfig, args.config, [w for w in words if not w.startswith("model.")])
+    output_folder(args.out)
     with progress() as bar:
         report = evaluate(inputs, args.set_path, args.out, cfg, args.name, console=None, progress=bar,
                           weights=args.weights, model_kwargs=kwargs, mean_std=mean_std)  # fmt: skip

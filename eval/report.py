@@ -14,6 +14,7 @@ import numpy as np
 
 from gapless.eval.gaps import gaps
 from gapless.eval.probes import METRICS
+from gapless.io import output_folder, save_figure
 from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key
 
 SERIES_TITLES = {
@@ -101,7 +102,7 @@ def plot_series(runs: list[dict], out_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     names = list(dict.fromkeys(n for run in runs for n in series(run)))
     written = []
     for name in names:
@@ -125,7 +126,7 @@ def plot_series(runs: list[dict], out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize="small")
         path = out_dir / f"{name.replace('/', '_')}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
         plt.close(fig)
         written.append(path)
     return written
@@ -158,7 +159,7 @@ def plot_gaps(runs: list[dict], out_dir: str | Path) -> Path:
     fig.suptitle("gap: mean of neighbouring mpps minus value (positive = dip)")
     fig.tight_layout()
     path = Path(out_dir) / "gap.png"
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

@@ -21,6 +21,29 @@ from gapless.errors import InputError
 _PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
 
 
+def output_folder(path: str | Path) -> Path:
+    """``path`` as a folder outputs can be written into (created if missing); an existing file there, or a place
+    that cannot hold a folder, is an :class:`InputError` naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; give a folder for the outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from exc
+    return path
+
+
+def output_file(path: str | Path) -> Path:
+    """``path`` as a file name outputs can be written to (its folder created if missing): call it before long work
+    so that a bad ``--out`` is named at once; a folder there is an :class:`InputError`."""
+    path = Path(path)
+    output_folder(path.parent)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    return path
+
+
 def temporary_path(path: Path) -> Path:
     """The name ``path`` is written under before it is renamed: beside it, so the rename is atomic."""
     return path.with_name(path.name + ".tmp")
@@ -33,13 +56,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     On any error the temporary file is removed; out of space, no permission or a read-only place become an
     :class:`InputError` naming ``path``.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{path.parent}: cannot create the output folder ({exc.strerror or exc})") from exc
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name")
+    path = output_file(path)
     tmp = temporary_path(path)
     try:
         yield tmp
@@ -69,9 +86,22 @@ def write_json(data: Any, path: str | Path) -> Path:
     return write_text(text, path)
 
 
-def write_text(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path``, write-then-rename."""
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG, write-then-rename."""
     path = Path(path)
     with atomic_output(path) as tmp:
-        tmp.write_text(text)
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return path
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path``, write-then-rename."""
+    return write_bytes(text.encode(), path)
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write ``data`` to ``path``, write-then-rename."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path

@@ -39,16 +39,17 @@ def run_tiles(args: argparse.Namespace) -> int:
     import cv2
 
     from gapless.console import console
-    from gapless.io import write_json
+    from gapless.io import write_bytes, write_json
     from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
     tiles, records = slide_tiles(args.slide, args.mpp, args.n, args.seed, tile_px=args.tile_px,
                                  tissue_threshold=args.tissue_threshold, slide_mpp=args.slide_mpp)  # fmt: skip
     captions = [f"L{r['level']} {r['read_size']}px" if "level" in r else "skipped" for r in records]
     sheet = contact_sheet(tiles, captions)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise InputError(f"{args.out}: cannot write the PNG")
+    encoded, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise InputError(f"{args.out}: cannot encode the contact sheet as PNG")
+    write_bytes(png.tobytes(), args.out)
     skipped = sum(r["skipped"] for r in records)
     if args.json:
         write_json(

@@ -34,6 +34,23 @@ class AugmentConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def __post_init__(self) -> None:
+        for name, least in (("global_crops", 1), ("local_crops", 0), ("global_size", 1), ("local_size", 1)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name}: must be >= {least}, got {getattr(self, name)}")
+        for name in ("global_scale", "local_scale"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high <= 1.0:
+                raise ValueError(f"{name}: need 0 < low <= high <= 1 (shares of the tile's area), got {(low, high)}")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p_global1", "blur_p_global2", "blur_p_local",
+                     "solarize_p_global2"):  # fmt: skip
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: a probability must be in [0, 1], got {getattr(self, name)}")
+        if min(self.brightness, self.contrast, self.saturation) < 0 or not 0.0 <= self.hue <= 0.5:
+            raise ValueError("brightness, contrast, saturation must be >= 0 and hue in [0, 0.5]")
+        if min(self.std) <= 0:
+            raise ValueError(f"std: every channel's std must be > 0, got {self.std}")
+
 
 @dataclass
 class DataConfig:

@@ -128,6 +128,10 @@ class PretrainConfig:
             raise ValueError(f"device: '{self.device}' is not one of auto, cpu, cuda")
         if self.epochs <= 0 or self.log_every < 1:
             raise ValueError("epochs must be > 0 and log_every >= 1")
+        a, patch = self.data.augment, self.model.patch_size
+        for name, size in (("global_size", a.global_size), ("local_size", a.local_size if a.local_crops else patch)):
+            if size % patch:
+                raise ValueError(f"data.augment.{name}: {size} px is not a multiple of model.patch_size ({patch})")
 
     @property
     def total_iterations(self) -> int:

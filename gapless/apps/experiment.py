@@ -22,7 +22,7 @@ from gapless.config import fingerprint, load_config, to_dict
 from gapless.console import console, progress
 from gapless.errors import InputError, RunError
 from gapless.eval.config import EvalConfig
-from gapless.io import write_json
+from gapless.io import output_folder, write_json
 from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.train.config import PretrainConfig
@@ -71,6 +71,8 @@ class Stages:
         from gapless.config import save_config
 
         self.out, self.path, self.timings = out, out / "manifest.json", {}
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: exists and is not a folder; choose another --out")
         digest = fingerprint(to_dict(cfg))
         manifest = json.loads(self.path.read_text()) if self.path.is_file() else None
         if manifest is None and out.is_dir() and any(out.iterdir()):
@@ -89,7 +91,7 @@ class Stages:
                 "again (deletes only the run's own outputs), or choose another --out"
             )
         self.manifest = manifest or {"kind": kind, "config": digest, "done": {}}
-        out.mkdir(parents=True, exist_ok=True)
+        output_folder(out)
         save_config(cfg, out / "config.yaml")
         write_json(self.manifest, self.path)
 

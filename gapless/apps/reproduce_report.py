@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gapless.eval.gaps import MIN_GAP, dip_test, mean_se, significant
+from gapless.io import save_figure
 from gapless.pipeline.sampling.config import CONTINUOUS
 from gapless.pipeline.sampling.magnifications import INTERMEDIATE_MPPS, mpp_key
 
@@ -138,7 +139,6 @@ def plot_reproduction(per_strategy: dict[str, dict[str, list[float]]], verdict: 
     bars.set_ylabel(f"gap, points (± 2 SE over {verdict['unit']})")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

@@ -102,10 +102,13 @@ def compare_strategies(
     import dataclasses
 
     from gapless.console import console, table
-    from gapless.io import write_json
+    from gapless.io import output_file, write_json
     from gapless.pipeline.sampling import SamplingConfig, make_kernel, summarize
 
     base = base or SamplingConfig()
+    for path in (json_path, plot_path):
+        if path:
+            output_file(path)  # before minutes of work, not after
     results: dict[str, Any] = {}
     for name in strategies:
         cfg = dataclasses.replace(base, strategy=name)
@@ -146,13 +149,14 @@ def run_draw(args: argparse.Namespace) -> int:
 
     from gapless.console import console
     from gapless.errors import InputError
+    from gapless.io import atomic_output
 
     if args.n < 1:
         raise InputError(f"-n must be at least 1, got {args.n}")
     dist = _build(config_from_args(args, args.strategy))
     draws = dist.sample(args.n, np.random.default_rng(args.seed))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, draws)
+    with atomic_output(args.out) as tmp, open(tmp, "wb") as f:
+        np.save(f, draws)
     console.print(
         f"wrote {args.n} draws of '{args.strategy}' to {args.out} "
         f"(min {draws.min():.4g}, median {np.median(draws):.4g}, max {draws.max():.4g})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gapless.io import save_figure
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS, INTERMEDIATE_MPPS
 
 
@@ -50,7 +51,6 @@ def plot_strategies(results: dict[str, dict[str, Any]], out: Path, title: str = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out

@@ -51,6 +51,8 @@ def _index(args: argparse.Namespace) -> int:
         summary = build_index(args.inputs, args.out, args.labels, args.workers, args.mpp, args.mask_mpp, update,
                               shard, args.prune)  # fmt: skip
     print_index_summary(console, summary, args.out)
+    if summary.total and not summary.usable:
+        raise InputError(f"{args.out}: none of the {summary.total} slides is usable (the reasons are listed above)")
     return 0
 
 

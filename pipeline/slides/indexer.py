@@ -178,6 +178,9 @@ def build_index(
     every_slide = find_slides(inputs)
     slides = [s for s in every_slide if shard is None or in_shard(s, shard)]
     labels = read_labels(labels_csv) if labels_csv else None
+    if not every_slide and shard is None:
+        names = ", ".join(map(str, inputs))
+        raise InputError(f"{names}: no slides found (slide files by suffix, DICOM folders); nothing written")
     journal = Journal(out.with_name(out.name + ".journal"))
     old_index = None
     try:

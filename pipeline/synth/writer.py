@@ -9,6 +9,7 @@ set of labelled slides (a couple per patient) and ``labels.csv``.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from gapless.io import output_folder, write_text
 from gapless.pipeline.synth.formats import SUFFIXES, check_format, page_options
 from gapless.pipeline.synth.render import Renderer, SlideSpec, he_texture
 
@@ -138,8 +140,7 @@ def make_dataset(
     classes: tuple[str, ...] = CLASSES,
 ) -> SynthResult:
     """Write ``slides`` labelled slides (classes cycle by patient) and ``labels.csv`` into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     paths, labels, rows = [], {}, []
     suffix = SUFFIXES[check_format(fmt)]
     for i in range(slides):
@@ -151,10 +152,9 @@ def make_dataset(
         labels[name] = label
         rows.append((name, label, f"patient_{patient:03d}"))
     labels_csv = out / "labels.csv"
-    with open(labels_csv, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("slide", "label", "patient"))
-        writer.writerows(rows)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([("slide", "label", "patient"), *rows])
+    write_text(text.getvalue(), labels_csv)
     return SynthResult(paths, labels_csv, labels)
 
 
