@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GaplessError, FileNotFoundError) as exc:
         from rich.markup import escape
 
-        from gapless.console import console
+        from gapless.console import console, end_interrupted_output
 
+        end_interrupted_output()
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2 if isinstance(exc, (InputError, FileNotFoundError)) else 1
     except KeyboardInterrupt:

@@ -15,6 +15,15 @@ from rich.table import Table
 console = Console(stderr=True)
 
 
+def end_interrupted_output() -> None:
+    """Flush what an exception left half-written (a signal that lands while a progress bar renders leaves the
+    console buffering), and start a new line, so that the next message stands on a line of its own."""
+    if getattr(console, "_buffer_index", 0):
+        console._buffer_index = 0
+        console._check_buffer()
+        console.line()
+
+
 def progress(transient: bool = False) -> Progress:
     """A progress bar with counts and times; use as a context manager."""
     return Progress(
