@@ -1,16 +1,19 @@
 """The plain-CPU baseline loaders: a PyTorch DataLoader doing everything the DALI graph does, on the CPU.
 
 "DU" and "CU" are this loader with ``data.sampling.strategy=du`` or ``cu`` (any strategy works). It shares the tile
-source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with :func:`gapless.pipeline.resize.resize_square` (antialiased) and
-augments with :class:`gapless.pipeline.augment.MultiCrop` using the parameters the DALI loader delivers to its graph
-(:func:`gapless.pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
+source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with
+:func:`gapless.pipeline.resize.resize_square` (antialiased) and augments with :class:`gapless.pipeline.augment.MultiCrop`
+using the parameters the DALI loader delivers to its graph (:class:`gapless.pipeline.augparams.ParamSampler`), so both
+loaders make the same views of the same samples.
 
 Tuned as one would tune it for real: each worker builds whole batches (``batch_size=None``: no per-sample IPC and
-no collate in the main process) straight into shared memory (no copy when they are sent), OpenCV and torch are pinned to one thread per worker (no oversubscription),
-workers persist across epochs, each keeps ``prefetch`` batches in flight, and batches are pinned when a GPU will
-receive them. Worker ``w`` of ``n`` builds batches ``start + w, start + w + n, …``; the DataLoader returns worker
-outputs round-robin, so batches arrive in order and batch ``b`` is the same whatever the worker count.
-Augmentation parameters are a pure function of (seed, g), so the baseline is resumable bit for bit.
+no collate in the main process) of uint8 views straight into shared memory (no copy when they are sent, a quarter of
+the bytes of float32), the loader normalises each batch once on the output device, OpenCV and torch are pinned to
+one thread per worker (no oversubscription), workers persist across epochs, each keeps ``prefetch`` batches in
+flight, and batches are pinned when a GPU will receive them. Worker ``w`` of ``n`` builds batches
+``start + w, start + w + n, …``; the DataLoader returns worker outputs round-robin, so batches arrive in order and
+batch ``b`` is the same whatever the worker count. Augmentation parameters are a pure function of (seed, g), so the
+baseline is resumable bit for bit.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gapless.pipeline.augment import MultiCrop
-from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.resize import resize_square
@@ -37,6 +39,7 @@ class BaselineDataset(IterableDataset):
         super().__init__()
         self.cfg, self.source, self.shard = cfg, source, shard
         self.multicrop = MultiCrop(cfg.augment)
+        self.params = ParamSampler(cfg.augment, cfg.tile_px)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -56,43 +59,35 @@ class BaselineDataset(IterableDataset):
             self.source.close()  # this process's slide handles
 
     def make_batch(self, b: int, shared: bool = False) -> dict[str, torch.Tensor]:
-        """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata.
+        """Batch ``b`` of this rank: crop-major uint8 HWC global and local views plus per-sample metadata.
 
         ``shared`` (in a worker): the tensors are made in shared memory here, as the DataLoader's own collate does,
-        so the queue's feeder thread has nothing to copy when it sends them.
+        so the queue's feeder thread has nothing to copy when it sends them. The loader normalises them on arrival.
         """
         cfg, aug = self.cfg, self.cfg.augment
         B = cfg.batch_size
         crops = {
-            "global_crops": torch.empty(aug.global_crops * B, 3, aug.global_size, aug.global_size),
-            "local_crops": torch.empty(aug.local_crops * B, 3, aug.local_size, aug.local_size),
+            "global_crops": torch.empty(aug.global_crops * B, aug.global_size, aug.global_size, 3, dtype=torch.uint8),
+            "local_crops": torch.empty(aug.local_crops * B, aug.local_size, aug.local_size, 3, dtype=torch.uint8),
         }
+        meta = torch.zeros(4, B, dtype=torch.float64)  # mpp, level, retries, skipped
         if shared:
             crops = {key: crop.share_memory_() for key, crop in crops.items()}
-        # Crop-major views of the outputs: [crop, sample, 3, S, S].
-        globals_ = crops["global_crops"].numpy().reshape(aug.global_crops, B, 3, aug.global_size, aug.global_size)
-        locals_ = crops["local_crops"].numpy().reshape(aug.local_crops, B, 3, aug.local_size, aug.local_size)
-        meta = np.zeros((4, B), dtype=np.float64)  # mpp, level, retries, skipped
+            meta.share_memory_()
+        # Crop-major views of the outputs: [crop, sample, S, S, 3].
+        globals_ = crops["global_crops"].numpy().reshape(aug.global_crops, B, aug.global_size, aug.global_size, 3)
+        locals_ = crops["local_crops"].numpy().reshape(aug.local_crops, B, aug.local_size, aug.local_size, 3)
+        meta_np = meta.numpy()
         for k, g in enumerate(self.shard.batch(b, B)):
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
-            views_g, views_l = self.multicrop.apply(base, sample_params(aug, self.source.seed, g, cfg.tile_px))
+            views_g, views_l = self.multicrop.apply(base, self.params(self.source.seed, g))
             for c, view in enumerate(views_g):
                 globals_[c, k] = view
             for c, view in enumerate(views_l):
                 locals_[c, k] = view
-            meta[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
-        batch = {
-            **crops,
-            "mpp": torch.from_numpy(meta[0].astype(np.float32)),
-            "level": torch.from_numpy(meta[1].astype(np.int64)),
-            "retries": torch.from_numpy(meta[2].astype(np.int64)),
-            "skipped": torch.from_numpy(meta[3].astype(np.int64)),
-        }
-        if shared:
-            for key in ("mpp", "level", "retries", "skipped"):
-                batch[key].share_memory_()
-        return batch
+            meta_np[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
+        return {**crops, "meta": meta}
 
 
 def _join_queue_feeders_at_exit(worker_id: int) -> None:
@@ -147,11 +142,15 @@ class BaselineLoader(TrainLoader):
         if self._it is None:
             raise RuntimeError("the loader is closed")
         raw = next(self._it)
-        skipped, retries = raw.pop("skipped"), raw.pop("retries")
+        mpp, level, retries, skipped = raw["meta"]
         self._count(retries, skipped)
-        if self.out_device.type == "cuda":
-            return {k: v.to(self.out_device, non_blocking=True) for k, v in raw.items()}
-        return raw
+        dev = self.out_device
+        return {
+            "global_crops": self.normalize(raw["global_crops"]),
+            "local_crops": self.normalize(raw["local_crops"]),
+            "mpp": mpp.to(torch.float32).to(dev),
+            "level": level.to(torch.int64).to(dev),
+        }
 
     def _shutdown(self) -> None:
         it, self._it = self._it, None

@@ -1,4 +1,5 @@
-"""What every training loader shares: epochs of a fixed length, read counters, the output device, clean closing.
+"""What every training loader shares: epochs of a fixed length, read counters, the output device, normalising the
+views, clean closing.
 
 Subclasses make batches (:meth:`TrainLoader.next_batch`) and stop their workers (:meth:`TrainLoader._shutdown`);
 the contract they keep is stated once, in :mod:`gapless.pipeline.loader`.
@@ -16,6 +17,28 @@ from gapless.devices import torch_device
 from gapless.pipeline.config import DataConfig
 
 
+class ViewNormalizer:
+    """uint8 views [N, S, S, 3] (HWC, as both loaders make them) -> float32 [N, 3, S, S], ``(x/255 - mean)/std``.
+
+    Views cross processes as bytes and are normalised here, once per batch, on the device that receives them: on a
+    GPU it costs no CPU time, and on a CPU one vectorised pass over the batch costs a fraction of what per-view
+    NumPy normalisation in the workers did, and moves a quarter of the bytes between processes.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
+        mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device)
+        self.shift = (mean_t / std_t).view(1, 3, 1, 1).to(device)
+        self.device = device
+
+    def __call__(self, views: torch.Tensor) -> torch.Tensor:
+        views = views.to(self.device, non_blocking=True)
+        n, h, w, _ = views.shape
+        out = torch.empty((n, 3, h, w), dtype=torch.float32, device=self.device)
+        out.copy_(views.permute(0, 3, 1, 2))  # uint8 -> float32 and HWC -> CHW in one pass
+        return out.mul_(self.scale).sub_(self.shift)
+
+
 class TrainLoader(ABC):
     """Base of the DALI and the baseline loader."""
 
@@ -23,6 +46,7 @@ class TrainLoader(ABC):
         self.cfg = cfg
         self.iterations_per_epoch = cfg.iterations_per_epoch
         self.out_device = device if device is not None else torch_device("auto")
+        self.normalize = ViewNormalizer(cfg.augment.mean, cfg.augment.std, self.out_device)
         self._counts = {"reads": 0, "retries": 0, "skipped_tiles": 0, "skipped_slides": int(skipped_slides)}
         self._open = True
 

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import RegionTooLargeError
-from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.resize import resize_square
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
 from gapless.seeding import generator
 
@@ -164,12 +165,15 @@ class TileSource:
         """The target mpp of global sample ``g``: depends on (seed, g) only, never on retries."""
         return float(self.distribution.sample(1, self._rng(_STREAM_MPP, g))[0])
 
-    def plan(self, g: int, attempt: int = 0) -> TileSpec | None:
-        """Slide and region for attempt ``attempt`` of sample ``g``; None when no tissue location was found."""
+    def plan(self, g: int, attempt: int = 0, mpp: float | None = None) -> TileSpec | None:
+        """Slide and region for attempt ``attempt`` of sample ``g``; None when no tissue location was found.
+
+        ``mpp``: the sample's target mpp when the caller has it already (it is ``target_mpp(g)`` either way).
+        """
         rng = self._rng(_STREAM_ATTEMPT, g, attempt)
         slide_idx = int(rng.integers(len(self.slides)))
         entry = self.slides[slide_idx]
-        mpp = self.target_mpp(g)
+        mpp = self.target_mpp(g) if mpp is None else mpp
         side_um = self.tile_px * mpp
         center = self.tissue(entry).sample_center(rng, side_um, self.tissue_threshold, self.mask_tries, entry.mpp)
         if center is None:
@@ -197,7 +201,7 @@ class TileSource:
         """Read sample ``g``, retrying failed attempts at other deterministic locations."""
         mpp = self.target_mpp(g)
         for attempt in range(self.max_retries + 1):
-            spec = self.plan(g, attempt)
+            spec = self.plan(g, attempt, mpp)
             if spec is None:
                 continue
             try:
@@ -223,15 +227,25 @@ class SampleCallback:
 
     Sample ``idx_in_epoch`` of the DALI stream is sample ``shard.start · batch_size + idx_in_epoch`` of the shard's
     rank. The loader never ends a DALI epoch (it counts its own iterations), so
-    ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC), target mpp (float32),
+    ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC; with ``resize_px``, the base
+    tile it makes, resized by :func:`gapless.pipeline.resize.resize_square`), target mpp (float32),
     level (int32), retries (int32), skipped (int32), each metadata a 1-element array; with ``augment``, also the
     sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`gapless.pipeline.augparams.sample_params`),
     drawn here so that they travel with the sample from whichever worker made it.
     """
 
-    def __init__(self, source: TileSource, shard: Shard, batch_size: int, augment: AugmentConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: TileSource,
+        shard: Shard,
+        batch_size: int,
+        augment: AugmentConfig | None = None,
+        resize_px: int = 0,
+    ) -> None:
         self.source, self.shard, self.offset = source, shard, shard.start * int(batch_size)
         self.augment = augment
+        self.params = None if augment is None else ParamSampler(augment, source.tile_px)
+        self.resize_px = int(resize_px)  # > 0: deliver the region resized to its resize_px² base tile
 
     @property
     def num_outputs(self) -> int:
@@ -239,10 +253,13 @@ class SampleCallback:
 
     def __call__(self, sample_info: Any) -> tuple[np.ndarray, ...]:
         g = self.shard.global_index(self.offset + int(sample_info.idx_in_epoch))
-        outputs = tile_outputs(self.source.read(g))
-        if self.augment is None:
+        tile = self.source.read(g)
+        if self.resize_px:
+            tile.region = resize_square(tile.region, self.resize_px)
+        outputs = tile_outputs(tile)
+        if self.params is None:
             return outputs
-        return (*outputs, sample_params(self.augment, self.source.seed, g, self.source.tile_px))
+        return (*outputs, self.params(self.source.seed, g))
 
 
 def tile_outputs(tile: Tile) -> tuple[np.ndarray, ...]:

@@ -108,24 +108,47 @@ def normalize(images: Any, aug: AugmentConfig, mirror: Any = None) -> Any:
     )
 
 
-def augmented_crop(tile: Any, params: Any, recipe: CropRecipe, aug: AugmentConfig) -> Any:
-    """One DINOv2 view from its parameter row: resized crop, jitter/grayscale, blur, solarize, flip, normalise.
+def flip(crop: Any, params: Any) -> Any:
+    """Mirror horizontally where the delivered flag is set."""
+    return fn.flip(crop, horizontal=fn.cast(params[P.FLIP], dtype=types.INT32), vertical=0)
 
-    The flip comes last (in the normalisation): every step before it is pointwise or a symmetric filter, so
-    flipping last gives the view flipping first would.
+
+def augmented_crop(tile: Any, params: Any, recipe: CropRecipe, aug: AugmentConfig, tile_px: int = 0) -> Any:
+    """One DINOv2 view from its parameter row, uint8 HWC: resized crop, jitter/grayscale, blur, solarize, flip.
+
+    The flip comes last: every step before it is pointwise or a symmetric filter, so flipping last gives the view
+    flipping first would. Steps that are the identity for every sample are left out of the graph: the crop when
+    the recipe's window is always the whole tile (scale (1, 1)) at the tile's own size ``tile_px``, colour when
+    jitter and grayscale are off, the flip when its probability is 0. Normalisation happens in the loader, on the
+    device the batch goes to.
     """
-    crop = resized_crop(tile, params, recipe.size)
-    crop = color_jitter(crop, params)
+    crop = tile if whole_tile(recipe, tile_px) else resized_crop(tile, params, recipe.size)
+    if aug.jitter_p > 0.0 or aug.grayscale_p > 0.0:
+        crop = color_jitter(crop, params)
     crop = blur(crop, params, recipe.blur_p)
     crop = solarize(crop, params, recipe.solarize_p)
-    return normalize(crop, aug, mirror=fn.cast(params[P.FLIP], dtype=types.INT32))
+    return flip(crop, params) if aug.flip_p > 0.0 else crop
 
 
-def multicrop(tiles: Any, params: Any, aug: AugmentConfig) -> tuple[list[Any], list[Any]]:
-    """DINOv2 multi-crop of the base tiles with per-sample ``params`` ([n_crops, N_PARAMS] CPU DataNode).
+def whole_tile(recipe: CropRecipe, tile_px: int) -> bool:
+    """Whether every window of ``recipe`` is the whole ``tile_px``² tile at its own size (area scale (1, 1))."""
+    return tuple(recipe.scale) == (1.0, 1.0) and recipe.size == tile_px
 
-    Returns (global crops, local crops), each a list of [B, 3, S, S] nodes; row ``k`` of ``params`` drives view
-    ``k`` (global crops first).
+
+def uses_params(aug: AugmentConfig, tile_px: int) -> bool:
+    """Whether the multi-crop graph reads any per-sample parameter (False: every view is the base tile itself)."""
+    static = aug.jitter_p <= 0.0 and aug.grayscale_p <= 0.0 and aug.flip_p <= 0.0
+    recipes = crop_recipes(aug)
+    return not (static and all(whole_tile(r, tile_px) and r.blur_p <= 0 and r.solarize_p <= 0 for r in recipes))
+
+
+def multicrop(tiles: Any, params: Any, aug: AugmentConfig, tile_px: int = 0) -> tuple[list[Any], list[Any]]:
+    """DINOv2 multi-crop of the base tiles (``tile_px``²) with per-sample ``params`` ([n_crops, N_PARAMS] CPU
+    DataNode; None when :func:`uses_params` says no view reads them).
+
+    Returns (global crops, local crops), each a list of [B, S, S, 3] uint8 nodes; row ``k`` of ``params`` drives
+    view ``k`` (global crops first).
     """
-    views = [augmented_crop(tiles, params[k], recipe, aug) for k, recipe in enumerate(crop_recipes(aug))]
+    views = [augmented_crop(tiles, None if params is None else params[k], recipe, aug, tile_px)
+             for k, recipe in enumerate(crop_recipes(aug))]  # fmt: skip
     return views[: aug.global_crops], views[aug.global_crops :]
