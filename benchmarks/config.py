@@ -11,9 +11,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 
 LOADERS = ("dali", "baseline")
+REFERENCE = "reference"  # the floor: a bare plan + read + resize loop (gapless.benchmarks.floor), not a loader
+# What each loader makes per tile: DINOv2 multi-crop (the loader's augmentation config), or one plain base tile
+# (a single whole-tile view at tile_px, no augmentation): the loader's own overhead over the bare floor.
+MODES = ("multicrop", "plain")
 # Optional loaders, measured when named: the DALI graph fed by batched GPU decoding (read_device=cuda; needs CUDA),
 # beside the default 'dali', whose parallel workers decode on the host.
 OPTIONAL_LOADERS = ("dali-gpudecode",)
@@ -45,6 +50,8 @@ class BenchConfig:
     preset: str = "full"
     loaders: list[str] = field(default_factory=lambda: list(LOADERS))
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    reference: bool = True  # the floor: a bare plan + read + resize loop in one process, per strategy
     workers: int = 2  # DataLoader workers = DALI source workers = DALI threads (0: in the main process)
     batch_size: int = 16
     warmup_batches: int = -1  # after start-up, before the clock starts; -1: the loader's queue depth + 1
@@ -72,6 +79,9 @@ class BenchConfig:
             if name not in LOADERS + OPTIONAL_LOADERS:
                 choices = ", ".join(LOADERS + OPTIONAL_LOADERS)
                 raise ValueError(f"loaders: unknown loader '{name}' (choose from {choices})")
+        for name in self.modes:
+            if name not in MODES:
+                raise ValueError(f"modes: unknown mode '{name}' (choose from {', '.join(MODES)})")
         for name in [*self.strategies, *self.stage_strategies, self.scaling_strategy]:
             if name not in STRATEGIES:
                 raise ValueError(f"strategies: unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
@@ -98,6 +108,12 @@ class BenchConfig:
         while points[-1] * 2 <= max(2, cores):
             points.append(points[-1] * 2)
         return points
+
+
+def plain_augment(aug: AugmentConfig) -> AugmentConfig:
+    """The ``plain`` mode's recipe: one view, the whole base tile at its own size, nothing random applied."""
+    return dataclasses.replace(aug, global_crops=1, local_crops=0, global_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
+                               grayscale_p=0.0, blur_p_global1=0.0, blur_p_global2=0.0, solarize_p_global2=0.0)  # fmt: skip
 
 
 def quick(cfg: BenchConfig | None = None) -> BenchConfig:
