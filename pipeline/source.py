@@ -32,6 +32,7 @@ from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
+from gapless.pipeline.workers import ParentBound
 from gapless.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,12 @@ class Tile:
         return -1 if self.spec is None else self.spec.plan.level
 
 
-class TileSource:
-    """Maps a global sample index to a tile and reads it (see the module docstring for the contract)."""
+class TileSource(ParentBound):
+    """Maps a global sample index to a tile and reads it (see the module docstring for the contract).
+
+    Loader workers (DALI's source workers, DataLoader workers, planner processes) receive the source pickled; one
+    that unpickles it ends when the process that sent it dies (:class:`gapless.pipeline.workers.ParentBound`).
+    """
 
     def __init__(
         self,
@@ -142,7 +147,7 @@ class TileSource:
         self._cache: SlideCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_cache"] = None  # handles are per process; the worker opens its own
         return state
 

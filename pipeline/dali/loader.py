@@ -46,8 +46,7 @@ def build_dali_pipeline(
         augment = cfg.augment if with_params else None
         callback = SampleCallback(source, shard, cfg.batch_size, augment, cfg.tile_px if resized else 0)
         params = None
-    reads = pipelines.RegionReads(callback, gpu_reads, not gpu_reads and cfg.workers > 0, cfg.prefetch, params,
-                                  resized)  # fmt: skip
+    reads = pipelines.RegionReads(callback, gpu_reads, not gpu_reads and cfg.workers > 0, cfg.prefetch, params)
     common = dict(
         batch_size=cfg.batch_size,
         num_threads=max(1, cfg.workers),

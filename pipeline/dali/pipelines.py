@@ -41,7 +41,6 @@ class RegionReads:
     parallel: bool
     prefetch: int
     params: Any = None
-    resized: bool = False  # the source delivers base tiles already resized on the host (CPU graphs)
 
     def nodes(self) -> tuple[Any, ...]:
         """The external source nodes: (regions HWC uint8, mpp, level, retries, skipped[, params])."""
@@ -59,11 +58,16 @@ class RegionReads:
                                layout=["HWC"] + [""] * (n - 1), **kwargs)
         )  # fmt: skip
 
+    @property
+    def resized(self) -> bool:
+        """Whether the host callback delivers base tiles, resized in its workers (``SampleCallback.resize_px``)."""
+        return bool(getattr(self.source, "resize_px", 0))
+
     def base_tiles(self, regions: Any, device: str, tile_px: int) -> Any:
         """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so."""
         if device == "gpu" and not self.gpu:
             regions = regions.gpu()
-        return regions if self.resized else graph.crop_resize(regions, tile_px)
+        return graph.crop_resize(regions, tile_px)
 
 
 @pipeline_def(enable_conditionals=True)
@@ -72,7 +76,8 @@ def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentCo
     the views uint8 HWC (the loader normalises them on the output device)."""
     regions, *meta = reads.nodes()
     params = meta.pop() if len(meta) > len(META_NAMES) else None  # none when no view uses them
-    global_crops, local_crops = graph.multicrop(reads.base_tiles(regions, device, tile_px), params, aug, tile_px)
+    tiles = regions if reads.resized else reads.base_tiles(regions, device, tile_px)
+    global_crops, local_crops = graph.multicrop(tiles, params, aug, tile_px)
     return (*global_crops, *local_crops, *meta)
 
 
@@ -80,7 +85,7 @@ def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentCo
 def eval_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentConfig, normalized: bool):
     """Regions -> base tiles, no augmentation: uint8 HWC (``normalized=False``) or normalised float CHW."""
     regions, *meta = reads.nodes()
-    tiles = reads.base_tiles(regions, device, tile_px)
+    tiles = regions if reads.resized else reads.base_tiles(regions, device, tile_px)
     if normalized:
         tiles = graph.normalize(tiles, aug)
     return (tiles, *meta)
