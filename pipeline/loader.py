@@ -13,8 +13,9 @@ Contract (both the DALI and the baseline loader keep it):
   worker count: see :mod:`gapless.pipeline.source` and :mod:`gapless.pipeline.augparams`; so a run resumed at iteration k gets
   the batches an uninterrupted run gets there, bit for bit (on the same kind of device).
 
-``cfg.loader``: auto or dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline ->
-PyTorch DataLoader, synthetic -> in-memory batches with no I/O (:mod:`gapless.pipeline.synthetic`).
+``cfg.loader``: dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline -> PyTorch
+DataLoader, synthetic -> in-memory batches with no I/O (:mod:`gapless.pipeline.synthetic`), auto -> the faster of
+DALI and the DataLoader on this machine (:func:`resolve_loader`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ from gapless.pipeline.config import DataConfig
 from gapless.pipeline.source import Shard, SlideEntry, TileSource
 
 log = logging.getLogger(__name__)
+
+
+def resolve_loader(cfg: DataConfig, has_cuda: bool | None = None) -> str:
+    """The loader ``cfg.loader`` names; auto is DALI with CUDA and the DataLoader baseline without.
+
+    With a GPU, DALI runs crop-resize and multi-crop on it. On a CPU both loaders make the same views from the same
+    host reads, but DALI's CPU operators (antialiased resize, colour twist, Gaussian blur) cost two to three times
+    what OpenCV's do per view, so the DataLoader delivers about twice the multi-crop tiles per CPU-second
+    (benchmarks/results/RESULTS.md).
+    """
+    if cfg.loader != "auto":
+        return cfg.loader
+    has_cuda = cuda_available() if has_cuda is None else has_cuda
+    return "dali" if has_cuda else "baseline"
 
 
 def resolve_devices(cfg: DataConfig, has_cuda: bool | None = None) -> tuple[str, str]:
@@ -101,12 +116,13 @@ def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
 def build_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1, start_iteration: int = 0) -> Any:
     """The loader of ``rank`` (of ``world_size``) starting at iteration ``start_iteration`` (see module doc)."""
     shard = Shard(rank, world_size, start_iteration)
-    if cfg.loader == "synthetic":
+    loader = resolve_loader(cfg)
+    if loader == "synthetic":
         from gapless.pipeline.synthetic import SyntheticLoader
 
         return SyntheticLoader(cfg, shard)
     source, skipped = build_source(cfg)
-    if cfg.loader == "baseline":
+    if loader == "baseline":
         from gapless.pipeline.baseline import BaselineLoader
 
         return BaselineLoader(cfg, source, shard, skipped_slides=skipped)

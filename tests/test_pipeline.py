@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from gapless.pipeline.config import AugmentConfig, DataConfig
-from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices
+from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices, resolve_loader
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
 from gapless.pipeline.source import Shard
@@ -212,6 +212,13 @@ def test_bad_slides_in_the_index_are_counted_by_the_loader(bad_index) -> None:
             assert batch["global_crops"].shape[0] == 2 * B
         counts = loader.stats()
     assert counts["skipped_slides"] == 2 and counts["reads"] == 2 * B
+
+
+def test_auto_picks_dali_with_cuda_and_the_dataloader_without() -> None:
+    cfg = DataConfig()
+    assert resolve_loader(cfg, has_cuda=True) == "dali" and resolve_loader(cfg, has_cuda=False) == "baseline"
+    for name in ("dali", "baseline", "synthetic"):
+        assert resolve_loader(dataclasses.replace(cfg, loader=name), has_cuda=False) == name
 
 
 def test_device_choice() -> None:
