@@ -1,7 +1,7 @@
 """The tile source: which tile the pipeline makes for each sample, and reading it.
 
 Sample ``i`` of rank ``r`` (of ``W``) is the global sample ``g = i·W + r``; every random choice about it is drawn
-from generators seeded with ``(seed, stream, g[, attempt])`` (NumPy ``SeedSequence`` -> PCG64). So a tile is a pure
+from generators seeded with ``(seed, stream, g[, attempt])`` (:mod:`gapless.seeding`). So a tile is a pure
 function of ``(seed, rank, i)``: deterministic, disjoint across ranks (ranks own disjoint residues of ``g``),
 independent of worker count and call order, and resumable from any iteration without replaying the ones before.
 
@@ -10,6 +10,11 @@ independent of worker count and call order, and resumable from any iteration wit
 - The slide is drawn uniformly over the readable slides of the index (each slide weighs the same, however large;
   the paper samples slides this way), and the location with the slide's tissue mask so that the footprint *at the
   sampled mpp* (``tile_px · mpp`` microns square) is at least ``tissue_threshold`` tissue.
+- With ``tiles_per_slide = K > 1``, the first attempts of K consecutive samples of a rank (``i // K`` equal) share
+  one slide, drawn uniformly from ``(seed, group)``: each sample's slide is still uniform over the slides and its
+  mpp its own independent draw, but a worker opens the slide and loads its tissue mask once for K tiles, which is
+  what keeps an index of many thousands of slides (nearly every draw a slide not yet open) fast. Retries draw their
+  slide per attempt, as with K = 1, the default (every sample's slide independent).
 - A failed attempt (no tissue found, unreadable region, vanished file) is retried with ``attempt + 1``: another
   slide and location, derived deterministically. After ``max_retries`` the sample is delivered as a flat tile of
   the normalisation mean (zero after normalising) and counted as skipped, so the batch keeps its size: never fatal,
@@ -22,6 +27,7 @@ in each process (DALI workers are started with ``spawn``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +43,10 @@ from gapless.seeding import generator
 
 log = logging.getLogger(__name__)
 
-# Stream tags keep the generators for the mpp and for the (slide, location) attempts independent.
+# Stream tags keep the generators for the mpp, the (slide, location) attempts and a group's slide independent.
 _STREAM_MPP = 0x6D7070
 _STREAM_ATTEMPT = 0x6C6F63
+_STREAM_GROUP = 0x677270
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ class TileSource(ParentBound):
 
     def __init__(
         self,
-        slides: list[SlideEntry],
+        slides: Sequence[SlideEntry],
         distribution: Any,
         seed: int,
         tile_px: int = 224,
@@ -127,10 +134,16 @@ class TileSource(ParentBound):
         mask_tries: int = 32,
         fill: tuple[float, float, float] = (0.485, 0.456, 0.406),
         index: SlideIndex | None = None,
+        tiles_per_slide: int = 1,
+        world_size: int = 1,
     ) -> None:
-        if not slides:
+        if not len(slides):
             raise ValueError("the tile source needs at least one readable slide")
-        self.slides = list(slides)
+        if tiles_per_slide < 1 or world_size < 1:
+            raise ValueError(f"tiles_per_slide and world_size must be >= 1, got {tiles_per_slide}, {world_size}")
+        # A list of entries, or a sequence that makes them on demand from the index (pipeline.slide_table).
+        self.slides = list(slides) if isinstance(slides, (list, tuple)) else slides
+        self.tiles_per_slide, self.world_size = int(tiles_per_slide), int(world_size)
         self.distribution = distribution
         self.seed = int(seed)
         self.tile_px = int(tile_px)
@@ -176,7 +189,10 @@ class TileSource(ParentBound):
         ``mpp``: the sample's target mpp when the caller has it already (it is ``target_mpp(g)`` either way).
         """
         rng = self._rng(_STREAM_ATTEMPT, g, attempt)
-        slide_idx = int(rng.integers(len(self.slides)))
+        if attempt == 0 and self.tiles_per_slide > 1:  # the slide of the sample's group
+            slide_idx = int(self._rng(_STREAM_GROUP, self.slide_group(g)).integers(len(self.slides)))
+        else:
+            slide_idx = int(rng.integers(len(self.slides)))
         entry = self.slides[slide_idx]
         mpp = self.target_mpp(g) if mpp is None else mpp
         side_um = self.tile_px * mpp
@@ -188,6 +204,11 @@ class TileSource(ParentBound):
         except RegionTooLargeError:  # the slide is smaller than this tile's footprint: draw another
             return None
         return TileSpec(index=g, attempt=attempt, slide=slide_idx, path=entry.path, plan=plan)
+
+    def slide_group(self, g: int) -> int:
+        """The group of sample ``g``: ``tiles_per_slide`` consecutive samples of one rank share it (module doc)."""
+        rank, i = g % self.world_size, g // self.world_size
+        return (i // self.tiles_per_slide) * self.world_size + rank
 
     def tissue(self, entry: SlideEntry) -> TissueMask:
         return entry.tissue if entry.tissue is not None else self.index.tissue_mask(entry.row)

@@ -4,6 +4,7 @@ determinism, resumption, the mpp distribution, agreement of the two crop-and-res
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,7 +188,7 @@ def test_baseline_workers_deliver_batches_in_order_and_exit_cleanly(synthetic_sl
 
 @pytest.fixture(scope="module")
 def bad_index(synthetic_slides, tmp_path_factory):
-    """An index of four slides of which one then vanishes and one is truncated."""
+    """An index of four slides of which one then vanishes, one is truncated and one is touched (still good)."""
     from gapless.pipeline.slides.indexer import build_index
 
     root = tmp_path_factory.mktemp("bad_index")
@@ -197,6 +198,7 @@ def bad_index(synthetic_slides, tmp_path_factory):
     copies[0].unlink()
     with open(copies[1], "r+b") as f:
         f.truncate(4096)
+    os.utime(copies[2], (1e9, 1e9))  # changed since indexing: opened to check, and kept
     return SimpleNamespace(index=index, good=len(copies) - 2)
 
 
