@@ -54,6 +54,7 @@ class BenchConfig:
     reference: bool = True  # the floor: a bare plan + read + resize loop in one process, per strategy
     workers: int = 2  # DataLoader workers = DALI source workers = DALI threads (0: in the main process)
     batch_size: int = 16
+    tiles_per_slide: int = 1  # data.tiles_per_slide of every loader (consecutive samples sharing a slide)
     warmup_batches: int = -1  # after start-up, before the clock starts; -1: the loader's queue depth + 1
     batches_per_repeat: int = 6  # one measurement window, at least ...
     min_window_s: float = 1.0  # ... and at least this long (fast loaders would otherwise time their prefetch queue)
@@ -85,8 +86,8 @@ class BenchConfig:
         for name in [*self.strategies, *self.stage_strategies, self.scaling_strategy]:
             if name not in STRATEGIES:
                 raise ValueError(f"strategies: unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
-        if min(self.batch_size, self.batches_per_repeat, self.repeats, self.passes) < 1:
-            raise ValueError("batch_size, batches_per_repeat, repeats and passes must all be >= 1")
+        if min(self.batch_size, self.batches_per_repeat, self.repeats, self.passes, self.tiles_per_slide) < 1:
+            raise ValueError("batch_size, batches_per_repeat, repeats, passes and tiles_per_slide must all be >= 1")
         # 0 workers: everything in the main process (DALI: the pipeline thread); quick starts, for tests
         if self.workers < 0 or any(w < 0 for w in self.scaling_workers):
             raise ValueError("workers and scaling_workers must be >= 0")

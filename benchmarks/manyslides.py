@@ -235,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     from gapless.pipeline.slides.indexer import build_index
 
     sources = sorted(prepare(SlideSetConfig()).index.parent.glob("*.svs"))
-    write_files(args.out / "slides", args.files, sources, tuple(args.size))
+    paths = write_files(args.out / "slides", args.files, sources, tuple(args.size))
     index = args.out / f"index-{args.files}.h5"
     if not index.is_file():
-        summary = build_index([args.out / "slides"], index, workers=args.workers)
+        summary = build_index(paths, index, workers=args.workers)
         print(f"indexed {summary.usable} of {summary.total} slides into {index}")
     print(index)
     if args.links:

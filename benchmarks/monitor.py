@@ -1,4 +1,5 @@
-"""Peak memory while a loader runs: RSS of this process and all its children, and GPU memory in use.
+"""Peak memory while a loader runs: RSS of this process and all its children, the largest RSS of one child (a
+loader worker), and GPU memory in use.
 
 A background thread samples every ``interval`` seconds. RSS is summed over the process tree (DataLoader workers
 and DALI's source workers are children), so a loader's workers count. GPU memory is the device's used memory
@@ -22,15 +23,20 @@ def _tree() -> list[Any]:
 
 def tree_rss_bytes() -> int:
     """RSS of this process and all its descendants (DataLoader and DALI source workers are children), bytes."""
+    return sum(tree_rss())
+
+
+def tree_rss() -> list[int]:
+    """RSS of this process, then of each of its live descendants, bytes."""
     import psutil
 
-    total = 0
+    out = []
     for proc in _tree():
         try:
-            total += proc.memory_info().rss
+            out.append(proc.memory_info().rss)
         except psutil.Error:  # a child that just exited
             continue
-    return total
+    return out
 
 
 def tree_cpu_seconds() -> float:
@@ -63,6 +69,7 @@ def gpu_used_bytes() -> int | None:
 class MemoryPeak:
     rss_start_mib: float
     rss_peak_mib: float
+    worker_rss_peak_mib: float | None  # the largest RSS any one descendant (a loader worker) reached
     gpu_start_mib: float | None
     gpu_peak_mib: float | None
     torch_peak_mib: float | None  # PyTorch's allocator alone
@@ -78,11 +85,15 @@ class MemoryMonitor:
         self.interval = interval
         self._stop = threading.Event()
         self._rss_peak = 0
+        self._worker_peak: int | None = None
         self._gpu_peak: int | None = None
         self.result: MemoryPeak | None = None
 
     def _sample(self) -> None:
-        self._rss_peak = max(self._rss_peak, tree_rss_bytes())
+        rss = tree_rss()
+        self._rss_peak = max(self._rss_peak, sum(rss))
+        if len(rss) > 1:
+            self._worker_peak = max(self._worker_peak or 0, *rss[1:])
         gpu = gpu_used_bytes()
         if gpu is not None:
             self._gpu_peak = max(self._gpu_peak or 0, gpu)
@@ -117,6 +128,7 @@ class MemoryMonitor:
         self.result = MemoryPeak(
             rss_start_mib=self._rss_start * mib,
             rss_peak_mib=self._rss_peak * mib,
+            worker_rss_peak_mib=None if self._worker_peak is None else self._worker_peak * mib,
             gpu_start_mib=None if self._gpu_start is None else self._gpu_start * mib,
             gpu_peak_mib=None if self._gpu_peak is None else self._gpu_peak * mib,
             torch_peak_mib=torch_peak,

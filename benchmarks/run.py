@@ -33,7 +33,7 @@ SCHEMA = "gapless-bench/1"
 def base_data_config(cfg: BenchConfig, index: Path) -> DataConfig:
     # iterations_per_epoch only bounds iteration; the harness calls next_batch itself.
     return DataConfig(index=str(index), batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                      iterations_per_epoch=1_000_000)  # fmt: skip
+                      iterations_per_epoch=1_000_000, tiles_per_slide=cfg.tiles_per_slide)  # fmt: skip
 
 
 def device_name() -> str:
