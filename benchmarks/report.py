@@ -45,7 +45,7 @@ def throughput_rows(result: dict[str, Any]) -> list[list[Any]]:
         cpu = statistics.median(r["cpu_ms_per_tile"]) if r.get("cpu_ms_per_tile") else float("nan")
         rows.append([series(r), _label(r["strategy"]), r["workers"], r["median"], r["min"], r["max"], cpu,
                      _optional(r.get("cpu_vs_floor"), ".2f"), _optional(r.get("cores_at_trainer_rate"), ".2f"),
-                     r["startup_s"], _mib(mem, "rss_peak_mib"), _mib(mem, "worker_rss_peak_mib"),
+                     r["startup_s"], _mib(mem, "rss_peak_mib"), _mib(mem, "worker_uss_peak_mib"),
                      _mib(mem, "gpu_peak_mib"), rel])  # fmt: skip
     return rows
 
@@ -53,10 +53,10 @@ def throughput_rows(result: dict[str, Any]) -> list[list[Any]]:
 def print_report(result: dict[str, Any]) -> None:
     """All tables of a result, then the verdict sentences."""
     cols = ["loader", "strategy", "workers", "tiles/s", "min", "max", "CPU ms", "× floor", "cores/GPU", "start s",
-            "RSS MiB", "worker MiB", "GPU MiB", "vs DU"]  # fmt: skip
+            "RSS MiB", "worker USS", "GPU MiB", "vs DU"]  # fmt: skip
     title = ("Loader throughput, tiles/s (a tile = its whole multi-crop output; plain: one un-augmented tile); CPU ms "
              "per tile of process + workers, × the floor's (reference: bare plan + read + resize; + augmentation "
-             "for multi-crop); cores one GPU needs at the trainer's rate; peak memory, all processes and the largest worker")  # fmt: skip
+             "for multi-crop); cores one GPU needs at the trainer's rate; peak memory: RSS of all processes, unique memory of the largest worker")  # fmt: skip
     _print(table(title, cols, throughput_rows(result)))
     if result.get("stages"):
         rows = []
