@@ -67,6 +67,19 @@ def crop_recipes(aug: AugmentConfig) -> list[CropRecipe]:
     return recipes
 
 
+def whole_tile(recipe: CropRecipe, tile_px: int) -> bool:
+    """Whether every window of ``recipe`` is the whole ``tile_px``² tile at its own size (area scale (1, 1))."""
+    return tuple(recipe.scale) == (1.0, 1.0) and recipe.size == tile_px
+
+
+def views_vary(aug: AugmentConfig, tile_px: int) -> bool:
+    """Whether any view depends on its random parameters (False: every view is the base tile itself, as in
+    un-augmented plain tiles, and the parameters need not be drawn or delivered)."""
+    static = aug.jitter_p <= 0.0 and aug.grayscale_p <= 0.0 and aug.flip_p <= 0.0
+    fixed = all(whole_tile(r, tile_px) and r.blur_p <= 0.0 and r.solarize_p <= 0.0 for r in crop_recipes(aug))
+    return not (static and fixed)
+
+
 def crop_windows(
     rng: np.random.Generator,
     height: int,

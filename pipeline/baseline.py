@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gapless.pipeline.augment import MultiCrop
-from gapless.pipeline.augparams import ParamSampler
+from gapless.pipeline.augparams import ParamSampler, views_vary
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.resize import resize_square
@@ -40,6 +40,8 @@ class BaselineDataset(IterableDataset):
         self.cfg, self.source, self.shard = cfg, source, shard
         self.multicrop = MultiCrop(cfg.augment)
         self.params = ParamSampler(cfg.augment, cfg.tile_px)
+        # Views that never vary (plain tiles) need no parameters drawn: any sample's serve every sample.
+        self.fixed = None if views_vary(cfg.augment, cfg.tile_px) else self.params(0, 0)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -81,7 +83,8 @@ class BaselineDataset(IterableDataset):
         for k, g in enumerate(self.shard.batch(b, B)):
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
-            views_g, views_l = self.multicrop.apply(base, self.params(self.source.seed, g))
+            params = self.params(self.source.seed, g) if self.fixed is None else self.fixed
+            views_g, views_l = self.multicrop.apply(base, params)
             for c, view in enumerate(views_g):
                 globals_[c, k] = view
             for c, view in enumerate(views_l):

@@ -235,3 +235,29 @@ def test_device_choice() -> None:
         resolve_devices(dataclasses.replace(cfg, device="gpu"), has_cuda=False)
     with pytest.raises(ConfigError):
         resolve_devices(dataclasses.replace(cfg, device="cpu", read_device="cuda"), has_cuda=True)
+
+
+def test_plain_tiles_are_the_normalised_base_tiles_from_both_loaders(synthetic_slides) -> None:
+    """Whole-tile views with nothing random applied skip every augmentation step (and their parameters), in DALI
+    and in the DataLoader: each view is exactly the base tile, normalised on the output device."""
+    from gapless.benchmarks.config import plain_augment
+    from gapless.pipeline.augparams import views_vary
+    from gapless.pipeline.loader_base import ViewNormalizer
+
+    plain = plain_augment(AugmentConfig())
+    assert not views_vary(plain, 224) and views_vary(AugmentConfig(), 224)
+    cfg = _cfg(synthetic_slides.index, augment=plain, iterations_per_epoch=1)
+    source, _ = build_source(cfg)
+    base = np.stack([resize_square(source.read(g).region, cfg.tile_px) for g in Shard().batch(0, B)])
+    import torch
+
+    expected = ViewNormalizer(plain.mean, plain.std, torch.device("cpu"))(torch.from_numpy(base)).numpy()
+    reference = (base.transpose(0, 3, 1, 2) / 255.0 - np.array(plain.mean)[:, None, None]) / np.array(plain.std)[
+        :, None, None
+    ]
+    assert np.abs(expected - reference).max() < 1e-5
+    for loader in ("baseline", "dali"):
+        with build_loader(dataclasses.replace(cfg, loader=loader)) as made:
+            batch = made.next_batch()
+        assert batch["local_crops"].shape == (0, 3, plain.local_size, plain.local_size)
+        assert np.array_equal(batch["global_crops"].numpy(), expected), loader

@@ -21,7 +21,7 @@ from typing import Any
 from nvidia.dali import fn, types
 
 from gapless.pipeline import augparams as P
-from gapless.pipeline.augparams import CropRecipe, crop_recipes
+from gapless.pipeline.augparams import CropRecipe, crop_recipes, whole_tile
 from gapless.pipeline.config import AugmentConfig
 
 # 255 - x for x >= 128, identity below: torchvision's solarize with threshold 128, as a lookup table (CPU and GPU).
@@ -130,21 +130,9 @@ def augmented_crop(tile: Any, params: Any, recipe: CropRecipe, aug: AugmentConfi
     return flip(crop, params) if aug.flip_p > 0.0 else crop
 
 
-def whole_tile(recipe: CropRecipe, tile_px: int) -> bool:
-    """Whether every window of ``recipe`` is the whole ``tile_px``² tile at its own size (area scale (1, 1))."""
-    return tuple(recipe.scale) == (1.0, 1.0) and recipe.size == tile_px
-
-
-def uses_params(aug: AugmentConfig, tile_px: int) -> bool:
-    """Whether the multi-crop graph reads any per-sample parameter (False: every view is the base tile itself)."""
-    static = aug.jitter_p <= 0.0 and aug.grayscale_p <= 0.0 and aug.flip_p <= 0.0
-    recipes = crop_recipes(aug)
-    return not (static and all(whole_tile(r, tile_px) and r.blur_p <= 0 and r.solarize_p <= 0 for r in recipes))
-
-
 def multicrop(tiles: Any, params: Any, aug: AugmentConfig, tile_px: int = 0) -> tuple[list[Any], list[Any]]:
     """DINOv2 multi-crop of the base tiles (``tile_px``²) with per-sample ``params`` ([n_crops, N_PARAMS] CPU
-    DataNode; None when :func:`uses_params` says no view reads them).
+    DataNode; None when no view reads them, :func:`gapless.pipeline.augparams.views_vary`).
 
     Returns (global crops, local crops), each a list of [B, S, S, 3] uint8 nodes; row ``k`` of ``params`` drives
     view ``k`` (global crops first).

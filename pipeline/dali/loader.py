@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from gapless.pipeline.augparams import views_vary
 from gapless.pipeline.config import DataConfig
-from gapless.pipeline.dali import graph, pipelines
+from gapless.pipeline.dali import pipelines
 from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.source import SampleCallback, Shard, TileSource
@@ -37,7 +38,7 @@ def build_dali_pipeline(
     """
     gpu_reads = read_device == "cuda"
     resized = (device == "cpu" if host_resize is None else host_resize) and not gpu_reads
-    with_params = not evaluation and graph.uses_params(cfg.augment, cfg.tile_px)  # some view uses them
+    with_params = not evaluation and views_vary(cfg.augment, cfg.tile_px)  # some view uses them
     if gpu_reads:
         batched = cfg.gpu_decode == "batched"
         callback: Any = GpuBatchReader(source, cfg.batch_size, shard, batched=batched, planners=cfg.workers)
