@@ -8,10 +8,11 @@ Each tile of a strategy goes through the baseline loader's own functions, one at
 - check: what the damaged-tile check adds to the read (the same region read with the check on and off, in
   alternating order); 0 where the readers have no switch for it (``check_measured`` says which);
 - resize: crop-and-resize to ``tile_px`` (:func:`gapless.pipeline.resize.resize_square`, antialiased);
-- augment: DINOv2 multi-crop (``gapless.pipeline.augment.MultiCrop``, uint8 views);
-- transfer: per batch, collating the uint8 views into batch tensors (in shared memory on a CPU, what a DataLoader
-  worker does so that a batch is sent as handles; pinned and copied to the device on a GPU) and normalising them on
-  the device (:class:`gapless.pipeline.loader_base.ViewNormalizer`, synchronised).
+- augment: DINOv2 multi-crop (``gapless.pipeline.augment.MultiCrop``), each uint8 view written into its place in
+  the packed batch (``gapless.pipeline.baseline.PackedBatch``), as the baseline's workers do;
+- transfer: per batch, handing the packed batch over (into shared memory on a CPU, what a DataLoader worker does so
+  that a batch is sent as a handle; pinned and copied to the device on a GPU) and normalising the views on the
+  device (:class:`gapless.pipeline.loader_base.ViewNormalizer`, synchronised).
 
 OpenCV and torch use one thread, as in a loader worker, and times are CPU time of the process, so the figures are
 per worker and hardly move when other programs load the machine. Alongside the times, the
@@ -96,19 +97,15 @@ def tile_check_switch() -> Callable[[bool], None] | None:
     return getattr(module, "set_tile_check", None)
 
 
-def _transfer(views: list[list[np.ndarray]], normalize: Any, cuda: bool) -> None:
-    """Collate uint8 views into batch tensors as the baseline worker does, straight into shared memory on a CPU
-    (the DataLoader then sends handles, not pixels), pinned and copied on a GPU; then normalise on the device."""
+def _transfer(packed: Any, layout: Any, normalize: Any, cuda: bool) -> None:
+    """Hand a packed batch over as the baseline loader does: into shared memory on a CPU (the DataLoader then
+    sends a handle, not pixels), pinned and copied on a GPU; then unpack and normalise the views on the device."""
     import torch
 
-    for group in views:
-        batch = torch.empty((len(group), *group[0].shape), dtype=torch.uint8)
-        if not cuda:
-            batch.share_memory_()
-        out = batch.numpy()
-        for i, view in enumerate(group):
-            out[i] = view
-        normalize(batch.pin_memory() if cuda else batch)
+    packed = packed.pin_memory() if cuda else packed.share_memory_()
+    _, globals_, locals_ = layout.unpack(packed)
+    normalize(globals_)
+    normalize(locals_)
     if cuda:
         torch.cuda.synchronize()
 
@@ -120,6 +117,7 @@ class _StageRun:
         from gapless.devices import torch_device
         from gapless.pipeline.augment import MultiCrop
         from gapless.pipeline.augparams import ParamSampler
+        from gapless.pipeline.baseline import PackedBatch
         from gapless.pipeline.loader import build_source
         from gapless.pipeline.loader_base import ViewNormalizer
 
@@ -137,8 +135,20 @@ class _StageRun:
         self.times: dict[str, list[float]] = {s: [] for s in STAGES}
         self.times["plan"] = plan_times
         self.tile_ms: list[float] = []  # read + resize + augment of each tile, for paired comparisons
-        self.pending: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.layout = PackedBatch(cfg.augment, batch)
+        self.packed, self.filled = self._new_batch(), 0
         self.failed = 0
+
+    def _new_batch(self) -> tuple[Any, list[np.ndarray]]:
+        """A packed batch (as the baseline makes) and the destination of every view of it, sample by sample."""
+        import torch
+
+        packed = torch.empty(self.layout.nbytes, dtype=torch.uint8)
+        _, globals_, locals_ = (t.numpy() for t in self.layout.unpack(packed))
+        B, aug = self.batch, self.cfg.augment
+        views = [[globals_[c * B + k] for c in range(aug.global_crops)] + [locals_[c * B + k] for c in range(aug.local_crops)]
+                 for k in range(B)]  # fmt: skip
+        return packed, views
 
     def step(self, k: int) -> None:
         from gapless.pipeline.resize import resize_square
@@ -164,19 +174,18 @@ class _StageRun:
         t1 = clock()
         base = resize_square(region, self.cfg.tile_px)
         t2 = clock()
-        views_g, views_l = self.multicrop.apply(base, self.params(self.source.seed, self.specs[k].index))
+        self.multicrop.apply(base, self.params(self.source.seed, self.specs[k].index), self.packed[1][self.filled])
         t3 = clock()
         check = reads[True] - reads[False] if self.check_switch is not None else 0.0
         for stage, dt in (("read", reads[False]), ("check", check), ("resize", t2 - t1), ("augment", t3 - t2)):
             self.times[stage].append(dt)
         self.tile_ms.append(1e3 * (reads[True] + t3 - t1))
-        self.pending[0].extend(views_g)
-        self.pending[1].extend(views_l)
-        if len(self.pending[0]) >= self.batch * self.cfg.augment.global_crops:
+        self.filled += 1
+        if self.filled == self.batch:
             t0 = clock()
-            _transfer([group for group in self.pending if group], self.normalize, self.cuda)
+            _transfer(self.packed[0], self.layout, self.normalize, self.cuda)
             self.times["transfer"].extend([(clock() - t0) / self.batch] * self.batch)
-            self.pending = ([], [])
+            self.packed, self.filled = self._new_batch(), 0
 
     def result(self) -> dict[str, Any]:
         times = self.times

@@ -38,14 +38,16 @@ def twist_matrix(brightness: float, contrast: float, saturation: float, hue_turn
 
 
 def color_twist(image: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """Colour jitter and grayscale of one parameter row, rounded and saturated to uint8 like DALI's."""
+    """Colour jitter and grayscale of one parameter row, rounded and saturated to uint8 like DALI's: the twist and
+    its offset as one OpenCV affine pass in float32, then one rounding, saturating conversion (OpenCV's uint8
+    ``transform`` would round in fixed point, a grey level off DALI's for a few per cent of the pixels)."""
     saturation = float(row[P.SATURATION]) * (1.0 - float(row[P.GRAY]))
     brightness, contrast, hue = float(row[P.BRIGHTNESS]), float(row[P.CONTRAST]), float(row[P.HUE])
     if brightness == contrast == saturation == 1.0 and hue == 0.0:
         return image  # jitter off and colour kept: the parameters store exact identity factors
     matrix, offset = twist_matrix(brightness, contrast, saturation, hue)
-    out = image.reshape(-1, 3).astype(np.float32) @ matrix.T.astype(np.float32) + np.float32(offset)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(image.shape)
+    affine = np.hstack([matrix, np.full((3, 1), offset)]).astype(np.float32)
+    return cv2.add(cv2.transform(image.astype(np.float32), affine), 0.0, dtype=cv2.CV_8U)
 
 
 def solarize(image: np.ndarray) -> np.ndarray:
@@ -63,8 +65,9 @@ class MultiCrop:
         self.aug = aug
         self.recipes = crop_recipes(aug)
 
-    def view(self, tile: np.ndarray, row: np.ndarray, size: int) -> np.ndarray:
-        """One view, in the DALI graph's order: resized crop, colour, blur, solarize, then flip (a strided view)."""
+    def view(self, tile: np.ndarray, row: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+        """One view, in the DALI graph's order: resized crop, colour, blur, solarize, then flip. With ``out`` (a
+        contiguous uint8 ``size`` x ``size`` x 3 array, e.g. the view's place in a batch) the last step writes there."""
         window = window_pixels(row, tile.shape[0])
         if window == (0, 0, tile.shape[0], tile.shape[1]) and size == tile.shape[0]:
             crop = tile  # the whole tile at its own size: nothing to resize
@@ -77,14 +80,21 @@ class MultiCrop:
         if row[P.SOLARIZE] > 0.5:
             crop = solarize(crop)
         if row[P.FLIP] > 0.5:
-            crop = crop[:, ::-1]
-        return crop
+            return cv2.flip(crop, 1) if out is None else cv2.flip(crop, 1, dst=out)
+        if out is None:
+            return crop
+        np.copyto(out, crop)
+        return out
 
-    def apply(self, tile: np.ndarray, params: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def apply(
+        self, tile: np.ndarray, params: np.ndarray, out: list[np.ndarray] | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(global views, local views) of a base tile; ``out``: one destination per view, in the same order."""
         if tile.shape[0] != tile.shape[1] or len(params) != len(self.recipes):
             raise ValueError(f"a square tile and {len(self.recipes)} parameter rows expected, got {tile.shape}, "
                              f"{len(params)}")  # fmt: skip
-        views = [self.view(tile, row, recipe.size) for row, recipe in zip(params, self.recipes)]
+        outs = out if out is not None else [None] * len(self.recipes)
+        views = [self.view(tile, row, recipe.size, dst) for row, recipe, dst in zip(params, self.recipes, outs)]
         return views[: self.aug.global_crops], views[self.aug.global_crops :]
 
     def __call__(self, tile: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:

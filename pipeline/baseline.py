@@ -18,6 +18,7 @@ baseline is resumable bit for bit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,14 +27,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gapless.pipeline.augment import MultiCrop
 from gapless.pipeline.augparams import ParamSampler, views_vary
-from gapless.pipeline.config import DataConfig
+from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.source import Shard, TileSource
 
 
 class BaselineDataset(IterableDataset):
-    """An endless stream of collated multi-crop batches for one rank, split across DataLoader workers."""
+    """An endless stream of packed multi-crop batches for one rank, split across DataLoader workers."""
 
     def __init__(self, cfg: DataConfig, source: TileSource, shard: Shard):
         super().__init__()
@@ -43,7 +44,7 @@ class BaselineDataset(IterableDataset):
         # Views that never vary (plain tiles) need no parameters drawn: any sample's serve every sample.
         self.fixed = None if views_vary(cfg.augment, cfg.tile_px) else self.params(0, 0)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
@@ -60,37 +61,53 @@ class BaselineDataset(IterableDataset):
         finally:
             self.source.close()  # this process's slide handles
 
-    def make_batch(self, b: int, shared: bool = False) -> dict[str, torch.Tensor]:
-        """Batch ``b`` of this rank: crop-major uint8 HWC global and local views plus per-sample metadata.
+    def make_batch(self, b: int, shared: bool = False) -> torch.Tensor:
+        """Batch ``b`` of this rank, packed in one uint8 tensor (:class:`PackedBatch`): per-sample metadata, then the
+        crop-major global and local views (uint8 HWC), each written in place by the augmentation.
 
-        ``shared`` (in a worker): the tensors are made in shared memory here, as the DataLoader's own collate does,
-        so the queue's feeder thread has nothing to copy when it sends them. The loader normalises them on arrival.
+        ``shared`` (in a worker): the tensor is made in shared memory here, as the DataLoader's own collate does, so
+        the queue's feeder thread has nothing to copy, and one tensor means one shared segment and one handle to
+        send per batch. The loader unpacks and normalises it on arrival.
         """
         cfg, aug = self.cfg, self.cfg.augment
         B = cfg.batch_size
-        crops = {
-            "global_crops": torch.empty(aug.global_crops * B, aug.global_size, aug.global_size, 3, dtype=torch.uint8),
-            "local_crops": torch.empty(aug.local_crops * B, aug.local_size, aug.local_size, 3, dtype=torch.uint8),
-        }
-        meta = torch.zeros(4, B, dtype=torch.float64)  # mpp, level, retries, skipped
+        layout = PackedBatch(aug, B)
+        packed = torch.empty(layout.nbytes, dtype=torch.uint8)
         if shared:
-            crops = {key: crop.share_memory_() for key, crop in crops.items()}
-            meta.share_memory_()
-        # Crop-major views of the outputs: [crop, sample, S, S, 3].
-        globals_ = crops["global_crops"].numpy().reshape(aug.global_crops, B, aug.global_size, aug.global_size, 3)
-        locals_ = crops["local_crops"].numpy().reshape(aug.local_crops, B, aug.local_size, aug.local_size, 3)
-        meta_np = meta.numpy()
+            packed.share_memory_()
+        meta, globals_, locals_ = (t.numpy() for t in layout.unpack(packed))
+        # Crop-major: view c of sample k is row c·B + k of its group.
         for k, g in enumerate(self.shard.batch(b, B)):
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
             params = self.params(self.source.seed, g) if self.fixed is None else self.fixed
-            views_g, views_l = self.multicrop.apply(base, params)
-            for c, view in enumerate(views_g):
-                globals_[c, k] = view
-            for c, view in enumerate(views_l):
-                locals_[c, k] = view
-            meta_np[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
-        return {**crops, "meta": meta}
+            out = [globals_[c * B + k] for c in range(aug.global_crops)]
+            out += [locals_[c * B + k] for c in range(aug.local_crops)]
+            self.multicrop.apply(base, params, out)
+            meta[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
+        return packed
+
+
+class PackedBatch:
+    """The layout of a baseline batch in one uint8 tensor: metadata (float64 [4, B]: mpp, level, retries, skipped),
+    then the global views [n_global·B, G, G, 3] and the local views [n_local·B, L, L, 3]."""
+
+    def __init__(self, aug: AugmentConfig, batch_size: int) -> None:
+        self.shapes = [(aug.global_crops * batch_size, aug.global_size, aug.global_size, 3),
+                       (aug.local_crops * batch_size, aug.local_size, aug.local_size, 3)]  # fmt: skip
+        self.meta_bytes = 4 * batch_size * 8
+        self.batch_size = batch_size
+        self.nbytes = self.meta_bytes + sum(math.prod(shape) for shape in self.shapes)
+
+    def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(meta, global views, local views): views into ``packed``, no copy."""
+        meta = packed[: self.meta_bytes].view(torch.float64).view(4, self.batch_size)
+        start, views = self.meta_bytes, []
+        for shape in self.shapes:
+            size = math.prod(shape)
+            views.append(packed[start : start + size].view(shape))
+            start += size
+        return meta, views[0], views[1]
 
 
 def _join_queue_feeders_at_exit(worker_id: int) -> None:
@@ -127,6 +144,7 @@ class BaselineLoader(TrainLoader):
         super().__init__(cfg, skipped_slides)
         self._it: Any = None  # close() after a failed start finds nothing to stop
         dataset = BaselineDataset(cfg, source, shard)
+        self.layout = PackedBatch(cfg.augment, cfg.batch_size)
         workers = max(0, cfg.workers)
         self.dataloader = DataLoader(
             dataset,
@@ -144,13 +162,13 @@ class BaselineLoader(TrainLoader):
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self._it is None:
             raise RuntimeError("the loader is closed")
-        raw = next(self._it)
-        mpp, level, retries, skipped = raw["meta"]
+        meta, globals_, locals_ = self.layout.unpack(next(self._it))
+        mpp, level, retries, skipped = meta
         self._count(retries, skipped)
         dev = self.out_device
         return {
-            "global_crops": self.normalize(raw["global_crops"]),
-            "local_crops": self.normalize(raw["local_crops"]),
+            "global_crops": self.normalize(globals_),
+            "local_crops": self.normalize(locals_),
             "mpp": mpp.to(torch.float32).to(dev),
             "level": level.to(torch.int64).to(dev),
         }
