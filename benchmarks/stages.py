@@ -98,11 +98,18 @@ def tile_check_switch() -> Callable[[bool], None] | None:
 
 
 def _transfer(packed: Any, layout: Any, normalize: Any, cuda: bool) -> None:
-    """Hand a packed batch over as the baseline loader does: into shared memory on a CPU (the DataLoader then
-    sends a handle, not pixels), pinned and copied on a GPU; then unpack and normalise the views on the device."""
+    """Hand a packed batch over as the baseline loader does: in shared memory on a CPU (the DataLoader then sends
+    a handle, not pixels), pinned and copied on a GPU; then unpack and normalise the views on the device."""
     import torch
 
-    packed = packed.pin_memory() if cuda else packed.share_memory_()
+    from gapless.pipeline.baseline import shared_bytes
+
+    if cuda:
+        packed = packed.pin_memory()
+    else:  # a worker allocates the batch in shared memory and writes the views there: the same cost
+        shared = shared_bytes(packed.numel())
+        shared.copy_(packed)
+        packed = shared
     _, globals_, locals_ = layout.unpack(packed)
     normalize(globals_)
     normalize(locals_)

@@ -72,9 +72,7 @@ class BaselineDataset(IterableDataset):
         cfg, aug = self.cfg, self.cfg.augment
         B = cfg.batch_size
         layout = PackedBatch(aug, B)
-        packed = torch.empty(layout.nbytes, dtype=torch.uint8)
-        if shared:
-            packed.share_memory_()
+        packed = shared_bytes(layout.nbytes) if shared else torch.empty(layout.nbytes, dtype=torch.uint8)
         meta, globals_, locals_ = (t.numpy() for t in layout.unpack(packed))
         # Crop-major: view c of sample k is row c·B + k of its group.
         for k, g in enumerate(self.shard.batch(b, B)):
@@ -86,6 +84,16 @@ class BaselineDataset(IterableDataset):
             self.multicrop.apply(base, params, out)
             meta[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
         return packed
+
+
+def shared_bytes(nbytes: int) -> torch.Tensor:
+    """A uint8 tensor allocated in shared memory, as the DataLoader's own collate allocates its batches
+    (``UntypedStorage._new_shared``): ``share_memory_()`` on an ordinary tensor would allocate twice and copy, several
+    times the cost per batch."""
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if new_shared is None:  # a torch without it: the public, slower way
+        return torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+    return torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes))
 
 
 class PackedBatch:
