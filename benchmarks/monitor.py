@@ -97,9 +97,10 @@ class MemoryPeak:
 class MemoryMonitor:
     """``with MemoryMonitor() as mon: ...``; then ``mon.result``: the :class:`MemoryPeak` of the block."""
 
-    def __init__(self, interval: float = 0.5, uss_every: int = 10) -> None:
+    def __init__(self, interval: float = 0.5, uss_every: int = 4) -> None:
         self.interval, self.uss_every = interval, uss_every
         self._samples = 0
+        self._children = 0
         self._uss_peak: int | None = None
         self._stop = threading.Event()
         self._rss_peak = 0
@@ -112,7 +113,9 @@ class MemoryMonitor:
         self._rss_peak = max(self._rss_peak, sum(rss))
         if len(rss) > 1:
             self._worker_peak = max(self._worker_peak or 0, *rss[1:])
-        if self._samples % self.uss_every == 0:
+        # USS every few samples, and as soon as workers appear (a short measurement may end before the next one).
+        if self._samples % self.uss_every == 0 or len(rss) - 1 > self._children:
+            self._children = len(rss) - 1
             uss = children_uss()
             if uss:
                 self._uss_peak = max(self._uss_peak or 0, *uss)
