@@ -269,3 +269,35 @@ def test_gpu_check_script_refuses_clearly_without_cuda(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "cannot use a CUDA device" in done.stderr
+
+
+def test_many_slides_have_real_tile_counts_and_a_linked_index(synthetic_slides, tmp_path: Path) -> None:
+    """manyslides: files whose tiles point into a small pool (every tile readable, the same pixels from cuCIM and
+    tifffile), indexed by the real indexer, and an index of more slides than files over distinct link paths."""
+    import tifffile
+
+    from gapless.benchmarks.manyslides import link_index, write_files
+    from gapless.pipeline.loader import load_slides
+    from gapless.pipeline.slides import SlideIndex, open_slide
+    from gapless.pipeline.slides.indexer import build_index
+
+    paths = write_files(tmp_path / "slides", 3, synthetic_slides.paths[:2], (16384, 12288))
+    with tifffile.TiffFile(paths[0]) as tif:
+        assert [len(p.dataoffsets) for p in tif.pages] == [64 * 48, 16 * 12, 4 * 3]  # 256 px tiles per level
+        coarse = tif.pages[2].asarray()
+        assert len(set(tif.pages[0].dataoffsets)) <= 17 and paths[0].stat().st_size < 2e6  # a pool, not 3072 tiles
+    with open_slide(paths[0]) as slide:
+        assert slide.mpp == 0.25 and [lv.mpp for lv in slide.levels] == [0.25, 1.0, 4.0]
+        assert np.array_equal(slide.read_level(2), coarse)
+    index = tmp_path / "index-3.h5"
+    assert build_index(paths, index, workers=1).usable == 3
+    linked = link_index(index, tmp_path / "links", tmp_path / "index-7.h5", 7)
+    records = list(SlideIndex.load(linked).records)
+    originals = {r.path: r for r in SlideIndex.load(index).records}
+    assert len({r.path for r in records}) == 7 and all(Path(r.path).is_symlink() for r in records)
+    for record in records:
+        original = originals[os.path.realpath(record.path)]
+        assert record.levels == original.levels
+        assert np.array_equal(record.tissue_mask().mask, original.tissue_mask().mask)
+    slides, skipped, _ = load_slides(linked)
+    assert len(slides) == 7 and skipped == 0
