@@ -39,8 +39,8 @@ def resolve_loader(cfg: DataConfig, has_cuda: bool | None = None) -> str:
     """The loader ``cfg.loader`` names; auto is DALI with CUDA and the DataLoader baseline without.
 
     With a GPU, DALI runs crop-resize and multi-crop on it. On a CPU both loaders make the same views from the same
-    host reads, but DALI's CPU operators (antialiased resize, colour twist, Gaussian blur) cost two to three times
-    what OpenCV's do per view, so the DataLoader delivers about twice the multi-crop tiles per CPU-second
+    host reads, but DALI's CPU operators (antialiased resize, colour twist, Gaussian blur) cost about six times what
+    OpenCV's do for a tile's views, so the DataLoader delivers about three times the multi-crop tiles per CPU-second
     (benchmarks/results/RESULTS.md).
     """
     if cfg.loader != "auto":
