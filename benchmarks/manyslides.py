@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="level-0 size in pixels at 0.25 mpp (default 49152 40960)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="indexing processes")
     args = parser.parse_args(argv)
+    if args.files < 1 or args.links < 0 or min(args.size) < 4 * 4 * TILE:
+        parser.error("--files must be >= 1, --links >= 0 and each --size side >= 4096 px (three 4x levels of tiles)")
     from gapless.benchmarks.config import SlideSetConfig
     from gapless.benchmarks.slideset import prepare
     from gapless.pipeline.slides.indexer import build_index
