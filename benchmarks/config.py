@@ -11,9 +11,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.sampling.config import PAPER_STRATEGIES
 
 LOADERS = ("dali", "baseline")
+REFERENCE = "reference"  # the floor: a bare plan + read + resize loop (gapless.benchmarks.floor), not a loader
+# What each loader makes per tile: DINOv2 multi-crop (the loader's augmentation config), or one plain base tile
+# (a single whole-tile view at tile_px, no augmentation): the loader's own overhead over the bare floor.
+MODES = ("multicrop", "plain")
 # Optional loaders, measured when named: the DALI graph fed by GPU decoding (read_device=cuda; needs CUDA) of
 # batched nvImageCodec calls (dali-gpudecode), cuCIM's cuslide2 plugin (dali-cuslide2) or DALI's own decoder
 # (dali-dalidecode), beside the default 'dali', whose parallel workers decode on the host.
@@ -46,8 +51,11 @@ class BenchConfig:
     preset: str = "full"
     loaders: list[str] = field(default_factory=lambda: list(LOADERS))
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    reference: bool = True  # the floor: a bare plan + read + resize loop in one process, per strategy
     workers: int = 2  # DataLoader workers = DALI source workers = DALI threads (0: in the main process)
     batch_size: int = 16
+    tiles_per_slide: int = 1  # data.tiles_per_slide of every loader (consecutive samples sharing a slide)
     warmup_batches: int = -1  # after start-up, before the clock starts; -1: the loader's queue depth + 1
     batches_per_repeat: int = 6  # one measurement window, at least ...
     min_window_s: float = 1.0  # ... and at least this long (fast loaders would otherwise time their prefetch queue)
@@ -73,11 +81,14 @@ class BenchConfig:
             if name not in LOADERS + OPTIONAL_LOADERS:
                 choices = ", ".join(LOADERS + OPTIONAL_LOADERS)
                 raise ValueError(f"loaders: unknown loader '{name}' (choose from {choices})")
+        for name in self.modes:
+            if name not in MODES:
+                raise ValueError(f"modes: unknown mode '{name}' (choose from {', '.join(MODES)})")
         for name in [*self.strategies, *self.stage_strategies, self.scaling_strategy]:
             if name not in STRATEGIES:
                 raise ValueError(f"strategies: unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
-        if min(self.batch_size, self.batches_per_repeat, self.repeats, self.passes) < 1:
-            raise ValueError("batch_size, batches_per_repeat, repeats and passes must all be >= 1")
+        if min(self.batch_size, self.batches_per_repeat, self.repeats, self.passes, self.tiles_per_slide) < 1:
+            raise ValueError("batch_size, batches_per_repeat, repeats, passes and tiles_per_slide must all be >= 1")
         # 0 workers: everything in the main process (DALI: the pipeline thread); quick starts, for tests
         if self.workers < 0 or any(w < 0 for w in self.scaling_workers):
             raise ValueError("workers and scaling_workers must be >= 0")
@@ -99,6 +110,12 @@ class BenchConfig:
         while points[-1] * 2 <= max(2, cores):
             points.append(points[-1] * 2)
         return points
+
+
+def plain_augment(aug: AugmentConfig) -> AugmentConfig:
+    """The ``plain`` mode's recipe: one view, the whole base tile at its own size, nothing random applied."""
+    return dataclasses.replace(aug, global_crops=1, local_crops=0, global_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
+                               grayscale_p=0.0, blur_p_global1=0.0, blur_p_global2=0.0, solarize_p_global2=0.0)  # fmt: skip
 
 
 def quick(cfg: BenchConfig | None = None) -> BenchConfig:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gapless.benchmarks.stages import STAGES
+from gapless.benchmarks.verdict import series
 from gapless.console import console, table
 from gapless.errors import InputError
 from gapless.io import save_figure
@@ -28,27 +29,35 @@ def _mib(memory: dict[str, Any], key: str) -> float | str:
     return "-" if value is None else float(value)
 
 
+def _optional(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def throughput_rows(result: dict[str, Any]) -> list[list[Any]]:
-    du = {r["loader"]: r["median"] for r in result["throughput"] if r["strategy"] == "du" and r["rates"]}
+    du = {series(r): r["median"] for r in result["throughput"] if r["strategy"] == "du" and r["rates"]}
     rows = []
     for r in result["throughput"]:
         if r["error"] and not r["rates"]:  # the message itself is printed when it happens and kept in the JSON
-            rows.append([r["loader"], _label(r["strategy"]), r["workers"], "failed", *[""] * 7])
+            rows.append([series(r), _label(r["strategy"]), r["workers"], "failed", *[""] * 10])
             continue
-        ref = du.get(r["loader"])
+        ref = du.get(series(r))
         rel = f"{r['median'] / ref:.3f}×" if ref and r["loader"] != "synthetic" else "-"
         mem = r["memory"]
         cpu = statistics.median(r["cpu_ms_per_tile"]) if r.get("cpu_ms_per_tile") else float("nan")
-        rows.append([r["loader"], _label(r["strategy"]), r["workers"], r["median"], r["min"], r["max"], cpu,
-                     r["startup_s"], _mib(mem, "rss_peak_mib"), _mib(mem, "gpu_peak_mib"), rel])  # fmt: skip
+        rows.append([series(r), _label(r["strategy"]), r["workers"], r["median"], r["min"], r["max"], cpu,
+                     _optional(r.get("cpu_vs_floor"), ".2f"), _optional(r.get("cores_at_trainer_rate"), ".2f"),
+                     r["startup_s"], _mib(mem, "rss_peak_mib"), _mib(mem, "worker_uss_peak_mib"),
+                     _mib(mem, "gpu_peak_mib"), rel])  # fmt: skip
     return rows
 
 
 def print_report(result: dict[str, Any]) -> None:
     """All tables of a result, then the verdict sentences."""
-    cols = ["loader", "strategy", "workers", "tiles/s", "min", "max", "CPU ms", "start s", "RSS MiB", "GPU MiB",
-            "vs DU"]  # fmt: skip
-    title = "Loader throughput, tiles/s (a tile = its whole multi-crop output); peak memory of process + workers"
+    cols = ["loader", "strategy", "workers", "tiles/s", "min", "max", "CPU ms", "× floor", "cores/GPU", "start s",
+            "RSS MiB", "worker USS", "GPU MiB", "vs DU"]  # fmt: skip
+    title = ("Loader throughput, tiles/s (a tile = its whole multi-crop output; plain: one un-augmented tile); CPU ms "
+             "per tile of process + workers, × the floor's (reference: bare plan + read + resize; + augmentation "
+             "for multi-crop); cores one GPU needs at the trainer's rate; peak memory: RSS of all processes, unique memory of the largest worker")  # fmt: skip
     _print(table(title, cols, throughput_rows(result)))
     if result.get("stages"):
         rows = []
@@ -95,12 +104,12 @@ def plot_all(result: dict[str, Any], out: Path) -> list[Path]:
     paths = []
     runs = [r for r in result["throughput"] if r["rates"] and r["loader"] != "synthetic"]
     if runs:
-        loaders = list(dict.fromkeys(r["loader"] for r in runs))
+        loaders = list(dict.fromkeys(series(r) for r in runs))
         strategies = list(dict.fromkeys(r["strategy"] for r in runs))
         fig, ax = plt.subplots(figsize=(8, 4.5))
         width = 0.8 / len(loaders)
         for i, loader in enumerate(loaders):
-            sel = {r["strategy"]: r for r in runs if r["loader"] == loader}
+            sel = {r["strategy"]: r for r in runs if series(r) == loader}
             xs = [j + i * width for j, s in enumerate(strategies) if s in sel]
             med = [sel[s]["median"] for s in strategies if s in sel]
             err = [[sel[s]["median"] - sel[s]["min"] for s in strategies if s in sel],
@@ -173,7 +182,7 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
 
     def key(r: dict[str, Any]) -> tuple[str, str, int]:
-        return r["loader"], r["strategy"], r["workers"]
+        return series(r), r["strategy"], r["workers"]
 
     for section in ("throughput", "scaling"):
         mine = {key(r): r for r in b.get(section, []) if r["rates"]}

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from gapless.benchmarks import machine
-from gapless.benchmarks.config import BenchConfig
+from gapless.benchmarks.config import REFERENCE, BenchConfig
 from gapless.benchmarks.slideset import prepare
 from gapless.benchmarks.throughput import Throughput, loader_config, measure_loader
-from gapless.benchmarks.verdict import keeps_up, speedups, strategy_costs
+from gapless.benchmarks.verdict import floor_figures, loader_verdict, series_name
 from gapless.config import to_dict
 from gapless.console import console, progress
 from gapless.devices import cuda_available
@@ -33,27 +33,28 @@ SCHEMA = "gapless-bench/1"
 def base_data_config(cfg: BenchConfig, index: Path) -> DataConfig:
     # iterations_per_epoch only bounds iteration; the harness calls next_batch itself.
     return DataConfig(index=str(index), batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                      iterations_per_epoch=1_000_000)  # fmt: skip
+                      iterations_per_epoch=1_000_000, tiles_per_slide=cfg.tiles_per_slide)  # fmt: skip
 
 
 def device_name() -> str:
     return "gpu" if cuda_available() else "cpu"
 
 
-def _measure(data: DataConfig, cfg: BenchConfig, repeats: int, device: str, label: str | None = None) -> dict[str, Any]:
+def _measure(data: DataConfig, cfg: BenchConfig, repeats: int, device: str, label: str | None = None,
+             mode: str = "multicrop") -> dict[str, Any]:  # fmt: skip
     """One loader configuration's throughput record; ``label`` names the loader in it (default ``data.loader``)."""
     warmup = cfg.warmup(data.workers, data.prefetch)
     result: Throughput = measure_loader(data, warmup, cfg.batches_per_repeat, repeats, device,
-                                        min_window_s=cfg.min_window_s)  # fmt: skip
-    result.loader = label or data.loader
-    name = f"{result.loader}/{data.sampling.strategy} ×{data.workers}"
+                                        min_window_s=cfg.min_window_s, name=label or data.loader, mode=mode)  # fmt: skip
+    name = f"{series_name(result.loader, mode)}/{data.sampling.strategy} ×{data.workers}"
     if result.error:
         console.print(f"[bold red]bench:[/] {name}: {result.error}")
     if result.warning:
         console.print(f"[yellow]bench:[/] {name}: {result.warning}")
     if result.rates:  # one line per measurement, so a log of a run cut short still holds its figures
         console.print(f"bench: {name}: {result.median:.1f} tiles/s (min {min(result.rates):.1f}, "
-                      f"max {max(result.rates):.1f}), start-up {result.startup_s:.1f} s")  # fmt: skip
+                      f"max {max(result.rates):.1f}), {statistics.median(result.cpu_ms_per_tile):.2f} CPU ms per "
+                      f"tile, start-up {result.startup_s:.1f} s")  # fmt: skip
     return result.as_dict()
 
 
@@ -79,28 +80,33 @@ def merge_passes(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Main throughput (every loader × strategy, plus the no-I/O bound) and the worker-count scaling.
+    """Main throughput (the floor loop, every loader × mode × strategy, the no-I/O bound) and the worker scaling.
 
-    With ``passes`` > 1 each loader's strategies are measured forward, then backward (DU CU … CU DU), and so on,
-    the windows split between passes: the strategies of one pass are measured close together in time, so the
-    verdict compares them pass by pass and a machine whose load drifts during the run biases no strategy.
+    With ``passes`` > 1 every series' strategies are measured forward, then backward (DU CU … CU DU), and so on,
+    the windows split between passes; within a pass the floor and every loader are measured in turn. So what is
+    compared (strategies of one loader, a loader and the floor) is measured close together in time, and a machine
+    whose load drifts during the run biases none of them.
     """
     device = device_name()
     passes = max(1, min(cfg.passes, cfg.repeats))
     split = [cfg.repeats // passes + (1 if i < cfg.repeats % passes else 0) for i in range(passes)]
-    jobs = [(loader, s, p) for loader in cfg.loaders for p in range(passes)
+    series = [(REFERENCE, "plain")] if cfg.reference else []
+    series += [(loader, mode) for mode in cfg.modes for loader in cfg.loaders]
+    jobs = [(loader, mode, s, p) for p in range(passes) for loader, mode in series
             for s in (cfg.strategies if p % 2 == 0 else cfg.strategies[::-1])]  # fmt: skip
     scaling_jobs = [(loader, w) for loader in cfg.scaling_loaders for w in cfg.scaling_points() if w != cfg.workers]
-    parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    parts: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     main, scaling = [], []
     with progress() as bar:
         task = bar.add_task("loaders", total=len(jobs) + len(scaling_jobs) + int(cfg.synthetic))
-        for loader, strategy, p in jobs:
-            bar.update(task, description=f"{loader} {STRATEGY_LABELS[strategy]} pass {p + 1}/{passes}")
-            r = _measure(loader_config(data, loader, strategy, cfg.workers), cfg, split[p], device, loader)
-            parts.setdefault((loader, strategy), []).append(r)
+        for loader, mode, strategy, p in jobs:
+            bar.update(
+                task, description=f"{series_name(loader, mode)} {STRATEGY_LABELS[strategy]} pass {p + 1}/{passes}"
+            )
+            config = loader_config(data, loader, strategy, cfg.workers, mode)
+            parts.setdefault((loader, mode, strategy), []).append(_measure(config, cfg, split[p], device, loader, mode))
             bar.advance(task)
-        main = [merge_passes(parts[(loader, s)]) for loader in cfg.loaders for s in cfg.strategies]
+        main = [merge_passes(parts[(loader, mode, s)]) for loader, mode in series for s in cfg.strategies]
         for loader, workers in scaling_jobs:
             bar.update(task, description=f"{loader} {STRATEGY_LABELS[cfg.scaling_strategy]} ×{workers}")
             config = loader_config(data, loader, cfg.scaling_strategy, workers)
@@ -111,7 +117,8 @@ def measure_all(cfg: BenchConfig, data: DataConfig) -> tuple[list[dict[str, Any]
             main.append(_measure(loader_config(data, "synthetic", "cu", cfg.workers), cfg, cfg.repeats, device))
             bar.advance(task)
     # The main measurement is also the scaling curve's point at cfg.workers.
-    scaling += [r for r in main if r["strategy"] == cfg.scaling_strategy and r["loader"] in cfg.scaling_loaders]
+    scaling += [r for r in main if r["strategy"] == cfg.scaling_strategy and r["loader"] in cfg.scaling_loaders
+                and r["mode"] == "multicrop"]  # fmt: skip
     return main, sorted(scaling, key=lambda r: (r["loader"], r["workers"]))
 
 
@@ -121,61 +128,6 @@ def measure_stages(cfg: BenchConfig, data: DataConfig) -> dict[str, Any]:
     cfgs = {s: dataclasses.replace(data, sampling=dataclasses.replace(data.sampling, strategy=s))
             for s in cfg.stage_strategies}  # fmt: skip
     return time_stages_interleaved(cfgs, cfg.stage_tiles, cfg.stage_batch)
-
-
-def stage_costs(stages: dict[str, Any], reference: str = "du") -> list[dict[str, Any]]:
-    """CU-vs-DU from the interleaved stage timings: per-worker throughput ratio (plan + read + resize + augment
-    per tile, paired, plus each strategy's mean plan and transfer), 5-95 % bootstrap interval over tiles."""
-    from gapless.benchmarks.stages import paired_ratio
-
-    ref = stages.get(reference)
-    out = []
-    for strategy, s in stages.items():
-        if strategy == reference or ref is None:
-            continue
-        extra = s["ms_per_tile"]["plan"] + s["ms_per_tile"]["transfer"]
-        extra_ref = ref["ms_per_tile"]["plan"] + ref["ms_per_tile"]["transfer"]
-        # Plan and transfer do not depend on the decoded pixels; their mean over both strategies is shared.
-        r = paired_ratio(s["tile_ms"], ref["tile_ms"], fixed_ms=(extra + extra_ref) / 2)
-        out.append({"strategy": strategy, "reference": reference, **r,
-                    "cost_pct": 100 * (1 - r["ratio"]), "spread_pct": 100 * (r["high"] - r["low"]) / 2,
-                    "read_resize_ms": s["ms_per_tile"]["read"] + s["ms_per_tile"]["resize"],
-                    "reference_read_resize_ms": ref["ms_per_tile"]["read"] + ref["ms_per_tile"]["resize"]})  # fmt: skip
-    return out
-
-
-def loader_verdict(main: list[dict[str, Any]], trainer: dict[str, Any], stages: dict[str, Any]) -> dict[str, Any]:
-    costs = strategy_costs(main)
-    cpu_costs = strategy_costs(main, metric="cpu")
-    sentences = [c.sentence(STRATEGY_LABELS) for c in [*costs, *cpu_costs]]
-    per_stage = stage_costs(stages)
-    for c in per_stage:
-        sentences.append(
-            f"stages (one worker, tiles interleaved): {STRATEGY_LABELS[c['strategy']]} costs {c['cost_pct']:.1f} % "
-            f"(± {c['spread_pct']:.1f}) relative to DU; read + resize {c['read_resize_ms']:.2f} vs "
-            f"{c['reference_read_resize_ms']:.2f} ms per tile"
-        )
-    speed = speedups(main)
-    gpudecode = speedups(main, fast="dali-gpudecode")
-    for fast, factors in (("dali", speed), ("dali-gpudecode", gpudecode)):
-        for strategy, factor in factors.items():
-            sentences.append(f"{fast} is {factor:.2f}× the DataLoader baseline under {STRATEGY_LABELS[strategy]}")
-    keep = {}
-    if trainer.get("tiles_per_s"):
-        for r in main:
-            if r["rates"] and r["loader"] != "synthetic":
-                keep[f"{r['loader']}/{r['strategy']}"] = keeps_up(r["median"], trainer["tiles_per_s"])
-        slowest = min(keep.items(), key=lambda kv: kv[1]["ratio"], default=None)
-        if slowest:
-            name, k = slowest
-            sentences.append(
-                f"trainer consumes {k['trainer_tiles_per_s']:.1f} tiles/s; slowest loader ({name}) delivers "
-                f"{k['ratio']:.2f}× that: {'keeps up' if k['keeps_up'] else 'the trainer waits for data'}"
-            )
-    return {"costs": [c.as_dict() for c in costs], "cpu_costs": [c.as_dict() for c in cpu_costs],
-            "stage_costs": per_stage,
-            "speedup_dali_vs_baseline": speed, "speedup_dali_gpudecode_vs_baseline": gpudecode,
-            "keeps_up": keep, "sentences": sentences}  # fmt: skip
 
 
 def run_benchmark(
@@ -213,8 +165,9 @@ def run_benchmark(
         "scaling": scaling,
         "stages": stages,
         "trainer": trainer,
-        "verdict": loader_verdict(main, trainer, stages),
     }
+    floor_figures(main, stages, trainer.get("tiles_per_s"))  # each loader against the floor; cores per GPU
+    result["verdict"] = loader_verdict(main, trainer, stages)
     result["duration_s"] = time.perf_counter() - t0
     result["plots"] = [p.name for p in plot_all(result, out)]
     write_json(result, out / "bench.json")

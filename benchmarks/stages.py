@@ -3,21 +3,29 @@
 Each tile of a strategy goes through the baseline loader's own functions, one at a time, each timed:
 
 - plan: the target mpp draw, tissue-aware location and region plan (``TileSource.plan``);
-- read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``);
+- read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``),
+  with the slide readers' damaged-tile check switched off;
+- check: what the damaged-tile check adds to the read (the same region read with the check on and off, in
+  alternating order); 0 where the readers have no switch for it (``check_measured`` says which);
 - resize: crop-and-resize to ``tile_px`` (:func:`gapless.pipeline.resize.resize_square`, antialiased);
-- augment: DINOv2 multi-crop (``gapless.pipeline.augment.MultiCrop``);
-- transfer: per batch, collating the views into batch tensors: in shared memory on a CPU (what a DataLoader worker
-  does so that a batch is sent as handles), pinned and copied to the device on a GPU (synchronised).
+- augment: DINOv2 multi-crop (``gapless.pipeline.augment.MultiCrop``), each uint8 view written into its place in
+  the packed batch (``gapless.pipeline.baseline.PackedBatch``), as the baseline's workers do;
+- transfer: per batch, handing the packed batch over (into shared memory on a CPU, what a DataLoader worker does so
+  that a batch is sent as a handle; pinned and copied to the device on a GPU) and normalising the views on the
+  device (:class:`gapless.pipeline.loader_base.ViewNormalizer`, synchronised).
 
-OpenCV and torch use one thread, as in a loader worker, so the figures are per worker. Alongside the times, the
+OpenCV and torch use one thread, as in a loader worker, and times are CPU time of the process, so the figures are
+per worker and hardly move when other programs load the machine. Alongside the times, the
 region plans give the decoded pixels per output pixel: ``read_size² / tile_px²`` and the JPEG-tile-aligned area
 (whole 256 px tiles, which is what cuCIM decodes), and the share of tiles read from each level.
 """
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,7 @@ import numpy as np
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 
-STAGES = ("plan", "read", "resize", "augment", "transfer")
+STAGES = ("plan", "read", "check", "resize", "augment", "transfer")
 
 
 def page_layouts(path: str) -> dict[tuple[int, int], PageLayout]:
@@ -52,9 +60,9 @@ def plan_specs(source: Any, n_tiles: int) -> tuple[list[Any], list[float]]:
     specs, times = [], []
     g = 0
     while len(specs) < n_tiles and g < 4 * n_tiles + 16:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         spec = next((s for a in range(source.max_retries + 1) if (s := source.plan(g, a)) is not None), None)
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
         if spec is not None:
             specs.append(spec)
         g += 1
@@ -80,20 +88,31 @@ def pixel_figures(source: Any, specs: list[Any]) -> dict[str, Any]:
     }
 
 
-def _transfer(globals_: list[np.ndarray], locals_: list[np.ndarray], cuda: bool) -> None:
-    """Collate views into batch tensors as the baseline worker does: straight into shared memory on a CPU (the
-    DataLoader then sends handles, not pixels); into ordinary memory, then pinned and copied on a GPU."""
+def tile_check_switch() -> Callable[[bool], None] | None:
+    """The slide readers' switch for their damaged-tile check (``set_tile_check(enabled)``), where they have one."""
+    try:
+        module = importlib.import_module("gapless.pipeline.slides.decoding")
+    except ImportError:
+        return None
+    return getattr(module, "set_tile_check", None)
+
+
+def _transfer(packed: Any, layout: Any, normalize: Any, cuda: bool) -> None:
+    """Hand a packed batch over as the baseline loader does: in shared memory on a CPU (the DataLoader then sends
+    a handle, not pixels), pinned and copied on a GPU; then unpack and normalise the views on the device."""
     import torch
 
-    for views in (globals_, locals_):
-        batch = torch.empty((len(views), *views[0].shape), dtype=torch.float32)
-        if not cuda:
-            batch.share_memory_()
-        out = batch.numpy()
-        for i, view in enumerate(views):
-            out[i] = view
-        if cuda:
-            batch.pin_memory().to("cuda", non_blocking=True)
+    from gapless.pipeline.baseline import shared_bytes
+
+    if cuda:
+        packed = packed.pin_memory()
+    else:  # a worker allocates the batch in shared memory and writes the views there: the same cost
+        shared = shared_bytes(packed.numel())
+        shared.copy_(packed)
+        packed = shared
+    _, globals_, locals_ = layout.unpack(packed)
+    normalize(globals_)
+    normalize(locals_)
     if cuda:
         torch.cuda.synchronize()
 
@@ -102,12 +121,19 @@ class _StageRun:
     """The tiles of one strategy, processed one at a time so that several strategies can be interleaved."""
 
     def __init__(self, cfg: DataConfig, n_tiles: int, batch: int, cuda: bool) -> None:
+        from gapless.devices import torch_device
         from gapless.pipeline.augment import MultiCrop
+        from gapless.pipeline.augparams import ParamSampler
+        from gapless.pipeline.baseline import PackedBatch
         from gapless.pipeline.loader import build_source
+        from gapless.pipeline.loader_base import ViewNormalizer
 
         self.cfg, self.batch, self.cuda = cfg, batch, cuda
         self.source, _ = build_source(cfg)
         self.multicrop = MultiCrop(cfg.augment)
+        self.params = ParamSampler(cfg.augment, cfg.tile_px)
+        self.normalize = ViewNormalizer(cfg.augment.mean, cfg.augment.std, torch_device("cuda" if cuda else "cpu"))
+        self.check_switch = tile_check_switch()
         for entry in self.source.slides:  # open every handle first: opening is start-up, not per-tile cost
             self.source.cache.get(entry.path, mpp=entry.mpp)
         for g in range(4 * len(self.source.slides)):  # and load tissue masks (lazy, once per slide) the same way
@@ -116,43 +142,57 @@ class _StageRun:
         self.times: dict[str, list[float]] = {s: [] for s in STAGES}
         self.times["plan"] = plan_times
         self.tile_ms: list[float] = []  # read + resize + augment of each tile, for paired comparisons
-        self.pending: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.layout = PackedBatch(cfg.augment, batch)
+        self.packed, self.filled = self._new_batch(), 0
         self.failed = 0
+
+    def _new_batch(self) -> tuple[Any, list[np.ndarray]]:
+        """A packed batch (as the baseline makes) and the destination of every view of it, sample by sample."""
+        import torch
+
+        packed = torch.empty(self.layout.nbytes, dtype=torch.uint8)
+        _, globals_, locals_ = (t.numpy() for t in self.layout.unpack(packed))
+        B, aug = self.batch, self.cfg.augment
+        views = [[globals_[c * B + k] for c in range(aug.global_crops)] + [locals_[c * B + k] for c in range(aug.local_crops)]
+                 for k in range(B)]  # fmt: skip
+        return packed, views
 
     def step(self, k: int) -> None:
         from gapless.pipeline.resize import resize_square
 
         if k >= len(self.specs):
             return
-        t0 = time.perf_counter()
+        clock = time.process_time
         try:
-            region = self.source.read_spec(self.specs[k])
+            reads = {}
+            for checked in (False, True) if k % 2 else (True, False):  # alternate which read comes first
+                if self.check_switch is not None:
+                    self.check_switch(checked)
+                t0 = clock()
+                region = self.source.read_spec(self.specs[k])
+                reads[checked] = clock() - t0
         except Exception:  # counted, as the loaders count failed reads
             self.failed += 1
             self.tile_ms.append(float("nan"))
             return
-        t1 = time.perf_counter()
+        finally:
+            if self.check_switch is not None:
+                self.check_switch(True)
+        t1 = clock()
         base = resize_square(region, self.cfg.tile_px)
-        t2 = time.perf_counter()
-        views_g, views_l = self._augment(base, k)
-        t3 = time.perf_counter()
-        for stage, dt in (("read", t1 - t0), ("resize", t2 - t1), ("augment", t3 - t2)):
+        t2 = clock()
+        self.multicrop.apply(base, self.params(self.source.seed, self.specs[k].index), self.packed[1][self.filled])
+        t3 = clock()
+        check = reads[True] - reads[False] if self.check_switch is not None else 0.0
+        for stage, dt in (("read", reads[False]), ("check", check), ("resize", t2 - t1), ("augment", t3 - t2)):
             self.times[stage].append(dt)
-        self.tile_ms.append(1e3 * (t3 - t0))
-        self.pending[0].extend(views_g)
-        self.pending[1].extend(views_l)
-        if len(self.pending[0]) >= self.batch * self.cfg.augment.global_crops:
-            t0 = time.perf_counter()
-            _transfer(*self.pending, self.cuda)
-            self.times["transfer"].extend([(time.perf_counter() - t0) / self.batch] * self.batch)
-            self.pending = ([], [])
-
-    def _augment(self, base: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The baseline's augmentation of sample ``k``: parameters drawn per sample, then applied."""
-        from gapless.pipeline.augparams import sample_params
-
-        params = sample_params(self.cfg.augment, self.source.seed, self.specs[k].index, self.cfg.tile_px)
-        return self.multicrop.apply(base, params)
+        self.tile_ms.append(1e3 * (reads[True] + t3 - t1))
+        self.filled += 1
+        if self.filled == self.batch:
+            t0 = clock()
+            _transfer(self.packed[0], self.layout, self.normalize, self.cuda)
+            self.times["transfer"].extend([(clock() - t0) / self.batch] * self.batch)
+            self.packed, self.filled = self._new_batch(), 0
 
     def result(self) -> dict[str, Any]:
         times = self.times
@@ -162,7 +202,11 @@ class _StageRun:
             "strategy": self.cfg.sampling.strategy,
             "tiles": len(self.specs),
             "failed_reads": self.failed,
-            "transfer": "collate + pin + host->device" if self.cuda else "collate + shared-memory hand-off",
+            "transfer": "collate + pin + host->device + normalise"
+            if self.cuda
+            else "collate in shared memory + normalise",
+            "check_measured": self.check_switch is not None,
+            "clock": "CPU time of the process",
             "ms_per_tile": mean_ms,
             "median_ms_per_tile": {s: 1e3 * float(statistics.median(v)) if v else 0.0 for s, v in times.items()},
             "share": {s: (v / total if total else 0.0) for s, v in mean_ms.items()},

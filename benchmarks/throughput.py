@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gapless.benchmarks.config import REFERENCE
+from gapless.benchmarks.floor import BareLoop
 from gapless.benchmarks.monitor import MemoryMonitor, tree_cpu_seconds
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader import build_loader
@@ -24,12 +26,13 @@ from gapless.pipeline.loader import build_loader
 class Throughput:
     """Measured rate of one loader configuration; ``rates`` holds one tiles/s figure per window."""
 
-    loader: str  # dali | baseline | synthetic
+    loader: str  # dali | baseline | synthetic | reference (the bare floor loop)
     strategy: str
     workers: int
     batch_size: int
     rates: list[float]
     startup_s: float
+    mode: str = "multicrop"  # multicrop | plain (one un-augmented base tile per sample)
     cpu_ms_per_tile: list[float] = field(default_factory=list)  # per window, process tree
     memory: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
@@ -82,18 +85,32 @@ def window_rates(
     return rates, cpu_ms
 
 
-def loader_config(base: DataConfig, loader: str, strategy: str, workers: int) -> DataConfig:
-    """``base`` with loader, sampling strategy and worker count replaced (devices stay 'auto': GPU if present).
+def loader_config(base: DataConfig, loader: str, strategy: str, workers: int, mode: str = "multicrop") -> DataConfig:
+    """``base`` with loader, sampling strategy, worker count and mode replaced (devices stay 'auto': GPU if present).
 
     ``dali-gpudecode``, ``dali-cuslide2`` and ``dali-dalidecode`` are the DALI loader decoding on the GPU
-    (``read_device=cuda``, ``device=gpu``) with ``gpu_decode`` batched, cuslide2 and dali.
+    (``read_device=cuda``, ``device=gpu``) with ``gpu_decode`` batched, cuslide2 and dali; ``plain`` mode makes one
+    un-augmented base tile per sample (:func:`gapless.benchmarks.config.plain_augment`); the ``reference`` loop runs
+    in one process.
     """
+    from gapless.benchmarks.config import plain_augment
+
     sampling = dataclasses.replace(base.sampling, strategy=strategy)
+    augment = plain_augment(base.augment) if mode == "plain" else base.augment
     gpu_decode = {"dali-gpudecode": "batched", "dali-cuslide2": "cuslide2", "dali-dalidecode": "dali"}
     if loader in gpu_decode:
         return dataclasses.replace(base, loader="dali", device="gpu", read_device="cuda", sampling=sampling,
-                                   workers=workers, gpu_decode=gpu_decode[loader])  # fmt: skip
-    return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers)
+                                   workers=workers, gpu_decode=gpu_decode[loader], augment=augment)  # fmt: skip
+    if loader == REFERENCE:
+        return dataclasses.replace(base, loader="baseline", sampling=sampling, workers=0, augment=augment)
+    return dataclasses.replace(base, loader=loader, sampling=sampling, workers=workers, augment=augment)
+
+
+def build(loader: str, cfg: DataConfig) -> Any:
+    """The loader (or the bare floor loop) named ``loader``, configured by ``cfg``."""
+    if loader == REFERENCE:
+        return BareLoop(cfg)
+    return build_loader(cfg)
 
 
 def measure_loader(
@@ -103,19 +120,22 @@ def measure_loader(
     repeats: int,
     device: str = "cpu",
     min_window_s: float = 0.0,
+    name: str = "",
+    mode: str = "multicrop",
 ) -> Throughput:
-    """Throughput of ``gapless.pipeline.loader.build_loader(cfg)``.
+    """Throughput of ``gapless.pipeline.loader.build_loader(cfg)`` (or of the loop ``name``: see :func:`build`).
 
     A failure (a loader that cannot start or dies) is recorded in ``error`` rather than raised: one broken
     configuration must not cost the rest of the run.
     """
-    result = Throughput(cfg.loader, cfg.sampling.strategy, cfg.workers, cfg.batch_size, [], 0.0, device=device)
+    name = name or cfg.loader
+    result = Throughput(name, cfg.sampling.strategy, cfg.workers, cfg.batch_size, [], 0.0, mode=mode, device=device)
     monitor = MemoryMonitor()
     loader = None
     with monitor:
         try:
             t0 = time.perf_counter()
-            loader = build_loader(cfg)
+            loader = build(name, cfg)
             next_batch = loader.next_batch
             next_batch()  # the first batch includes worker start-up
             result.startup_s = time.perf_counter() - t0

@@ -3,9 +3,13 @@
 The same views as the DALI graph (:mod:`gapless.pipeline.dali.graph`) from the same parameters
 (:func:`gapless.pipeline.augparams.draw_params`): the delivered crop window resized with an antialiased filter, the colour
 twist DALI applies (one affine map in YIQ space: brightness, contrast about mid-grey, hue as a rotation and
-saturation as a scaling of the IQ plane, grayscale as saturation 0), Gaussian blur, solarize, flip, normalisation
-to float CHW. So the DALI loader and this one make the same views of the same tile up to interpolation and
-rounding, which the tests measure.
+saturation as a scaling of the IQ plane, grayscale as saturation 0), Gaussian blur, solarize, flip. Views stay
+uint8 HWC: the loader hands them across processes as bytes and normalises whole batches on the output device
+(:class:`gapless.pipeline.loader_base.ViewNormalizer`), as the DALI loader does. So the DALI loader and this one make
+the same views of the same tile up to interpolation and rounding, which the tests measure.
+
+Steps that are the identity for a view are skipped, not computed: a whole-tile window at the tile's own size (no
+resize), colour factors that are all "off" (no twist).
 """
 
 from __future__ import annotations
@@ -34,32 +38,24 @@ def twist_matrix(brightness: float, contrast: float, saturation: float, hue_turn
 
 
 def color_twist(image: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """Colour jitter and grayscale of one parameter row, rounded and saturated to uint8 like DALI's."""
+    """Colour jitter and grayscale of one parameter row, rounded and saturated to uint8 like DALI's: the twist and
+    its offset as one OpenCV affine pass in float32, then one rounding, saturating conversion (OpenCV's uint8
+    ``transform`` would round in fixed point, a grey level off DALI's for a few per cent of the pixels)."""
     saturation = float(row[P.SATURATION]) * (1.0 - float(row[P.GRAY]))
-    matrix, offset = twist_matrix(float(row[P.BRIGHTNESS]), float(row[P.CONTRAST]), saturation, float(row[P.HUE]))
-    if np.allclose(matrix, np.eye(3), atol=1e-6) and abs(offset) < 1e-6:
-        return image  # jitter off and colour kept
-    out = image.reshape(-1, 3).astype(np.float32) @ matrix.T.astype(np.float32) + np.float32(offset)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(image.shape)
+    brightness, contrast, hue = float(row[P.BRIGHTNESS]), float(row[P.CONTRAST]), float(row[P.HUE])
+    if brightness == contrast == saturation == 1.0 and hue == 0.0:
+        return image  # jitter off and colour kept: the parameters store exact identity factors
+    matrix, offset = twist_matrix(brightness, contrast, saturation, hue)
+    affine = np.hstack([matrix, np.full((3, 1), offset)]).astype(np.float32)
+    return cv2.add(cv2.transform(image.astype(np.float32), affine), 0.0, dtype=cv2.CV_8U)
 
 
 def solarize(image: np.ndarray) -> np.ndarray:
     return np.where(image >= 128, 255 - image, image)
 
 
-class Normalizer:
-    """uint8 HWC -> float32 CHW, (x/255 - mean)/std."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32)))[:, None, None]
-        self.shift = (np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32))[:, None, None]
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        return image.transpose(2, 0, 1).astype(np.float32) * self.scale - self.shift
-
-
 class MultiCrop:
-    """``MultiCrop(aug).apply(tile, params) -> (global crops, local crops)``, lists of float32 CHW arrays.
+    """``MultiCrop(aug).apply(tile, params) -> (global crops, local crops)``, lists of uint8 HWC views.
 
     ``params``: the sample's [n_crops, N_PARAMS] array (:func:`gapless.pipeline.augparams.sample_params`). Calling the
     object with a generator instead draws the parameters from it first.
@@ -68,11 +64,15 @@ class MultiCrop:
     def __init__(self, aug: AugmentConfig) -> None:
         self.aug = aug
         self.recipes = crop_recipes(aug)
-        self.normalize = Normalizer(aug.mean, aug.std)
 
-    def view(self, tile: np.ndarray, row: np.ndarray, size: int) -> np.ndarray:
-        """One view, in the DALI graph's order: resized crop, colour, blur, solarize, then flip and normalise."""
-        crop = resize_window(tile, window_pixels(row, tile.shape[0]), size)
+    def view(self, tile: np.ndarray, row: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+        """One view, in the DALI graph's order: resized crop, colour, blur, solarize, then flip. With ``out`` (a
+        contiguous uint8 ``size`` x ``size`` x 3 array, e.g. the view's place in a batch) the last step writes there."""
+        window = window_pixels(row, tile.shape[0])
+        if window == (0, 0, tile.shape[0], tile.shape[1]) and size == tile.shape[0]:
+            crop = tile  # the whole tile at its own size: nothing to resize
+        else:
+            crop = resize_window(tile, window, size)
         crop = color_twist(crop, row)
         if row[P.BLUR] > 0.5:
             sigma = float(row[P.SIGMA])
@@ -80,14 +80,21 @@ class MultiCrop:
         if row[P.SOLARIZE] > 0.5:
             crop = solarize(crop)
         if row[P.FLIP] > 0.5:
-            crop = crop[:, ::-1]
-        return self.normalize(crop)
+            return cv2.flip(crop, 1) if out is None else cv2.flip(crop, 1, dst=out)
+        if out is None:
+            return crop
+        np.copyto(out, crop)
+        return out
 
-    def apply(self, tile: np.ndarray, params: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def apply(
+        self, tile: np.ndarray, params: np.ndarray, out: list[np.ndarray] | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(global views, local views) of a base tile; ``out``: one destination per view, in the same order."""
         if tile.shape[0] != tile.shape[1] or len(params) != len(self.recipes):
             raise ValueError(f"a square tile and {len(self.recipes)} parameter rows expected, got {tile.shape}, "
                              f"{len(params)}")  # fmt: skip
-        views = [self.view(tile, row, recipe.size) for row, recipe in zip(params, self.recipes)]
+        outs = out if out is not None else [None] * len(self.recipes)
+        views = [self.view(tile, row, recipe.size, dst) for row, recipe, dst in zip(params, self.recipes, outs)]
         return views[: self.aug.global_crops], views[self.aug.global_crops :]
 
     def __call__(self, tile: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -25,7 +25,8 @@ import numpy as np
 from gapless.pipeline.config import AugmentConfig
 from gapless.seeding import generator
 
-# Column layout of a sample's parameter array.
+# Column layout of a sample's parameter array (ParamSampler.draw fills the window, the jitter factors and
+# gray/blur as contiguous groups).
 Y0, X0, Y1, X1 = 0, 1, 2, 3  # crop window, relative to the base tile (0..1), (y, x) as DALI's roi arguments
 FLIP = 4  # horizontal flip
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 5, 6, 7, 8  # colour jitter factors (hue in turns of the colour wheel)
@@ -66,6 +67,19 @@ def crop_recipes(aug: AugmentConfig) -> list[CropRecipe]:
     return recipes
 
 
+def whole_tile(recipe: CropRecipe, tile_px: int) -> bool:
+    """Whether every window of ``recipe`` is the whole ``tile_px``² tile at its own size (area scale (1, 1))."""
+    return tuple(recipe.scale) == (1.0, 1.0) and recipe.size == tile_px
+
+
+def views_vary(aug: AugmentConfig, tile_px: int) -> bool:
+    """Whether any view depends on its random parameters (False: every view is the base tile itself, as in
+    un-augmented plain tiles, and the parameters need not be drawn or delivered)."""
+    static = aug.jitter_p <= 0.0 and aug.grayscale_p <= 0.0 and aug.flip_p <= 0.0
+    fixed = all(whole_tile(r, tile_px) and r.blur_p <= 0.0 and r.solarize_p <= 0.0 for r in crop_recipes(aug))
+    return not (static and fixed)
+
+
 def crop_windows(
     rng: np.random.Generator,
     height: int,
@@ -80,20 +94,18 @@ def crop_windows(
     that fits is placed uniformly. When none fits, the whole image clamped to the ratio range, centred. All tries
     are drawn up front (vectorised): the first fitting one of i.i.d. tries has torchvision's distribution.
     """
-    n = len(scales)
-    u = rng.random((n, tries, 2))
-    area = height * width * (scales[:, :1] + (scales[:, 1:] - scales[:, :1]) * u[..., 0])
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = np.exp(log_lo + (log_hi - log_lo) * u[..., 1])
-    w, h = np.rint(np.sqrt(area * aspect)), np.rint(np.sqrt(area / aspect))  # round half to even, as round()
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.argmax(axis=1)
-    h, w = h[np.arange(n), first].astype(np.int64), w[np.arange(n), first].astype(np.int64)
-    position = rng.random((n, 2))
-    y = np.floor(position[:, 0] * (height - h + 1)).astype(np.int64)
-    x = np.floor(position[:, 1] * (width - w + 1)).astype(np.int64)
-    missed = ~fits.any(axis=1)
-    if missed.any():
+    windows = _Windows(height, width, np.asarray(scales, np.float64), ratio, tries)
+    return windows.place(rng.random((len(scales), tries, 2)), rng.random((len(scales), 2)))
+
+
+class _Windows:
+    """What :func:`crop_windows` needs that does not depend on the random draws, computed once."""
+
+    def __init__(self, height: int, width: int, scales: np.ndarray, ratio: tuple[float, float], tries: int) -> None:
+        self.height, self.width, self.tries = height, width, tries
+        self.area_low = height * width * scales[:, :1]
+        self.area_span = height * width * (scales[:, 1:] - scales[:, :1])
+        self.log_low, self.log_span = math.log(ratio[0]), math.log(ratio[1]) - math.log(ratio[0])
         in_ratio = width / height
         if in_ratio < min(ratio):
             fw, fh = width, int(round(width / min(ratio)))
@@ -101,55 +113,83 @@ def crop_windows(
             fh, fw = height, int(round(height * max(ratio)))
         else:
             fw, fh = width, height
-        h[missed], w[missed], y[missed], x[missed] = fh, fw, (height - fh) // 2, (width - fw) // 2
-    return np.stack([y, x, h, w], axis=1)
+        self.fallback = ((height - fh) // 2, (width - fw) // 2, fh, fw)  # the whole image, clamped to the ratio
+        self.rows = np.arange(len(scales))
+
+    def place(self, tries: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """Windows from uniform draws: ``tries`` [n, tries, 2] (area, aspect), ``position`` [n, 2] (y, x)."""
+        area = self.area_low + self.area_span * tries[..., 0]
+        aspect = np.exp(self.log_low + self.log_span * tries[..., 1])
+        w, h = np.rint(np.sqrt(area * aspect)), np.rint(np.sqrt(area / aspect))  # round half to even, as round()
+        fits = (w > 0) & (w <= self.width) & (h > 0) & (h <= self.height)
+        first = fits.argmax(axis=1)
+        out = np.empty((len(self.rows), 4), np.int64)
+        out[:, 2], out[:, 3] = h[self.rows, first], w[self.rows, first]
+        out[:, 0] = np.floor(position[:, 0] * (self.height - out[:, 2] + 1))
+        out[:, 1] = np.floor(position[:, 1] * (self.width - out[:, 3] + 1))
+        missed = ~fits[self.rows, first]
+        if missed.any():
+            out[missed] = self.fallback
+        return out
 
 
-def _between(u: np.ndarray, low: float, high: float) -> np.ndarray:
-    return low + (high - low) * u
+class ParamSampler:
+    """``sampler(seed, g)``: the parameters of sample ``g``, ``[n_crops, N_PARAMS]`` float32 (see the module doc).
+
+    Everything that depends only on the recipe is computed once here, so a loader worker drawing a sample's
+    parameters pays for little more than its random numbers. Windows are drawn in integer pixels of the
+    ``tile_px``² base tile, as torchvision does, and stored relative, so DALI's ``roi_relative`` window and the
+    baseline's integer slice cover the same pixels. Every view draws the same number of values whatever its coins
+    say, so one view's coins never shift another's window.
+    """
+
+    def __init__(self, aug: AugmentConfig, tile_px: int, tries: int = 10) -> None:
+        recipes = crop_recipes(aug)
+        self.n, self.tile_px, self.tries = len(recipes), int(tile_px), tries
+        scales = np.array([r.scale for r in recipes], dtype=np.float64).reshape(-1, 2)
+        self.windows = _Windows(self.tile_px, self.tile_px, scales, CROP_RATIO, tries)
+        # Per view and column: coin thresholds (flip, jitter, gray, blur, solarize), then jitter and sigma ranges.
+        self.coins = np.array([[aug.flip_p, aug.jitter_p, aug.grayscale_p, r.blur_p, r.solarize_p] for r in recipes])
+        low = [max(0.0, 1.0 - aug.brightness), max(0.0, 1.0 - aug.contrast), max(0.0, 1.0 - aug.saturation), -aug.hue]
+        high = [1.0 + aug.brightness, 1.0 + aug.contrast, 1.0 + aug.saturation, aug.hue]
+        self.low = np.array([*low, BLUR_SIGMA[0]])
+        self.span = np.array([*high, BLUR_SIGMA[1]]) - self.low
+        self.identity = np.array([1.0, 1.0, 1.0, 0.0])
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """The parameters drawn from ``rng`` (windows first, then coins, jitter factors and sigma)."""
+        n, tries = self.n, self.tries
+        params = np.zeros((n, N_PARAMS), dtype=np.float32)
+        if n == 0:
+            return params
+        u = rng.random(n * (2 * tries + 12))
+        windows = self.windows.place(u[: 2 * n * tries].reshape(n, tries, 2),
+                                     u[2 * n * tries : 2 * n * (tries + 1)].reshape(n, 2))  # fmt: skip
+        params[:, Y0 : X0 + 1] = windows[:, :2] / self.tile_px  # (y0, x0), then (y1, x1)
+        params[:, Y1 : X1 + 1] = (windows[:, :2] + windows[:, 2:]) / self.tile_px
+        u = u[2 * n * (tries + 1) :].reshape(n, 10)  # 5 coins, 4 jitter factors, sigma
+        hits = u[:, :5] < self.coins
+        values = self.low + self.span * u[:, 5:]
+        params[:, BRIGHTNESS : HUE + 1] = np.where(hits[:, 1:2], values[:, :4], self.identity)
+        params[:, FLIP] = hits[:, 0]
+        params[:, GRAY : BLUR + 1] = hits[:, 2:4]
+        params[:, SOLARIZE] = hits[:, 4]
+        params[:, SIGMA] = values[:, 4]
+        return params
+
+    def __call__(self, seed: int, g: int) -> np.ndarray:
+        return self.draw(generator(seed, _STREAM_AUGMENT, g))
 
 
 def draw_params(aug: AugmentConfig, rng: np.random.Generator, tile_px: int) -> np.ndarray:
-    """All random parameters of one sample's views, ``[n_crops, N_PARAMS]`` float32 (see the module docstring).
-
-    Windows are drawn in integer pixels of the ``tile_px``² base tile, as torchvision does, and stored relative,
-    so DALI's ``roi_relative`` window and the baseline's integer slice cover the same pixels. Every view draws the
-    same number of values whatever its coins say, so one view's coins never shift another's window. Vectorised
-    over views: this runs once per sample in the loader workers.
-    """
-    recipes = crop_recipes(aug)
-    n = len(recipes)
-    params = np.zeros((n, N_PARAMS), dtype=np.float32)
-    if n == 0:
-        return params
-    scales = np.array([r.scale for r in recipes], dtype=np.float64)
-    y, x, h, w = crop_windows(rng, tile_px, tile_px, scales, CROP_RATIO).T
-    params[:, [Y0, X0, Y1, X1]] = np.stack([y, x, y + h, x + w], axis=1) / tile_px
-    u = rng.random((n, 10))  # 5 coins, 4 jitter factors, sigma
-    flip, jitter, gray, blur, solarize = u[:, :5].T
-    params[:, FLIP] = flip < aug.flip_p
-    factors = np.stack(
-        [
-            _between(u[:, 5], max(0.0, 1.0 - aug.brightness), 1.0 + aug.brightness),
-            _between(u[:, 6], max(0.0, 1.0 - aug.contrast), 1.0 + aug.contrast),
-            _between(u[:, 7], max(0.0, 1.0 - aug.saturation), 1.0 + aug.saturation),
-            _between(u[:, 8], -aug.hue, aug.hue),
-        ],
-        axis=1,
-    )
-    identity = np.array([1.0, 1.0, 1.0, 0.0])
-    params[:, [BRIGHTNESS, CONTRAST, SATURATION, HUE]] = np.where((jitter < aug.jitter_p)[:, None], factors, identity)
-    params[:, GRAY] = gray < aug.grayscale_p
-    params[:, BLUR] = blur < np.array([r.blur_p for r in recipes])
-    params[:, SIGMA] = _between(u[:, 9], *BLUR_SIGMA)
-    params[:, SOLARIZE] = solarize < np.array([r.solarize_p for r in recipes])
-    return params
+    """All random parameters of one sample's views from ``rng`` (:meth:`ParamSampler.draw`)."""
+    return ParamSampler(aug, tile_px).draw(rng)
 
 
 def sample_params(aug: AugmentConfig, seed: int, g: int, tile_px: int) -> np.ndarray:
-    """The parameters of global sample ``g``: :func:`draw_params` with a generator seeded by ``(seed, g)``."""
-    rng = generator(seed, _STREAM_AUGMENT, g)
-    return draw_params(aug, rng, tile_px)
+    """The parameters of global sample ``g``, a pure function of ``(seed, g)``; loaders that draw many keep a
+    :class:`ParamSampler`."""
+    return ParamSampler(aug, tile_px)(seed, g)
 
 
 def window_pixels(row: np.ndarray, tile_px: int) -> tuple[int, int, int, int]:

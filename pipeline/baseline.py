@@ -1,44 +1,50 @@
 """The plain-CPU baseline loaders: a PyTorch DataLoader doing everything the DALI graph does, on the CPU.
 
 "DU" and "CU" are this loader with ``data.sampling.strategy=du`` or ``cu`` (any strategy works). It shares the tile
-source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with :func:`gapless.pipeline.resize.resize_square` (antialiased) and
-augments with :class:`gapless.pipeline.augment.MultiCrop` using the parameters the DALI loader delivers to its graph
-(:func:`gapless.pipeline.augparams.sample_params`), so both loaders make the same views of the same samples.
+source with the DALI loader (same tiles for the same (seed, rank, i)), crop-resizes with
+:func:`gapless.pipeline.resize.resize_square` (antialiased) and augments with :class:`gapless.pipeline.augment.MultiCrop`
+using the parameters the DALI loader delivers to its graph (:class:`gapless.pipeline.augparams.ParamSampler`), so both
+loaders make the same views of the same samples.
 
 Tuned as one would tune it for real: each worker builds whole batches (``batch_size=None``: no per-sample IPC and
-no collate in the main process) straight into shared memory (no copy when they are sent), OpenCV and torch are pinned to one thread per worker (no oversubscription),
-workers persist across epochs, each keeps ``prefetch`` batches in flight, and batches are pinned when a GPU will
-receive them. Worker ``w`` of ``n`` builds batches ``start + w, start + w + n, …``; the DataLoader returns worker
-outputs round-robin, so batches arrive in order and batch ``b`` is the same whatever the worker count.
-Augmentation parameters are a pure function of (seed, g), so the baseline is resumable bit for bit.
+no collate in the main process) of uint8 views straight into shared memory (no copy when they are sent, a quarter of
+the bytes of float32), the loader normalises each batch once on the output device, OpenCV and torch are pinned to
+one thread per worker (no oversubscription), workers persist across epochs, each keeps ``prefetch`` batches in
+flight, and batches are pinned when a GPU will receive them. Worker ``w`` of ``n`` builds batches
+``start + w, start + w + n, …``; the DataLoader returns worker outputs round-robin, so batches arrive in order and
+batch ``b`` is the same whatever the worker count. Augmentation parameters are a pure function of (seed, g), so the
+baseline is resumable bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gapless.pipeline.augment import MultiCrop
-from gapless.pipeline.augparams import sample_params
-from gapless.pipeline.config import DataConfig
+from gapless.pipeline.augparams import ParamSampler, views_vary
+from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader_base import TrainLoader
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.source import Shard, TileSource
 
 
 class BaselineDataset(IterableDataset):
-    """An endless stream of collated multi-crop batches for one rank, split across DataLoader workers."""
+    """An endless stream of packed multi-crop batches for one rank, split across DataLoader workers."""
 
     def __init__(self, cfg: DataConfig, source: TileSource, shard: Shard):
         super().__init__()
         self.cfg, self.source, self.shard = cfg, source, shard
         self.multicrop = MultiCrop(cfg.augment)
+        self.params = ParamSampler(cfg.augment, cfg.tile_px)
+        # Views that never vary (plain tiles) need no parameters drawn: any sample's serve every sample.
+        self.fixed = None if views_vary(cfg.augment, cfg.tile_px) else self.params(0, 0)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
@@ -55,44 +61,61 @@ class BaselineDataset(IterableDataset):
         finally:
             self.source.close()  # this process's slide handles
 
-    def make_batch(self, b: int, shared: bool = False) -> dict[str, torch.Tensor]:
-        """Batch ``b`` of this rank: crop-major global and local crops plus per-sample metadata.
+    def make_batch(self, b: int, shared: bool = False) -> torch.Tensor:
+        """Batch ``b`` of this rank, packed in one uint8 tensor (:class:`PackedBatch`): per-sample metadata, then the
+        crop-major global and local views (uint8 HWC), each written in place by the augmentation.
 
-        ``shared`` (in a worker): the tensors are made in shared memory here, as the DataLoader's own collate does,
-        so the queue's feeder thread has nothing to copy when it sends them.
+        ``shared`` (in a worker): the tensor is made in shared memory here, as the DataLoader's own collate does, so
+        the queue's feeder thread has nothing to copy, and one tensor means one shared segment and one handle to
+        send per batch. The loader unpacks and normalises it on arrival.
         """
         cfg, aug = self.cfg, self.cfg.augment
         B = cfg.batch_size
-        crops = {
-            "global_crops": torch.empty(aug.global_crops * B, 3, aug.global_size, aug.global_size),
-            "local_crops": torch.empty(aug.local_crops * B, 3, aug.local_size, aug.local_size),
-        }
-        if shared:
-            crops = {key: crop.share_memory_() for key, crop in crops.items()}
-        # Crop-major views of the outputs: [crop, sample, 3, S, S].
-        globals_ = crops["global_crops"].numpy().reshape(aug.global_crops, B, 3, aug.global_size, aug.global_size)
-        locals_ = crops["local_crops"].numpy().reshape(aug.local_crops, B, 3, aug.local_size, aug.local_size)
-        meta = np.zeros((4, B), dtype=np.float64)  # mpp, level, retries, skipped
+        layout = PackedBatch(aug, B)
+        packed = shared_bytes(layout.nbytes) if shared else torch.empty(layout.nbytes, dtype=torch.uint8)
+        meta, globals_, locals_ = (t.numpy() for t in layout.unpack(packed))
+        # Crop-major: view c of sample k is row c·B + k of its group.
         for k, g in enumerate(self.shard.batch(b, B)):
             tile = self.source.read(g)
             base = resize_square(tile.region, cfg.tile_px)
-            views_g, views_l = self.multicrop.apply(base, sample_params(aug, self.source.seed, g, cfg.tile_px))
-            for c, view in enumerate(views_g):
-                globals_[c, k] = view
-            for c, view in enumerate(views_l):
-                locals_[c, k] = view
+            params = self.params(self.source.seed, g) if self.fixed is None else self.fixed
+            out = [globals_[c * B + k] for c in range(aug.global_crops)]
+            out += [locals_[c * B + k] for c in range(aug.local_crops)]
+            self.multicrop.apply(base, params, out)
             meta[:, k] = (tile.target_mpp, tile.level, tile.retries, float(tile.skipped))
-        batch = {
-            **crops,
-            "mpp": torch.from_numpy(meta[0].astype(np.float32)),
-            "level": torch.from_numpy(meta[1].astype(np.int64)),
-            "retries": torch.from_numpy(meta[2].astype(np.int64)),
-            "skipped": torch.from_numpy(meta[3].astype(np.int64)),
-        }
-        if shared:
-            for key in ("mpp", "level", "retries", "skipped"):
-                batch[key].share_memory_()
-        return batch
+        return packed
+
+
+def shared_bytes(nbytes: int) -> torch.Tensor:
+    """A uint8 tensor allocated in shared memory, as the DataLoader's own collate allocates its batches
+    (``UntypedStorage._new_shared``): ``share_memory_()`` on an ordinary tensor would allocate twice and copy, several
+    times the cost per batch."""
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if new_shared is None:  # a torch without it: the public, slower way
+        return torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+    return torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes))
+
+
+class PackedBatch:
+    """The layout of a baseline batch in one uint8 tensor: metadata (float64 [4, B]: mpp, level, retries, skipped),
+    then the global views [n_global·B, G, G, 3] and the local views [n_local·B, L, L, 3]."""
+
+    def __init__(self, aug: AugmentConfig, batch_size: int) -> None:
+        self.shapes = [(aug.global_crops * batch_size, aug.global_size, aug.global_size, 3),
+                       (aug.local_crops * batch_size, aug.local_size, aug.local_size, 3)]  # fmt: skip
+        self.meta_bytes = 4 * batch_size * 8
+        self.batch_size = batch_size
+        self.nbytes = self.meta_bytes + sum(math.prod(shape) for shape in self.shapes)
+
+    def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(meta, global views, local views): views into ``packed``, no copy."""
+        meta = packed[: self.meta_bytes].view(torch.float64).view(4, self.batch_size)
+        start, views = self.meta_bytes, []
+        for shape in self.shapes:
+            size = math.prod(shape)
+            views.append(packed[start : start + size].view(shape))
+            start += size
+        return meta, views[0], views[1]
 
 
 def _join_queue_feeders_at_exit(worker_id: int) -> None:
@@ -129,6 +152,7 @@ class BaselineLoader(TrainLoader):
         super().__init__(cfg, skipped_slides)
         self._it: Any = None  # close() after a failed start finds nothing to stop
         dataset = BaselineDataset(cfg, source, shard)
+        self.layout = PackedBatch(cfg.augment, cfg.batch_size)
         workers = max(0, cfg.workers)
         self.dataloader = DataLoader(
             dataset,
@@ -146,12 +170,16 @@ class BaselineLoader(TrainLoader):
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self._it is None:
             raise RuntimeError("the loader is closed")
-        raw = next(self._it)
-        skipped, retries = raw.pop("skipped"), raw.pop("retries")
+        meta, globals_, locals_ = self.layout.unpack(next(self._it))
+        mpp, level, retries, skipped = meta
         self._count(retries, skipped)
-        if self.out_device.type == "cuda":
-            return {k: v.to(self.out_device, non_blocking=True) for k, v in raw.items()}
-        return raw
+        dev = self.out_device
+        return {
+            "global_crops": self.normalize(globals_),
+            "local_crops": self.normalize(locals_),
+            "mpp": mpp.to(torch.float32).to(dev),
+            "level": level.to(torch.int64).to(dev),
+        }
 
     def _shutdown(self) -> None:
         it, self._it = self._it, None

@@ -73,6 +73,7 @@ class DataConfig:
     workers: int = 2  # worker processes (DALI parallel external source, or DataLoader workers)
     prefetch: int = 2  # batches queued ahead per worker
     handle_cache: int = 32  # open slide handles kept per process (bounded LRU)
+    tiles_per_slide: int = 1  # consecutive samples of a rank whose first attempt shares a slide (1: independent)
     max_read_retries: int = 8  # a failed read retries at another location this many times, then is skipped
 
     def __post_init__(self) -> None:
@@ -84,8 +85,8 @@ class DataConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")
-        if self.batch_size < 1 or self.iterations_per_epoch < 1 or self.tile_px < 16:
-            raise ValueError("batch_size, iterations_per_epoch must be >= 1 and tile_px >= 16")
+        if self.batch_size < 1 or self.iterations_per_epoch < 1 or self.tile_px < 16 or self.tiles_per_slide < 1:
+            raise ValueError("batch_size, iterations_per_epoch and tiles_per_slide must be >= 1 and tile_px >= 16")
         if not 0.0 <= self.tissue_threshold <= 1.0:
             raise ValueError(f"tissue_threshold: must be in [0, 1], got {self.tissue_threshold}")
         # Settings under which every read fails: refused here rather than found out as a run of blank tiles.

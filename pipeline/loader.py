@@ -13,22 +13,40 @@ Contract (both the DALI and the baseline loader keep it):
   worker count: see :mod:`gapless.pipeline.source` and :mod:`gapless.pipeline.augparams`; so a run resumed at iteration k gets
   the batches an uninterrupted run gets there, bit for bit (on the same kind of device).
 
-``cfg.loader``: auto or dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline ->
-PyTorch DataLoader, synthetic -> in-memory batches with no I/O (:mod:`gapless.pipeline.synthetic`).
+``cfg.loader``: dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline -> PyTorch
+DataLoader, synthetic -> in-memory batches with no I/O (:mod:`gapless.pipeline.synthetic`), auto -> the faster of
+DALI and the DataLoader on this machine (:func:`resolve_loader`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gapless.devices import cuda_available
 from gapless.errors import ConfigError, InputError
 from gapless.pipeline.config import DataConfig
+from gapless.pipeline.slide_table import SlideTable
 from gapless.pipeline.source import Shard, SlideEntry, TileSource
 
 log = logging.getLogger(__name__)
+
+
+def resolve_loader(cfg: DataConfig, has_cuda: bool | None = None) -> str:
+    """The loader ``cfg.loader`` names; auto is DALI with CUDA and the DataLoader baseline without.
+
+    With a GPU, DALI runs crop-resize and multi-crop on it. On a CPU both loaders make the same views from the same
+    host reads, but DALI's CPU operators (antialiased resize, colour twist, Gaussian blur) cost about six times what
+    OpenCV's do for a tile's views, so the DataLoader delivers about three times the multi-crop tiles per CPU-second
+    (benchmarks/results/RESULTS.md).
+    """
+    if cfg.loader != "auto":
+        return cfg.loader
+    has_cuda = cuda_available() if has_cuda is None else has_cuda
+    return "dali" if has_cuda else "baseline"
 
 
 def resolve_devices(cfg: DataConfig, has_cuda: bool | None = None) -> tuple[str, str]:
@@ -50,37 +68,52 @@ def resolve_devices(cfg: DataConfig, has_cuda: bool | None = None) -> tuple[str,
     return device, read_device
 
 
-def load_slides(index_path: str | Path, check: bool = True) -> tuple[list[SlideEntry], int, Any]:
-    """(readable slides, number skipped, the SlideIndex) of an index.
+def load_slides(index_path: str | Path, check: bool = True) -> tuple[Sequence[SlideEntry], int, Any]:
+    """(readable slides, number skipped, the SlideIndex) of an index; the slides as a
+    :class:`~gapless.pipeline.slide_table.SlideTable` over the index.
 
-    Skipped: slides the index itself marks as failed, and, with ``check``, slides that no longer open (missing,
-    truncated, corrupt; one header read each). They are logged, counted and never drawn. A file that goes bad
-    later is handled by the source's retries.
+    Skipped: slides the index itself marks as failed, and, with ``check``, slides whose file is gone, or has changed
+    since it was indexed and no longer opens (missing, truncated, corrupt). A file with the size and modification
+    time the index recorded costs one ``stat``, so an index of 200,000 slides is checked in seconds; a changed one
+    is opened (one header read). Skipped slides are logged, counted and never drawn. A file that goes bad later is
+    handled by the source's retries.
     """
-    from gapless.pipeline.slides import SlideIndex, open_slide
+    from gapless.pipeline.slides import SlideIndex
 
     if not index_path:
         raise ConfigError("data.index: no slide index given (write one with `gapless index`)")
     index = SlideIndex.load(index_path)
-    entries, skipped = [], len(index.failed)
+    positions, skipped = [], len(index.failed)
     for path, status, reason in index.failed:
         log.warning("skipping slide %s (%s in the index: %s)", path, status, reason)
-    for rec in index.records:
-        if check:
-            try:
-                open_slide(rec.path, mpp=rec.mpp).close()
-            except Exception as exc:  # a bad slide is skipped and counted, never fatal
-                log.warning("skipping slide %s: %s", rec.path, exc)
-                skipped += 1
-                continue
-        entries.append(SlideEntry(str(rec.path), tuple(rec.levels), float(rec.mpp), None, rec.row))
-    if not entries:
+    for k, rec in enumerate(index.records):
+        if check and not _still_readable(rec):
+            skipped += 1
+            continue
+        positions.append(k)
+    if not positions:
         raise InputError(f"{index_path}: none of the {len(index.records) + len(index.failed)} slides is readable")
-    return entries, skipped, index
+    return SlideTable(index, positions), skipped, index
 
 
-def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
-    """The tile source of a data config and the number of slides skipped while loading its index."""
+def _still_readable(record: Any) -> bool:
+    """Whether an indexed slide can still be read: unchanged since it was indexed, or still opening."""
+    from gapless.pipeline.slides import open_slide
+
+    try:
+        stat = os.stat(record.path)
+        if stat.st_size == record.size and stat.st_mtime == record.mtime:
+            return True
+        open_slide(record.path, mpp=record.mpp).close()
+        return True
+    except Exception as exc:  # a bad slide is skipped and counted, never fatal
+        log.warning("skipping slide %s: %s", record.path, exc)
+        return False
+
+
+def build_source(cfg: DataConfig, check: bool = True, world_size: int = 1) -> tuple[TileSource, int]:
+    """The tile source of a data config for a run of ``world_size`` ranks, and the number of slides skipped while
+    loading its index."""
     from gapless.pipeline.sampling import build_distribution
 
     entries, skipped, index = load_slides(cfg.index, check)
@@ -94,6 +127,8 @@ def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
         handle_cache=cfg.handle_cache,
         fill=tuple(cfg.augment.mean),
         index=index,
+        tiles_per_slide=cfg.tiles_per_slide,
+        world_size=world_size,
     )
     return source, skipped
 
@@ -101,7 +136,8 @@ def build_source(cfg: DataConfig, check: bool = True) -> tuple[TileSource, int]:
 def build_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1, start_iteration: int = 0) -> Any:
     """The loader of ``rank`` (of ``world_size``) starting at iteration ``start_iteration`` (see module doc)."""
     shard = Shard(rank, world_size, start_iteration)
-    if cfg.loader == "synthetic":
+    loader = resolve_loader(cfg)
+    if loader == "synthetic":
         from gapless.pipeline.synthetic import SyntheticLoader
 
         return SyntheticLoader(cfg, shard)
@@ -109,8 +145,8 @@ def build_loader(cfg: DataConfig, rank: int = 0, world_size: int = 1, start_iter
         from gapless.pipeline.slides.cuslide2 import enable_cuslide2
 
         enable_cuslide2()
-    source, skipped = build_source(cfg)
-    if cfg.loader == "baseline":
+    source, skipped = build_source(cfg, world_size=world_size)
+    if loader == "baseline":
         from gapless.pipeline.baseline import BaselineLoader
 
         return BaselineLoader(cfg, source, shard, skipped_slides=skipped)

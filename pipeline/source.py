@@ -1,7 +1,7 @@
 """The tile source: which tile the pipeline makes for each sample, and reading it.
 
 Sample ``i`` of rank ``r`` (of ``W``) is the global sample ``g = i·W + r``; every random choice about it is drawn
-from generators seeded with ``(seed, stream, g[, attempt])`` (NumPy ``SeedSequence`` -> PCG64). So a tile is a pure
+from generators seeded with ``(seed, stream, g[, attempt])`` (:mod:`gapless.seeding`). So a tile is a pure
 function of ``(seed, rank, i)``: deterministic, disjoint across ranks (ranks own disjoint residues of ``g``),
 independent of worker count and call order, and resumable from any iteration without replaying the ones before.
 
@@ -10,6 +10,11 @@ independent of worker count and call order, and resumable from any iteration wit
 - The slide is drawn uniformly over the readable slides of the index (each slide weighs the same, however large;
   the paper samples slides this way), and the location with the slide's tissue mask so that the footprint *at the
   sampled mpp* (``tile_px · mpp`` microns square) is at least ``tissue_threshold`` tissue.
+- With ``tiles_per_slide = K > 1``, the first attempts of K consecutive samples of a rank (``i // K`` equal) share
+  one slide, drawn uniformly from ``(seed, group)``: each sample's slide is still uniform over the slides and its
+  mpp its own independent draw, but a worker opens the slide and loads its tissue mask once for K tiles, which is
+  what keeps an index of many thousands of slides (nearly every draw a slide not yet open) fast. Retries draw their
+  slide per attempt, as with K = 1, the default (every sample's slide independent).
 - A failed attempt (no tissue found, unreadable region, vanished file) is retried with ``attempt + 1``: another
   slide and location, derived deterministically. After ``max_retries`` the sample is delivered as a flat tile of
   the normalisation mean (zero after normalising) and counted as skipped, so the batch keeps its size: never fatal,
@@ -22,22 +27,26 @@ in each process (DALI workers are started with ``spawn``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gapless.errors import RegionTooLargeError
-from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
+from gapless.pipeline.resize import resize_square
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
+from gapless.pipeline.workers import ParentBound
 from gapless.seeding import generator
 
 log = logging.getLogger(__name__)
 
-# Stream tags keep the generators for the mpp and for the (slide, location) attempts independent.
+# Stream tags keep the generators for the mpp, the (slide, location) attempts and a group's slide independent.
 _STREAM_MPP = 0x6D7070
 _STREAM_ATTEMPT = 0x6C6F63
+_STREAM_GROUP = 0x677270
 
 
 @dataclass(frozen=True)
@@ -106,12 +115,16 @@ class Tile:
         return -1 if self.spec is None else self.spec.plan.level
 
 
-class TileSource:
-    """Maps a global sample index to a tile and reads it (see the module docstring for the contract)."""
+class TileSource(ParentBound):
+    """Maps a global sample index to a tile and reads it (see the module docstring for the contract).
+
+    Loader workers (DALI's source workers, DataLoader workers, planner processes) receive the source pickled; one
+    that unpickles it ends when the process that sent it dies (:class:`gapless.pipeline.workers.ParentBound`).
+    """
 
     def __init__(
         self,
-        slides: list[SlideEntry],
+        slides: Sequence[SlideEntry],
         distribution: Any,
         seed: int,
         tile_px: int = 224,
@@ -121,10 +134,16 @@ class TileSource:
         mask_tries: int = 32,
         fill: tuple[float, float, float] = (0.485, 0.456, 0.406),
         index: SlideIndex | None = None,
+        tiles_per_slide: int = 1,
+        world_size: int = 1,
     ) -> None:
-        if not slides:
+        if not len(slides):
             raise ValueError("the tile source needs at least one readable slide")
-        self.slides = list(slides)
+        if tiles_per_slide < 1 or world_size < 1:
+            raise ValueError(f"tiles_per_slide and world_size must be >= 1, got {tiles_per_slide}, {world_size}")
+        # A list of entries, or a sequence that makes them on demand from the index (pipeline.slide_table).
+        self.slides = list(slides) if isinstance(slides, (list, tuple)) else slides
+        self.tiles_per_slide, self.world_size = int(tiles_per_slide), int(world_size)
         self.distribution = distribution
         self.seed = int(seed)
         self.tile_px = int(tile_px)
@@ -141,7 +160,7 @@ class TileSource:
         self._cache: SlideCache | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_cache"] = None  # handles are per process; the worker opens its own
         return state
 
@@ -164,12 +183,18 @@ class TileSource:
         """The target mpp of global sample ``g``: depends on (seed, g) only, never on retries."""
         return float(self.distribution.sample(1, self._rng(_STREAM_MPP, g))[0])
 
-    def plan(self, g: int, attempt: int = 0) -> TileSpec | None:
-        """Slide and region for attempt ``attempt`` of sample ``g``; None when no tissue location was found."""
+    def plan(self, g: int, attempt: int = 0, mpp: float | None = None) -> TileSpec | None:
+        """Slide and region for attempt ``attempt`` of sample ``g``; None when no tissue location was found.
+
+        ``mpp``: the sample's target mpp when the caller has it already (it is ``target_mpp(g)`` either way).
+        """
         rng = self._rng(_STREAM_ATTEMPT, g, attempt)
-        slide_idx = int(rng.integers(len(self.slides)))
+        if attempt == 0 and self.tiles_per_slide > 1:  # the slide of the sample's group
+            slide_idx = int(self._rng(_STREAM_GROUP, self.slide_group(g)).integers(len(self.slides)))
+        else:
+            slide_idx = int(rng.integers(len(self.slides)))
         entry = self.slides[slide_idx]
-        mpp = self.target_mpp(g)
+        mpp = self.target_mpp(g) if mpp is None else mpp
         side_um = self.tile_px * mpp
         center = self.tissue(entry).sample_center(rng, side_um, self.tissue_threshold, self.mask_tries, entry.mpp)
         if center is None:
@@ -179,6 +204,11 @@ class TileSource:
         except RegionTooLargeError:  # the slide is smaller than this tile's footprint: draw another
             return None
         return TileSpec(index=g, attempt=attempt, slide=slide_idx, path=entry.path, plan=plan)
+
+    def slide_group(self, g: int) -> int:
+        """The group of sample ``g``: ``tiles_per_slide`` consecutive samples of one rank share it (module doc)."""
+        rank, i = g % self.world_size, g // self.world_size
+        return (i // self.tiles_per_slide) * self.world_size + rank
 
     def tissue(self, entry: SlideEntry) -> TissueMask:
         return entry.tissue if entry.tissue is not None else self.index.tissue_mask(entry.row)
@@ -197,7 +227,7 @@ class TileSource:
         """Read sample ``g``, retrying failed attempts at other deterministic locations."""
         mpp = self.target_mpp(g)
         for attempt in range(self.max_retries + 1):
-            spec = self.plan(g, attempt)
+            spec = self.plan(g, attempt, mpp)
             if spec is None:
                 continue
             try:
@@ -223,15 +253,25 @@ class SampleCallback:
 
     Sample ``idx_in_epoch`` of the DALI stream is sample ``shard.start · batch_size + idx_in_epoch`` of the shard's
     rank. The loader never ends a DALI epoch (it counts its own iterations), so
-    ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC), target mpp (float32),
+    ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC; with ``resize_px``, the base
+    tile it makes, resized by :func:`gapless.pipeline.resize.resize_square`), target mpp (float32),
     level (int32), retries (int32), skipped (int32), each metadata a 1-element array; with ``augment``, also the
     sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`gapless.pipeline.augparams.sample_params`),
     drawn here so that they travel with the sample from whichever worker made it.
     """
 
-    def __init__(self, source: TileSource, shard: Shard, batch_size: int, augment: AugmentConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: TileSource,
+        shard: Shard,
+        batch_size: int,
+        augment: AugmentConfig | None = None,
+        resize_px: int = 0,
+    ) -> None:
         self.source, self.shard, self.offset = source, shard, shard.start * int(batch_size)
         self.augment = augment
+        self.params = None if augment is None else ParamSampler(augment, source.tile_px)
+        self.resize_px = int(resize_px)  # > 0: deliver the region resized to its resize_px² base tile
 
     @property
     def num_outputs(self) -> int:
@@ -239,10 +279,13 @@ class SampleCallback:
 
     def __call__(self, sample_info: Any) -> tuple[np.ndarray, ...]:
         g = self.shard.global_index(self.offset + int(sample_info.idx_in_epoch))
-        outputs = tile_outputs(self.source.read(g))
-        if self.augment is None:
+        tile = self.source.read(g)
+        if self.resize_px:
+            tile.region = resize_square(tile.region, self.resize_px)
+        outputs = tile_outputs(tile)
+        if self.params is None:
             return outputs
-        return (*outputs, sample_params(self.augment, self.source.seed, g, self.source.tile_px))
+        return (*outputs, self.params(self.source.seed, g))
 
 
 def tile_outputs(tile: Tile) -> tuple[np.ndarray, ...]:

@@ -25,6 +25,7 @@ class EvalTiles:
 
     ``normalized=False`` yields uint8 [B, tile_px, tile_px, 3] (for pictures), ``True`` float32 [B, 3, H, W]
     normalised like training crops (for feature extraction). Each batch comes with the metadata of its samples.
+    ``host_resize`` as :func:`gapless.pipeline.dali.loader.build_dali_pipeline` (default: on the host for a CPU graph).
     """
 
     def __init__(
@@ -35,12 +36,13 @@ class EvalTiles:
         device: str = "cpu",
         read_device: str = "cpu",
         normalized: bool = False,
+        host_resize: bool | None = None,
     ) -> None:
         from gapless.pipeline.dali.loader import build_dali_pipeline
 
         self.cfg, self.source, self.shard = cfg, source, shard or Shard()
         self.pipe = build_dali_pipeline(cfg, source, self.shard, device, read_device, evaluation=True,
-                                        normalized=normalized)  # fmt: skip
+                                        normalized=normalized, host_resize=host_resize)  # fmt: skip
         self.pipe.build()
         self.iteration = 0
 

@@ -4,6 +4,7 @@ determinism, resumption, the mpp distribution, agreement of the two crop-and-res
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 from scipy import stats
 
 from gapless.pipeline.config import AugmentConfig, DataConfig
-from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices
+from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices, resolve_loader
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
 from gapless.pipeline.source import Shard
@@ -154,7 +155,7 @@ def test_dali_and_opencv_crop_resize_agree(synthetic_slides) -> None:
     """
     cfg = _cfg(synthetic_slides.index, batch_size=8)
     source, _ = build_source(cfg)
-    tiles, meta = EvalTiles(cfg, source).next_batch()
+    tiles, meta = EvalTiles(cfg, source, host_resize=False).next_batch()  # DALI's own resize, on CPU operators
     for b in range(cfg.batch_size):
         region = source.read(int(meta["index"][b])).region
         reference = resize_square(region, cfg.tile_px).astype(np.float64)
@@ -187,7 +188,7 @@ def test_baseline_workers_deliver_batches_in_order_and_exit_cleanly(synthetic_sl
 
 @pytest.fixture(scope="module")
 def bad_index(synthetic_slides, tmp_path_factory):
-    """An index of four slides of which one then vanishes and one is truncated."""
+    """An index of four slides of which one then vanishes, one is truncated and one is touched (still good)."""
     from gapless.pipeline.slides.indexer import build_index
 
     root = tmp_path_factory.mktemp("bad_index")
@@ -197,6 +198,7 @@ def bad_index(synthetic_slides, tmp_path_factory):
     copies[0].unlink()
     with open(copies[1], "r+b") as f:
         f.truncate(4096)
+    os.utime(copies[2], (1e9, 1e9))  # changed since indexing: opened to check, and kept
     return SimpleNamespace(index=index, good=len(copies) - 2)
 
 
@@ -214,6 +216,13 @@ def test_bad_slides_in_the_index_are_counted_by_the_loader(bad_index) -> None:
     assert counts["skipped_slides"] == 2 and counts["reads"] == 2 * B
 
 
+def test_auto_picks_dali_with_cuda_and_the_dataloader_without() -> None:
+    cfg = DataConfig()
+    assert resolve_loader(cfg, has_cuda=True) == "dali" and resolve_loader(cfg, has_cuda=False) == "baseline"
+    for name in ("dali", "baseline", "synthetic"):
+        assert resolve_loader(dataclasses.replace(cfg, loader=name), has_cuda=False) == name
+
+
 def test_device_choice() -> None:
     cfg = DataConfig()
     assert resolve_devices(cfg, has_cuda=False) == ("cpu", "cpu")
@@ -226,3 +235,29 @@ def test_device_choice() -> None:
         resolve_devices(dataclasses.replace(cfg, device="gpu"), has_cuda=False)
     with pytest.raises(ConfigError):
         resolve_devices(dataclasses.replace(cfg, device="cpu", read_device="cuda"), has_cuda=True)
+
+
+def test_plain_tiles_are_the_normalised_base_tiles_from_both_loaders(synthetic_slides) -> None:
+    """Whole-tile views with nothing random applied skip every augmentation step (and their parameters), in DALI
+    and in the DataLoader: each view is exactly the base tile, normalised on the output device."""
+    from gapless.benchmarks.config import plain_augment
+    from gapless.pipeline.augparams import views_vary
+    from gapless.pipeline.loader_base import ViewNormalizer
+
+    plain = plain_augment(AugmentConfig())
+    assert not views_vary(plain, 224) and views_vary(AugmentConfig(), 224)
+    cfg = _cfg(synthetic_slides.index, augment=plain, iterations_per_epoch=1)
+    source, _ = build_source(cfg)
+    base = np.stack([resize_square(source.read(g).region, cfg.tile_px) for g in Shard().batch(0, B)])
+    import torch
+
+    expected = ViewNormalizer(plain.mean, plain.std, torch.device("cpu"))(torch.from_numpy(base)).numpy()
+    reference = (base.transpose(0, 3, 1, 2) / 255.0 - np.array(plain.mean)[:, None, None]) / np.array(plain.std)[
+        :, None, None
+    ]
+    assert np.abs(expected - reference).max() < 1e-5
+    for loader in ("baseline", "dali"):
+        with build_loader(dataclasses.replace(cfg, loader=loader)) as made:
+            batch = made.next_batch()
+        assert batch["local_crops"].shape == (0, 3, plain.local_size, plain.local_size)
+        assert np.array_equal(batch["global_crops"].numpy(), expected), loader

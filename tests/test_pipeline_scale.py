@@ -43,7 +43,7 @@ def ruler_source(ruler_slide):
 def test_ruler_period_in_tiles_matches_the_target_mpp(ruler_slide, ruler_source, target_mpp, level) -> None:
     source = ruler_source(target_mpp)
     cfg = dataclasses.replace(DataConfig(), batch_size=2, workers=0)
-    tiles, meta = EvalTiles(cfg, source).next_batch()
+    tiles, meta = EvalTiles(cfg, source, host_resize=False).next_batch()  # DALI's resize, not the host's
     expected = ruler_slide.period_um / target_mpp
     assert np.all(meta["level"] == level) and np.allclose(meta["mpp"], target_mpp)
     for b in range(cfg.batch_size):

@@ -112,3 +112,44 @@ def test_a_sample_with_no_readable_slide_is_skipped_not_fatal(source: TileSource
     tile = src.read(0)
     assert tile.skipped and tile.retries == 4 and tile.level == -1
     assert tile.region.shape == (src.tile_px, src.tile_px, 3) and np.all(tile.region == 128)
+
+
+def test_tiles_per_slide_groups_consecutive_samples_of_a_rank_on_one_slide(source: TileSource) -> None:
+    K, W = 4, 2
+    grouped = TileSource(source.slides, source.distribution, seed=source.seed, index=source.index, tiles_per_slide=K,
+                         world_size=W)  # fmt: skip
+    shards = [Shard(rank, W) for rank in range(W)]
+    first = {r: [grouped.plan(shards[r].global_index(i)).slide for i in range(4 * K)] for r in range(W)}
+    for r in range(W):  # i // K equal -> one slide; each rank has its own groups
+        assert all(len(set(first[r][k * K : (k + 1) * K])) == 1 for k in range(4))
+    assert [grouped.slide_group(shards[r].global_index(i)) for r in range(W) for i in (0, K - 1, K)] == [
+        0,
+        0,
+        2,
+        1,
+        1,
+        3,
+    ]
+    # Each sample's slide is still uniform over the slides, its mpp still its own draw, retries still elsewhere.
+    counts = np.bincount([grouped.plan(g * K).slide for g in range(400)], minlength=len(source.slides))
+    assert stats.chisquare(counts).pvalue > 1e-3
+    assert [grouped.target_mpp(g) for g in range(8)] == [source.target_mpp(g) for g in range(8)]
+    assert len({grouped.plan(0, attempt).slide for attempt in range(1, 12)}) > 1
+    # A pure function of (seed, g): another process (a pickled copy) makes the same plans.
+    twin = pickle.loads(pickle.dumps(grouped))
+    assert [twin.plan(g) for g in range(2 * K)] == [grouped.plan(g) for g in range(2 * K)]
+
+
+def test_the_slides_of_an_index_source_are_a_table_not_a_list(source: TileSource) -> None:
+    from gapless.pipeline.slide_table import SlideTable
+
+    assert isinstance(source.slides, SlideTable) and len(source.slides) == len(source.index.records)
+    for k, record in enumerate(source.index.records):
+        entry = source.slides[k]
+        assert (entry.path, entry.levels, entry.mpp, entry.row) == (record.path, record.levels, record.mpp, record.row)
+    # Pickled (into every worker), the table is the index's path and one integer per slide.
+    as_list = [source.slides[k] for k in range(len(source.slides))]
+    assert len(pickle.dumps(source.slides)) < len(pickle.dumps(as_list))
+    copy = pickle.loads(pickle.dumps(source.slides))
+    copy[0] = SlideEntry("elsewhere.tiff", as_list[0].levels, as_list[0].mpp, None, as_list[0].row)
+    assert copy[0].path == "elsewhere.tiff" and copy[1] == as_list[1] and source.slides[0] == as_list[0]

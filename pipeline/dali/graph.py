@@ -21,7 +21,7 @@ from typing import Any
 from nvidia.dali import fn, types
 
 from gapless.pipeline import augparams as P
-from gapless.pipeline.augparams import CropRecipe, crop_recipes
+from gapless.pipeline.augparams import CropRecipe, crop_recipes, whole_tile
 from gapless.pipeline.config import AugmentConfig
 
 # 255 - x for x >= 128, identity below: torchvision's solarize with threshold 128, as a lookup table (CPU and GPU).
@@ -109,24 +109,35 @@ def normalize(images: Any, aug: AugmentConfig, mirror: Any = None) -> Any:
     )
 
 
-def augmented_crop(tile: Any, params: Any, recipe: CropRecipe, aug: AugmentConfig) -> Any:
-    """One DINOv2 view from its parameter row: resized crop, jitter/grayscale, blur, solarize, flip, normalise.
+def flip(crop: Any, params: Any) -> Any:
+    """Mirror horizontally where the delivered flag is set."""
+    return fn.flip(crop, horizontal=fn.cast(params[P.FLIP], dtype=types.INT32), vertical=0)
 
-    The flip comes last (in the normalisation): every step before it is pointwise or a symmetric filter, so
-    flipping last gives the view flipping first would.
+
+def augmented_crop(tile: Any, params: Any, recipe: CropRecipe, aug: AugmentConfig, tile_px: int = 0) -> Any:
+    """One DINOv2 view from its parameter row, uint8 HWC: resized crop, jitter/grayscale, blur, solarize, flip.
+
+    The flip comes last: every step before it is pointwise or a symmetric filter, so flipping last gives the view
+    flipping first would. Steps that are the identity for every sample are left out of the graph: the crop when
+    the recipe's window is always the whole tile (scale (1, 1)) at the tile's own size ``tile_px``, colour when
+    jitter and grayscale are off, the flip when its probability is 0. Normalisation happens in the loader, on the
+    device the batch goes to.
     """
-    crop = resized_crop(tile, params, recipe.size)
-    crop = color_jitter(crop, params)
+    crop = tile if whole_tile(recipe, tile_px) else resized_crop(tile, params, recipe.size)
+    if aug.jitter_p > 0.0 or aug.grayscale_p > 0.0:
+        crop = color_jitter(crop, params)
     crop = blur(crop, params, recipe.blur_p)
     crop = solarize(crop, params, recipe.solarize_p)
-    return normalize(crop, aug, mirror=fn.cast(params[P.FLIP], dtype=types.INT32))
+    return flip(crop, params) if aug.flip_p > 0.0 else crop
 
 
-def multicrop(tiles: Any, params: Any, aug: AugmentConfig) -> tuple[list[Any], list[Any]]:
-    """DINOv2 multi-crop of the base tiles with per-sample ``params`` ([n_crops, N_PARAMS] CPU DataNode).
+def multicrop(tiles: Any, params: Any, aug: AugmentConfig, tile_px: int = 0) -> tuple[list[Any], list[Any]]:
+    """DINOv2 multi-crop of the base tiles (``tile_px``²) with per-sample ``params`` ([n_crops, N_PARAMS] CPU
+    DataNode; None when no view reads them, :func:`gapless.pipeline.augparams.views_vary`).
 
-    Returns (global crops, local crops), each a list of [B, 3, S, S] nodes; row ``k`` of ``params`` drives view
-    ``k`` (global crops first).
+    Returns (global crops, local crops), each a list of [B, S, S, 3] uint8 nodes; row ``k`` of ``params`` drives
+    view ``k`` (global crops first).
     """
-    views = [augmented_crop(tiles, params[k], recipe, aug) for k, recipe in enumerate(crop_recipes(aug))]
+    views = [augmented_crop(tiles, None if params is None else params[k], recipe, aug, tile_px)
+             for k, recipe in enumerate(crop_recipes(aug))]  # fmt: skip
     return views[: aug.global_crops], views[aug.global_crops :]

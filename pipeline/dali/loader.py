@@ -2,7 +2,8 @@
 
 An epoch is ``iterations_per_epoch`` batches counted here; the DALI stream itself never ends (the source never
 raises ``StopIteration``), so no tail batch is dropped and the next epoch continues the same deterministic stream.
-Batches are cloned out of DALI's buffers (``torch.cat`` copies), so a consumer may keep them.
+The graph delivers uint8 views; they are normalised into new float32 tensors on the output device (which copies
+them out of DALI's buffers), so a consumer may keep them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from gapless.pipeline.augparams import views_vary
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.dali import pipelines
 from gapless.pipeline.dali.gpu_source import BatchParams, GpuBatchReader
@@ -27,20 +29,29 @@ def build_dali_pipeline(
     evaluation: bool = False,
     normalized: bool = True,
     seed: int | None = None,
+    host_resize: bool | None = None,
 ) -> Any:
-    """Build (not run) the training or evaluation pipeline of a shard of the sample stream."""
+    """Build (not run) the training or evaluation pipeline of a shard of the sample stream.
+
+    ``host_resize``: host reads deliver base tiles resized in the source workers (OpenCV) instead of regions for
+    DALI's resize; None (default) does so for CPU graphs, where it is the cheaper resize (:mod:`.pipelines`).
+    """
     gpu_reads = read_device == "cuda"
+    resized = (device == "cpu" if host_resize is None else host_resize) and not gpu_reads
+    with_params = not evaluation and views_vary(cfg.augment, cfg.tile_px)  # some view uses them
     if gpu_reads and cfg.gpu_decode == "dali":
         from gapless.pipeline.dali.tile_decode import DaliTileReader
 
         callback: Any = DaliTileReader(source, cfg.batch_size, shard, cfg.workers, cfg.prefetch,
-                                       augment=None if evaluation else cfg.augment)  # fmt: skip
-        params = None if evaluation else callback.params
+                                       augment=cfg.augment if with_params else None)  # fmt: skip
+        params = callback.params if with_params else None
     elif gpu_reads:
         callback = GpuBatchReader(source, cfg.batch_size, shard, decode=cfg.gpu_decode, planners=cfg.workers)
-        params = None if evaluation else BatchParams(callback, cfg.augment)
+        params = BatchParams(callback, cfg.augment) if with_params else None
     else:  # training: each sample's augmentation parameters travel with it from the worker that read it
-        callback, params = SampleCallback(source, shard, cfg.batch_size, None if evaluation else cfg.augment), None
+        augment = cfg.augment if with_params else None
+        callback = SampleCallback(source, shard, cfg.batch_size, augment, cfg.tile_px if resized else 0)
+        params = None
     reads = pipelines.RegionReads(callback, gpu_reads, not gpu_reads and cfg.workers > 0, cfg.prefetch, params)
     common = dict(
         batch_size=cfg.batch_size,
@@ -87,16 +98,21 @@ class DaliLoader(TrainLoader):
         aug = self.cfg.augment
         dev = self.out_device
         batch = {
-            # torch.cat copies: the batch owns its memory, DALI may reuse its buffers.
-            "global_crops": torch.cat([out[f"global{k}"] for k in range(aug.global_crops)]).to(dev),
-            "local_crops": torch.cat([out[f"local{k}"] for k in range(aug.local_crops)]).to(dev)
-            if aug.local_crops
-            else torch.empty(0, 3, aug.local_size, aug.local_size, device=dev),
+            # The normalised copy on the output device owns its memory: DALI may reuse its buffers.
+            "global_crops": self._views(out, "global", aug.global_crops, aug.global_size),
+            "local_crops": self._views(out, "local", aug.local_crops, aug.local_size),
             "mpp": out["mpp"].reshape(-1).float().clone().to(dev),
             "level": out["level"].reshape(-1).long().clone().to(dev),
         }
         self._count(out["retries"], out["skipped"])
         return batch
+
+    def _views(self, out: dict[str, torch.Tensor], name: str, crops: int, size: int) -> torch.Tensor:
+        """The crop-major uint8 views ``name0 .. name{crops-1}`` as one normalised float32 batch."""
+        if not crops:
+            return torch.empty(0, 3, size, size, device=self.out_device)
+        views = [out[f"{name}{k}"] for k in range(crops)]
+        return self.normalize(views[0] if crops == 1 else torch.cat(views))
 
     def _shutdown(self) -> None:
         self._it = None

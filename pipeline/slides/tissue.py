@@ -9,6 +9,7 @@ mpp* is mostly tissue: a 2.0 mpp tile covers 64 times the area of a 0.25 mpp til
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ class TissueMask:
         self.mask_mpp = float(mask_mpp)
         self.base_mpp = base_mpp
         self._integral: np.ndarray | None = None
-        self._tissue_pixels: np.ndarray | None = None
+        self._tissue_count: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"mask": np.packbits(self.mask), "shape": self.mask.shape, "mask_mpp": self.mask_mpp,
@@ -80,30 +81,45 @@ class TissueMask:
     ) -> tuple[int, int] | None:
         """A level-0 (x, y) centre whose ``side_um`` square is at least ``threshold`` tissue, or None.
 
-        Candidates are drawn from tissue pixels in one vectorised batch and the first that passes is returned.
+        Candidates are uniform over tissue pixels (uniform pixels of the mask, kept where it is tissue: no pass over
+        the whole mask), each jittered inside its pixel; the first whose square passes is returned, its tissue
+        counted on the mask itself. So a mask that has just been loaded costs a few candidates, not a summed-area
+        table: what a loader drawing from thousands of slides pays for every tile.
         """
         base = base_mpp or self.base_mpp
         if base is None:
             raise ValueError("sample_center needs base_mpp (the slide's level-0 mpp) to return level-0 pixels")
-        if self._tissue_pixels is None:
-            self._tissue_pixels = np.flatnonzero(self.mask.ravel())
-        pixels = self._tissue_pixels
-        if len(pixels) == 0:
+        if self._tissue_count is None:
+            self._tissue_count = int(np.count_nonzero(self.mask))
+        if self._tissue_count == 0:
             return None
-        w = self.mask.shape[1]
-        batch = min(max_tries, 32)
-        for _ in range(0, max_tries, batch):
-            picks = pixels[rng.integers(0, len(pixels), batch)]
-            jitter = rng.random((2, batch))
-            cx = picks % w + jitter[0]
-            cy = picks // w + jitter[1]
-            fractions = self._box_fractions(cx, cy, side_um / self.mask_mpp / 2.0)
-            good = np.flatnonzero(fractions >= threshold)
-            if len(good):
-                scale = self.mask_mpp / base
-                i = good[0]
-                return int(cx[i] * scale), int(cy[i] * scale)
+        h, w = self.mask.shape
+        flat = self.mask.ravel()
+        half = max(side_um / self.mask_mpp / 2.0, 0.5)
+        draws = min(4096, 2 * math.ceil(w * h / self._tissue_count))  # about two tissue pixels per round
+        tries = rounds = 0
+        while tries < max_tries and rounds < max_tries:
+            rounds += 1
+            pixels = rng.integers(0, w * h, draws)
+            tissue = pixels[flat[pixels]]
+            jitter = rng.random((2, len(tissue)))
+            for pixel, jx, jy in zip(tissue.tolist(), *jitter.tolist()):
+                cx, cy = pixel % w + jx, pixel // w + jy
+                if self._box_fraction(cx, cy, half) >= threshold:
+                    scale = self.mask_mpp / base
+                    return int(cx * scale), int(cy * scale)
+                tries += 1
+                if tries >= max_tries:
+                    break
         return None
+
+    def _box_fraction(self, cx: float, cy: float, half: float) -> float:
+        """Tissue fraction of the square of half-side ``half`` centred at mask coordinates (cx, cy), counted on the
+        mask (outside it counts as glass), as :meth:`_box_fractions` does with the summed-area table."""
+        h, w = self.mask.shape
+        x0, x1, y0, y1 = math.floor(cx - half), math.ceil(cx + half), math.floor(cy - half), math.ceil(cy + half)
+        inside = np.count_nonzero(self.mask[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)])
+        return inside / max((x1 - x0) * (y1 - y0), 1)
 
 
 def detect_tissue(rgb: np.ndarray, image_mpp: float, mask_mpp: float = MASK_MPP) -> np.ndarray:
