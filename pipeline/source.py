@@ -38,8 +38,8 @@ from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
-from gapless.pipeline.workers import ParentBound
 from gapless.seeding import generator
+from gapless.workers import ParentBound
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class TileSource(ParentBound):
     """Maps a global sample index to a tile and reads it (see the module docstring for the contract).
 
     Loader workers (DALI's source workers, DataLoader workers, planner processes) receive the source pickled; one
-    that unpickles it ends when the process that sent it dies (:class:`gapless.pipeline.workers.ParentBound`).
+    that unpickles it ends when the process that sent it dies (:class:`gapless.workers.ParentBound`).
     """
 
     def __init__(

@@ -23,7 +23,7 @@ PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]
 # (unit, rank, module prefixes): a module belongs to the unit with the longest matching prefix.
 UNITS = [
     ("base", 0, ["gapless", "gapless.errors", "gapless.config", "gapless.console", "gapless.io", "gapless.devices",
-                 "gapless.seeding", "gapless.configs"]),
+                 "gapless.seeding", "gapless.workers", "gapless.configs"]),
     ("sampling", 1, ["gapless.pipeline.sampling"]),
     ("slides", 1, ["gapless.pipeline.slides"]),
     ("synth", 2, ["gapless.pipeline.synth"]),

@@ -14,8 +14,8 @@ import time
 
 import psutil
 
-from gapless.pipeline import workers
-from gapless.pipeline.workers import ParentBound
+from gapless import workers
+from gapless.workers import ParentBound
 
 _PR_GET_PDEATHSIG = 2
 

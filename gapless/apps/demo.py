@@ -118,7 +118,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                                                plot_path=out / "sampling.png"))  # fmt: skip
     stages.run("synthetic slides + index", lambda: make_slides(cfg.slides, out / "slides"))
     index = out / "slides" / "index.h5"
-    stages.run("pretraining (DALI)", lambda: pretrain(cfg.pretrain, index, out / "pretrain"))
+    stages.run("pretraining", lambda: pretrain(cfg.pretrain, index, out / "pretrain"))
     stages.run("evaluation set", lambda: make_evalset(cfg, index, out / "evalset.h5"))
     # The control: the weights the run started from, through the same probes. Pretraining helped only where the
     # trained teacher beats it.

@@ -1,7 +1,7 @@
 """Building the slide index (``gapless index``): parallel, incremental, resumable, shardable, never losing data.
 
 - Each slide is opened, its geometry and mpp recorded and its tissue mask computed in a worker process (workers die
-  with the parent, :mod:`gapless.pipeline.slides.parallel`). A slide that cannot be read, has no usable mpp or shows
+  with the parent, :mod:`gapless.workers`). A slide that cannot be read, has no usable mpp or shows
   no tissue is recorded with its reason and reported; the run goes on.
 - A slide is read again only when its file changed (size, modification time), a setting that shapes its record
   changed (``--mpp``, its labels ``mpp``, ``--mask-mpp``) or its record in the previous index is damaged.
@@ -150,7 +150,7 @@ def _read_slides(todo: list[tuple[str, float | None]], mask_mpp: float, workers:
             on_progress(len(done), len(todo))
 
     if workers > 1 and len(todo) > 1:
-        from gapless.pipeline.slides.parallel import worker_pool
+        from gapless.workers import worker_pool
 
         with worker_pool(min(workers, len(todo))) as pool:
             for future in as_completed([pool.submit(index_slide, p, m, mask_mpp) for p, m in todo]):

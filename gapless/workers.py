@@ -1,8 +1,9 @@
-"""Loader worker processes that end with the process that started them.
+"""Worker processes that end with the process that started them.
 
-DALI's source workers, DataLoader workers and the GPU reader's planner processes are spawned by the trainer. When
-the trainer is killed (kill -9, the out-of-memory killer, a SIGTERM it does not handle), workers that are not told
-go on running, each holding its share of memory (hundreds of MB with slide handles and DALI buffers), and keep
+Index workers (``gapless index --workers N``), DALI's source workers, DataLoader workers and the GPU reader's
+planner processes are spawned by a parent. When the parent is killed (kill -9, the out-of-memory killer, a
+preemption that does not wait), workers that are not told go on running, each holding its share of memory
+(hundreds of MB with slide handles and DALI buffers) or waiting forever on a queue nobody writes to, and keep
 multiprocessing's resource tracker alive with them. A worker that calls :func:`die_with_parent` when it starts
 asks the kernel to kill it when its parent dies (Linux ``PR_SET_PDEATHSIG``) and also checks its parent's process
 id once a second, which covers other systems and a parent thread that ends before its process. The resource
@@ -10,7 +11,7 @@ tracker ends by itself once the last process holding its pipe (parent and worker
 
 :class:`ParentBound` carries the parent's process id through pickling: the tile source, which every kind of loader
 worker receives pickled (inside DALI's source callback, the DataLoader's dataset, the planner pool's initializer),
-binds the worker that unpickles it.
+binds the worker that unpickles it; :func:`worker_pool` is a process pool whose workers are bound when they start.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -61,3 +63,12 @@ class ParentBound:
         self.__dict__.update(state)
         if parent is not None and parent != os.getpid() and os.getppid() == parent:
             die_with_parent(parent)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes that die with this one."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+    )
