@@ -28,7 +28,7 @@ STRATEGIES = PAPER_STRATEGIES
 
 @dataclass
 class SlideSetConfig:
-    """The synthetic slide set written when no ``--index`` is given (SVS-like, REFERENCE §7)."""
+    """The synthetic slide set written when no ``--index`` is given (SVS-like by default)."""
 
     slides: int = 4
     side_px: int = 8192  # level-0 side at base_mpp: 2.0 mpp tiles (1792 level-0 px) fit many times over

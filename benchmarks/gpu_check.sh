@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# The project's GPU check, for a machine with CUDA, DALI and cuCIM importable (see ../shared/device/README.md for a
-# machine without package-registry access). Keeps going past a failing or overrunning part, so one run yields all
-# that can be measured:
+# The project's GPU check, for a machine with CUDA, DALI and cuCIM importable. Keeps going past a failing or
+# overrunning part, so one run yields all that can be measured:
 #   bench:    `gapless bench --quick` with equal workers and GPU-sized windows: the DALI GPU graph fed by host
 #             decoding (dali), by batched nvImageCodec GPU decoding (dali-gpudecode) and by DALI's decoder on tiles
 #             the workers read (dali-dalidecode), and the DataLoader baseline, each under DU and CU; peak GPU memory;

@@ -1,6 +1,6 @@
 """Configuration schema of the evaluation: the protocol, which mpps, how RankMe is computed, the probe grids.
 
-Two protocols (REFERENCE.md §1), chosen with ``protocol`` and adjustable key by key:
+Two protocols, chosen with ``protocol`` and adjustable key by key:
 
 - ``paper`` (the default) follows the paper's public evaluation code: a nested split over the sorted patient ids
   (one label per patient; outer ``StratifiedKFold(nested_folds, shuffle, split_seed)``, the first split of an inner

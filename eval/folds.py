@@ -5,7 +5,7 @@ patient share a fold, and each fold's label distribution is as close to the whol
 (scikit-learn's ``StratifiedGroupKFold``). For test fold ``f``, the validation fold is ``(f + 1) % k`` and the
 remaining ``k - 2`` folds train.
 
-Nested split (the ``paper`` protocol, REFERENCE.md §1): over the *sorted* patient ids, each with one label (its
+Nested split (the ``paper`` protocol, as the paper's public evaluation code does it): over the *sorted* patient ids, each with one label (its
 first region's, as the paper's code takes its first slide's), an outer ``StratifiedKFold(k, shuffle=True,
 random_state=seed)`` gives each fold's test patients; an inner one with the same arguments over the remaining
 patients gives, from its first split, train and validation. Each inner split needs ``k`` patients of every class

@@ -4,7 +4,7 @@ A tile at mpp ``t`` is the centre ``round(tile_px · t / base_mpp)`` px of a reg
 ``tile_px`` in steps of at most 2x, so every tile of a region shows the same tissue centre at its own magnification.
 Two filters (the set file records which, :data:`RESAMPLINGS`):
 
-- ``paper`` (the paper's benchmark tiles, REFERENCE.md §1): the step sizes halve (rounding down) until the target;
+- ``paper`` (how the paper's benchmark tiles were made): the step sizes halve (rounding down) until the target;
   each step is a Gaussian filter with sigma = (step's source size / its target size) / 2.5 on each channel (SciPy
   ``ndimage.gaussian_filter``, reflected edges, uint8 in and out: SciPy truncates each 1-D pass to uint8, which
   darkens a step by about one grey level, as it did the paper's tiles), then a bicubic resize (PIL).
