@@ -1,0 +1,1 @@
+"""Applications built on the subsystems: experiments (demo, reproduction), their report, and their commands."""
