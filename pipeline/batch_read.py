@@ -71,6 +71,11 @@ class TileVetter:
         except OSError as exc:
             raise SlideError(f"{spec.path}: {exc}") from exc
 
+    def close(self) -> None:
+        """Close this process's files (they reopen on demand)."""
+        if self._files is not None:
+            self._files.close()
+
 
 def first_plans(source: TileSource, gs: list[int], attempts: dict[int, int] | None = None, vet: Vet | None = None
                 ) -> Plans:  # fmt: skip
@@ -171,7 +176,8 @@ class PlanPrefetcher:
         return first_plans(self.source, gs, vet=self.vet)
 
     def close(self) -> None:
+        """Stop the planner processes: queued batches are dropped, and the processes have ended on return."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._pending.clear()

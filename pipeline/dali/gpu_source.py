@@ -100,6 +100,14 @@ class GpuBatchReader:
             self._prefetcher.ahead(ahead, self.sample_indices(ahead))
         return read_many(self.source, gs, self._reader, device=self.device, plans=plans, vet=self._vet)
 
+    def close(self) -> None:
+        """Stop the planner processes and close the decoder's and the vetter's files (idempotent; a later call
+        starts them afresh)."""
+        for part in (self._prefetcher, self._reader, self._vet):
+            if part is not None:
+                part.close()
+        self._reader = self._prefetcher = self._vet = None
+
 
 class BatchParams:
     """``params(iteration) -> [B host arrays]``: the augmentation parameters of the reader's samples of ``iteration``.

@@ -72,6 +72,11 @@ class TileBatchCallback:
     def sample_indices(self, iteration: int) -> list[int]:
         return self.shard.batch(self.shard.start + int(iteration), self.batch_size)
 
+    def close(self) -> None:
+        """Close this process's tile files (they reopen on demand)."""
+        if self._files is not None:
+            self._files.close()
+
     def __call__(self, info: Any) -> tuple[list[np.ndarray], ...]:
         iteration = info.iteration if hasattr(info, "iteration") else int(info)
         gs = self.sample_indices(iteration)

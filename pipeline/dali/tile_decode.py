@@ -126,9 +126,11 @@ class DaliTileReader:
         return region
 
     def close(self) -> None:
+        """Stop the decode pipeline (its source workers end with it) and close this process's tile files."""
         pipe, self.pipe = self.pipe, None
         del pipe
         self._cache.clear()
+        self.callback.close()
 
 
 def _array_module(device: str) -> Any:
