@@ -3,7 +3,8 @@
 :func:`read_many` makes the tiles ``[source.read(g) for g in gs]`` makes (same attempts, same regions), but reads
 each round of attempts with one ``reader.read`` call (:class:`~gapless.pipeline.slides.tiled_decode.TiledJpegReader`,
 :class:`~gapless.pipeline.slides.cuslide2.Cuslide2Reader`), so a batch costs one decode call instead of one per
-region. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a fraction of a millisecond
+region; without a batch reader (``gpu_decode=cucim``) it reads region by region through the slides' backend, with
+the same planning and vetting. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a fraction of a millisecond
 per tile: for batches of hundreds it would hold the DALI pipeline thread longer than the GPU decode does, so
 :class:`PlanPrefetcher` plans the next batches in worker processes while the current one decodes. Plans are pure
 functions of ``(seed, g, attempt)``, so where they were made changes nothing.
@@ -96,19 +97,22 @@ def first_plans(source: TileSource, gs: list[int], attempts: dict[int, int] | No
     return plans
 
 
-def read_many(source: TileSource, gs: list[int], reader: Any, device: str = "cuda", plans: Plans | None = None,
+def read_many(source: TileSource, gs: list[int], reader: Any | None, device: str = "cuda", plans: Plans | None = None,
               vet: Vet | None = None) -> list[Tile]:  # fmt: skip
     """The tiles of samples ``gs``, identical to ``[source.read(g) for g in gs]``, each round of attempts read
-    by one ``reader.read`` call; regions the reader does not handle go through the slide's own backend.
-    ``plans``: the first round's plans when already made (:class:`PlanPrefetcher`, with the same ``vet``)."""
+    by one ``reader.read`` call; regions the reader does not handle (all of them with ``reader=None``) go through
+    the slide's own backend. ``plans``: the first round's plans when already made (:class:`PlanPrefetcher`, with
+    the same ``vet``)."""
     plans = first_plans(source, gs, vet=vet) if plans is None else plans
     tiles: dict[int, Tile] = {}
     while plans:
         specs = {g: spec for g, spec in plans.items() if spec is not None}
         tiles.update({g: source.skipped_tile(g, device) for g, spec in plans.items() if spec is None})
-        requests = {g: region_request(source, spec) for g, spec in specs.items()}
-        requests = {g: request for g, request in requests.items() if reader.handles(request)}
-        regions = dict(zip(requests, reader.read(list(requests.values()))))
+        regions: dict[int, Any] = {}
+        if reader is not None:
+            requests = {g: region_request(source, spec) for g, spec in specs.items()}
+            requests = {g: request for g, request in requests.items() if reader.handles(request)}
+            regions = dict(zip(requests, reader.read(list(requests.values()))))
         retry: dict[int, int] = {}
         for g, spec in specs.items():
             if g in regions:

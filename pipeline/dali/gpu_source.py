@@ -3,8 +3,9 @@
 ``decode`` chooses how (``data.gpu_decode``): ``batched`` decodes the JPEG tiles of the whole batch in one
 nvImageCodec call (:class:`gapless.pipeline.slides.tiled_decode.TiledJpegReader`); ``cuslide2`` reads each slide's
 regions with cuCIM's nvImageCodec plugin in batched calls (:class:`gapless.pipeline.slides.cuslide2.Cuslide2Reader`);
-``cucim`` reads region by region with cuCIM's ``device="cuda"`` decode (one call per region). The first two plan the
-next batches in worker processes and vet the tiles there (:mod:`gapless.pipeline.batch_read`); ``verify=False``
+``cucim`` reads region by region with cuCIM's ``device="cuda"`` decode (one call per region). All three plan the
+next batches in worker processes and vet the tiles of each plan there, strictly and once per process, because
+GPU decoders turn damaged data into noise without failing (:mod:`gapless.pipeline.batch_read`); ``verify=False``
 skips the vetting (to measure what it costs). The fourth path, DALI's own decoder, is
 :class:`gapless.pipeline.dali.tile_decode.DaliTileReader`.
 
@@ -68,11 +69,7 @@ class GpuBatchReader:
         from gapless.pipeline.slides.tiled_decode import array_module
 
         xp = array_module(self.device)
-        gs = self.sample_indices(iteration)
-        if self.decode in ("batched", "cuslide2"):
-            tiles = self._read_batched(int(iteration), gs)
-        else:
-            tiles = [self.source.read(g, device=self.device) for g in gs]
+        tiles = self._read(int(iteration), self.sample_indices(iteration))
         regions = [xp.ascontiguousarray(t.region) for t in tiles]
         # The metadata columns cross to the GPU as one array each, handed to DALI as per-sample rows.
         meta = np.array([[t.target_mpp, t.level, t.retries, int(t.skipped)] for t in tiles], np.float64)
@@ -81,16 +78,18 @@ class GpuBatchReader:
         columns = [[ints[b, k : k + 1] for b in range(len(tiles))] for k in range(3)]
         return (regions, [mpp[b] for b in range(len(tiles))], *columns)
 
-    def _read_batched(self, iteration: int, gs: list[int]) -> list[Any]:
+    def _read(self, iteration: int, gs: list[int]) -> list[Any]:
+        """The tiles of ``gs``: plans made ahead and vetted, then read (``cucim``: region by region through the
+        slide's backend, which ``read_many`` does for what its reader does not handle)."""
         from gapless.pipeline.batch_read import PlanPrefetcher, TileVetter, read_many
 
-        if self._reader is None:
+        if self._prefetcher is None:
             self._vet = TileVetter() if self.verify else None
             if self.decode == "cuslide2":
                 from gapless.pipeline.slides.cuslide2 import Cuslide2Reader
 
                 self._reader = Cuslide2Reader(self.device)
-            else:
+            elif self.decode == "batched":
                 from gapless.pipeline.slides.tiled_decode import TiledJpegReader
 
                 self._reader = TiledJpegReader(self.device)
