@@ -301,3 +301,13 @@ def test_many_slides_have_real_tile_counts_and_a_linked_index(synthetic_slides, 
         assert np.array_equal(record.tissue_mask().mask, original.tissue_mask().mask)
     slides, skipped, _ = load_slides(linked)
     assert len(slides) == 7 and skipped == 0
+
+
+def test_reads_script_runs_to_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m gapless.benchmarks.reads`` (gpu_check.sh runs it) on a tiny slide: every row printed, no error."""
+    from gapless.benchmarks import reads
+
+    reads.main(["--seconds", "0.01", "--size-mm", "0.5"])
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()[2:]]
+    backends = ["cucim/cpu", "openslide/cpu", "batched/cpu", "px/out"]
+    assert rows == [[pyramid, backend] for pyramid in ("4x", "2x") for backend in backends]
