@@ -134,10 +134,12 @@ class _StageRun:
         self.params = ParamSampler(cfg.augment, cfg.tile_px)
         self.normalize = ViewNormalizer(cfg.augment.mean, cfg.augment.std, torch_device("cuda" if cuda else "cpu"))
         self.check_switch = tile_check_switch()
-        for entry in self.source.slides:  # open every handle first: opening is start-up, not per-tile cost
+        # Opening a slide and loading its tissue mask (lazily, once per slide) are start-up, not per-tile costs:
+        # a first, untimed planning loads the masks of the slides the tiles come from, then those slides (only
+        # those: an index may hold 200,000) are opened before the timed planning.
+        warm, _ = plan_specs(self.source, n_tiles)
+        for entry in {self.source.slides[spec.slide].path: self.source.slides[spec.slide] for spec in warm}.values():
             self.source.cache.get(entry.path, mpp=entry.mpp)
-        for g in range(4 * len(self.source.slides)):  # and load tissue masks (lazy, once per slide) the same way
-            self.source.plan(10**9 + g)
         self.specs, plan_times = plan_specs(self.source, n_tiles)
         self.times: dict[str, list[float]] = {s: [] for s in STAGES}
         self.times["plan"] = plan_times

@@ -311,3 +311,17 @@ def test_reads_script_runs_to_the_end(capsys: pytest.CaptureFixture[str]) -> Non
     rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()[2:]]
     backends = ["cucim/cpu", "openslide/cpu", "batched/cpu", "px/out"]
     assert rows == [[pyramid, backend] for pyramid in ("4x", "2x") for backend in backends]
+
+
+def test_stage_breakdown_opens_only_the_slides_its_tiles_read(synthetic_slides) -> None:
+    """With an index of many slides, the stage table opens the few its tiles come from, not every slide."""
+    from gapless.benchmarks.stages import _StageRun
+    from gapless.pipeline.config import AugmentConfig, DataConfig
+
+    cfg = DataConfig(index=str(synthetic_slides.index), tile_px=64, augment=AugmentConfig(local_crops=1))
+    run = _StageRun(cfg, n_tiles=2, batch=2, cuda=False)
+    paths = {spec.path for spec in run.specs}
+    assert len(run.specs) == 2 and len(paths) < len(run.source.slides)
+    assert run.source.cache.opened == len(paths) and all(path in run.source.cache for path in paths)
+    run.step(0)
+    assert len(run.times["read"]) == 1 and run.source.cache.opened == len(paths)
