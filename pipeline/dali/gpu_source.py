@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.slides.decoding import tile_check_enabled
 from gapless.pipeline.source import Shard, TileSource
@@ -112,14 +112,13 @@ class BatchParams:
     """``params(iteration) -> [B host arrays]``: the augmentation parameters of the reader's samples of ``iteration``.
 
     The same :func:`gapless.pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so the GPU
-    and CPU read paths make the same views.
+    and CPU read paths make the same views; drawn with one :class:`~gapless.pipeline.augparams.ParamSampler`.
     """
 
     def __init__(self, reader: GpuBatchReader, augment: AugmentConfig) -> None:
         self.reader, self.augment = reader, augment
+        self.sampler = ParamSampler(augment, reader.source.tile_px)
 
     def __call__(self, iteration: int) -> list[np.ndarray]:
-        source = self.reader.source
-        return [
-            sample_params(self.augment, source.seed, g, source.tile_px) for g in self.reader.sample_indices(iteration)
-        ]
+        seed = self.reader.source.seed
+        return [self.sampler(seed, g) for g in self.reader.sample_indices(iteration)]
