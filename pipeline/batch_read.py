@@ -10,7 +10,7 @@ per tile: for batches of hundreds it would hold the DALI pipeline thread longer 
 functions of ``(seed, g, attempt)``, so where they were made changes nothing.
 
 GPU decoders turn damaged JPEG data into noise without failing, so a plan is kept only when the tiles it reads pass
-:class:`TileVetter` (each tile decoded strictly once per process, in the planner processes): an attempt touching a
+:class:`PlanVetter` (each tile decoded strictly once per process, in the planner processes): an attempt touching a
 damaged tile fails like an unreadable region does, and the sample moves on to its next attempt, counted as a retry.
 """
 
@@ -44,8 +44,9 @@ def region_request(source: TileSource, spec: TileSpec) -> Any:
                          (level.width, level.height))  # fmt: skip
 
 
-class TileVetter:
-    """``vetter(source, spec)``: raises SlideError when a JPEG tile the plan reads has damaged data.
+class PlanVetter:
+    """``vetter(source, spec)``: raises SlideError when a JPEG tile the plan will read has damaged data, so that a
+    plan is checked before a decoder that would not notice sees its tiles.
 
     Picklable; each process opens its own files and remembers which tiles passed
     (:class:`~gapless.pipeline.slides.tile_files.TileFiles`).

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_tiled_decode import damaged_source
 
-from gapless.pipeline.batch_read import TileVetter, read_many
+from gapless.pipeline.batch_read import PlanVetter, read_many
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.dali.gpu_source import GpuBatchReader
 from gapless.pipeline.dali.tile_decode import DaliTileReader
@@ -152,7 +152,7 @@ def _cuslide2_tiles(source: TileSource, gs: list[int]) -> list[tuple]:
     from gapless.pipeline.slides.cuslide2 import Cuslide2Reader, enable_cuslide2
 
     enable_cuslide2()
-    tiles = read_many(source, gs, Cuslide2Reader("cpu"), device="cpu", vet=TileVetter())
+    tiles = read_many(source, gs, Cuslide2Reader("cpu"), device="cpu", vet=PlanVetter())
     return [(t.spec, t.retries, t.region) for t in tiles]
 
 
@@ -164,7 +164,7 @@ def test_new_paths_fail_regions_on_a_damaged_tile_and_retry_them(synthetic_slide
     source.close()
     monkeypatch.setenv("GAPLESS_TILE_CHECK", "1")
     assert sum(touches(t) for t in host) >= 2
-    batched = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=TileVetter())
+    batched = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=PlanVetter())
     assert not any(touches(t) for t in batched) and any(touches(t) for t in host)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
         cuslide2 = fresh.submit(_cuslide2_tiles, source, gs).result()

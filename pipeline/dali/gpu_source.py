@@ -81,10 +81,10 @@ class GpuBatchReader:
     def _read(self, iteration: int, gs: list[int]) -> list[Any]:
         """The tiles of ``gs``: plans made ahead and vetted, then read (``cucim``: region by region through the
         slide's backend, which ``read_many`` does for what its reader does not handle)."""
-        from gapless.pipeline.batch_read import PlanPrefetcher, TileVetter, read_many
+        from gapless.pipeline.batch_read import PlanPrefetcher, PlanVetter, read_many
 
         if self._prefetcher is None:
-            self._vet = TileVetter() if self.verify else None
+            self._vet = PlanVetter() if self.verify else None
             if self.decode == "cuslide2":
                 from gapless.pipeline.slides.cuslide2 import Cuslide2Reader
 
