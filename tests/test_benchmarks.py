@@ -109,7 +109,6 @@ def test_tiny_run_stage_breakdown_and_pixels(tiny_run: tuple[dict, Path, str]) -
         # The check's cost is a difference of two reads: it may come out slightly negative.
         assert all(v >= 0 for k, v in s["ms_per_tile"].items() if k != "check") and s["ms_per_tile"]["read"] > 0
         assert s["total_ms_per_tile"] == pytest.approx(sum(s["ms_per_tile"].values()))
-        assert s["check_measured"] or s["ms_per_tile"]["check"] == 0.0
         # Never upsampled, and whole JPEG tiles cover at least the region.
         assert 1.0 <= s["pixels_per_output_pixel"] <= s["tile_aligned_pixels_per_output_pixel"]
         assert sum(s["level_share"].values()) == pytest.approx(1.0)
