@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                 note = f"  {failed} of {len(requests)} regions failed to decode" if failed else ""
                 print(f"{name:24}{1e3 * first:10.1f}{1e3 * med:10.1f}{args.batch / med:12.0f}{1e3 * dec:11.1f}"
                       f"{n_tiles:7d}{note}")  # fmt: skip
+                reader.close()
             except Exception as exc:  # one decoder failing must not hide the others
                 print(f"{name:24} failed: {type(exc).__name__}: {exc}")
         if has_cuda and streams:
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         cpu = time.process_time() - start
         print(f"tile check: {1e3 * cpu / max(1, files.tiles_vetted):.3f} CPU-ms per tile, {files.tiles_vetted} tiles "
               f"({1e3 * cpu / len(requests):.2f} per region)")  # fmt: skip
+        files.close()
 
 
 def cuslide2_row(requests: list[RegionRequest], device: str, repeats: int) -> str:

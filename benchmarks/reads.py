@@ -52,7 +52,11 @@ def bench(path: Path, backend: str, target: float, seconds: float, device: str =
                                        (lv.width, lv.height)) for p, lv in zip(plans, levels)])  # fmt: skip
         reads += len(plans)
         ratio += sum(p.pixels_per_output_pixel for p in plans)
-    return reads / (time.perf_counter() - start), ratio / reads
+    rate = reads / (time.perf_counter() - start)
+    if reader is not None:
+        reader.close()
+    slide.close()
+    return rate, ratio / reads
 
 
 def _plans(slide, target: float, n: int) -> list:
@@ -138,21 +142,6 @@ def main(argv: list[str] | None = None) -> None:
                 name = f"{backend}/{device}"
                 print(f"{pyramid:8}{name:16}" + "".join(f"{r:9.0f}" for r in rates) + f"{np.mean(rates):9.0f}")
             print(f"{pyramid:8}{'px/out px':16}" + "".join(f"{r:9.2f}" for r in ratios) + f"{np.mean(ratios):9.2f}")
-        _bench_index_load(Path(tmp))
-
-
-def _bench_index_load(tmp: Path, n: int = 1000) -> None:
-    """Time SlideIndex.load on an index of ``n`` slides (copies of one entry, masks of 250 x 250 px)."""
-    from gapless.pipeline.slides.index import SlideIndex, write_index
-
-    mask = np.packbits(np.ones((250, 250), bool))
-    entry = dict(status="ok", reason="", size=1, mtime=1.0, mpp=0.25, tissue_fraction=1.0, mask_mpp=8.0,
-                 mask_shape=(250, 250), mask=mask, levels=[(8000, 8000, 1.0, 0.25), (2000, 2000, 4.0, 1.0)])  # fmt: skip
-    entries = [dict(entry, path=f"/slides/s{i}.svs", label="a", patient=f"p{i // 2}") for i in range(n)]
-    write_index(tmp / "big.h5", entries, 8.0)
-    start = time.perf_counter()
-    index = SlideIndex.load(tmp / "big.h5")
-    print(f"SlideIndex.load: {len(index.records)} slides in {1000 * (time.perf_counter() - start):.0f} ms")
 
 
 if __name__ == "__main__":

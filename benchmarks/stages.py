@@ -6,7 +6,7 @@ Each tile of a strategy goes through the baseline loader's own functions, one at
 - read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``),
   with the slide readers' damaged-tile check switched off;
 - check: what the damaged-tile check adds to the read (the same region read with the check on and off, in
-  alternating order); 0 where the readers have no switch for it (``check_measured`` says which);
+  alternating order);
 - resize: crop-and-resize to ``tile_px`` (:func:`gapless.pipeline.resize.resize_square`, antialiased);
 - augment: DINOv2 multi-crop (``gapless.pipeline.augment.MultiCrop``), each uint8 view written into its place in
   the packed batch (``gapless.pipeline.baseline.PackedBatch``), as the baseline's workers do;
@@ -22,10 +22,8 @@ region plans give the decoded pixels per output pixel: ``read_size² / tile_px²
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import numpy as np
 
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
+from gapless.pipeline.slides.decoding import set_tile_check
 
 STAGES = ("plan", "read", "check", "resize", "augment", "transfer")
 
@@ -88,15 +87,6 @@ def pixel_figures(source: Any, specs: list[Any]) -> dict[str, Any]:
     }
 
 
-def tile_check_switch() -> Callable[[bool], None] | None:
-    """The slide readers' switch for their damaged-tile check (``set_tile_check(enabled)``), where they have one."""
-    try:
-        module = importlib.import_module("gapless.pipeline.slides.decoding")
-    except ImportError:
-        return None
-    return getattr(module, "set_tile_check", None)
-
-
 def _transfer(packed: Any, layout: Any, normalize: Any, cuda: bool) -> None:
     """Hand a packed batch over as the baseline loader does: in shared memory on a CPU (the DataLoader then sends
     a handle, not pixels), pinned and copied on a GPU; then unpack and normalise the views on the device."""
@@ -133,11 +123,12 @@ class _StageRun:
         self.multicrop = MultiCrop(cfg.augment)
         self.params = ParamSampler(cfg.augment, cfg.tile_px)
         self.normalize = ViewNormalizer(cfg.augment.mean, cfg.augment.std, torch_device("cuda" if cuda else "cpu"))
-        self.check_switch = tile_check_switch()
-        for entry in self.source.slides:  # open every handle first: opening is start-up, not per-tile cost
+        # Opening a slide and loading its tissue mask (lazily, once per slide) are start-up, not per-tile costs:
+        # a first, untimed planning loads the masks of the slides the tiles come from, then those slides (only
+        # those: an index may hold 200,000) are opened before the timed planning.
+        warm, _ = plan_specs(self.source, n_tiles)
+        for entry in {self.source.slides[spec.slide].path: self.source.slides[spec.slide] for spec in warm}.values():
             self.source.cache.get(entry.path, mpp=entry.mpp)
-        for g in range(4 * len(self.source.slides)):  # and load tissue masks (lazy, once per slide) the same way
-            self.source.plan(10**9 + g)
         self.specs, plan_times = plan_specs(self.source, n_tiles)
         self.times: dict[str, list[float]] = {s: [] for s in STAGES}
         self.times["plan"] = plan_times
@@ -166,8 +157,7 @@ class _StageRun:
         try:
             reads = {}
             for checked in (False, True) if k % 2 else (True, False):  # alternate which read comes first
-                if self.check_switch is not None:
-                    self.check_switch(checked)
+                set_tile_check(checked)
                 t0 = clock()
                 region = self.source.read_spec(self.specs[k])
                 reads[checked] = clock() - t0
@@ -176,14 +166,13 @@ class _StageRun:
             self.tile_ms.append(float("nan"))
             return
         finally:
-            if self.check_switch is not None:
-                self.check_switch(True)
+            set_tile_check(True)
         t1 = clock()
         base = resize_square(region, self.cfg.tile_px)
         t2 = clock()
         self.multicrop.apply(base, self.params(self.source.seed, self.specs[k].index), self.packed[1][self.filled])
         t3 = clock()
-        check = reads[True] - reads[False] if self.check_switch is not None else 0.0
+        check = reads[True] - reads[False]
         for stage, dt in (("read", reads[False]), ("check", check), ("resize", t2 - t1), ("augment", t3 - t2)):
             self.times[stage].append(dt)
         self.tile_ms.append(1e3 * (reads[True] + t3 - t1))
@@ -205,7 +194,6 @@ class _StageRun:
             "transfer": "collate + pin + host->device + normalise"
             if self.cuda
             else "collate in shared memory + normalise",
-            "check_measured": self.check_switch is not None,
             "clock": "CPU time of the process",
             "ms_per_tile": mean_ms,
             "median_ms_per_tile": {s: 1e3 * float(statistics.median(v)) if v else 0.0 for s, v in times.items()},

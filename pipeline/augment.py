@@ -1,7 +1,7 @@
 """DINOv2 multi-crop augmentation on the CPU (NumPy/OpenCV) for the baseline loaders.
 
 The same views as the DALI graph (:mod:`gapless.pipeline.dali.graph`) from the same parameters
-(:func:`gapless.pipeline.augparams.draw_params`): the delivered crop window resized with an antialiased filter, the colour
+(:func:`gapless.pipeline.augparams.sample_params`): the delivered crop window resized with an antialiased filter, the colour
 twist DALI applies (one affine map in YIQ space: brightness, contrast about mid-grey, hue as a rotation and
 saturation as a scaling of the IQ plane, grayscale as saturation 0), Gaussian blur, solarize, flip. Views stay
 uint8 HWC: the loader hands them across processes as bytes and normalises whole batches on the output device
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from gapless.pipeline import augparams as P
-from gapless.pipeline.augparams import crop_recipes, draw_params, window_pixels
+from gapless.pipeline.augparams import crop_recipes, window_pixels
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.resize import resize_window
 
@@ -57,8 +57,7 @@ def solarize(image: np.ndarray) -> np.ndarray:
 class MultiCrop:
     """``MultiCrop(aug).apply(tile, params) -> (global crops, local crops)``, lists of uint8 HWC views.
 
-    ``params``: the sample's [n_crops, N_PARAMS] array (:func:`gapless.pipeline.augparams.sample_params`). Calling the
-    object with a generator instead draws the parameters from it first.
+    ``params``: the sample's [n_crops, N_PARAMS] array (:func:`gapless.pipeline.augparams.sample_params`).
     """
 
     def __init__(self, aug: AugmentConfig) -> None:
@@ -96,6 +95,3 @@ class MultiCrop:
         outs = out if out is not None else [None] * len(self.recipes)
         views = [self.view(tile, row, recipe.size, dst) for row, recipe, dst in zip(params, self.recipes, outs)]
         return views[: self.aug.global_crops], views[self.aug.global_crops :]
-
-    def __call__(self, tile: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        return self.apply(tile, draw_params(self.aug, rng, tile.shape[0]))

@@ -80,26 +80,14 @@ def views_vary(aug: AugmentConfig, tile_px: int) -> bool:
     return not (static and fixed)
 
 
-def crop_windows(
-    rng: np.random.Generator,
-    height: int,
-    width: int,
-    scales: np.ndarray,
-    ratio: tuple[float, float],
-    tries: int = 10,
-) -> np.ndarray:
-    """torchvision's ``RandomResizedCrop.get_params`` for ``len(scales)`` crops at once: int [n, 4] of (y, x, h, w).
+class CropWindows:
+    """torchvision's ``RandomResizedCrop.get_params`` for ``len(scales)`` crops of a ``height`` x ``width`` image at
+    once, with what does not depend on the random draws computed once.
 
     Per crop, ``tries`` draws of (area uniform in its ``scales`` row, aspect log-uniform in ``ratio``); the first
     that fits is placed uniformly. When none fits, the whole image clamped to the ratio range, centred. All tries
     are drawn up front (vectorised): the first fitting one of i.i.d. tries has torchvision's distribution.
     """
-    windows = _Windows(height, width, np.asarray(scales, np.float64), ratio, tries)
-    return windows.place(rng.random((len(scales), tries, 2)), rng.random((len(scales), 2)))
-
-
-class _Windows:
-    """What :func:`crop_windows` needs that does not depend on the random draws, computed once."""
 
     def __init__(self, height: int, width: int, scales: np.ndarray, ratio: tuple[float, float], tries: int) -> None:
         self.height, self.width, self.tries = height, width, tries
@@ -147,7 +135,7 @@ class ParamSampler:
         recipes = crop_recipes(aug)
         self.n, self.tile_px, self.tries = len(recipes), int(tile_px), tries
         scales = np.array([r.scale for r in recipes], dtype=np.float64).reshape(-1, 2)
-        self.windows = _Windows(self.tile_px, self.tile_px, scales, CROP_RATIO, tries)
+        self.windows = CropWindows(self.tile_px, self.tile_px, scales, CROP_RATIO, tries)
         # Per view and column: coin thresholds (flip, jitter, gray, blur, solarize), then jitter and sigma ranges.
         self.coins = np.array([[aug.flip_p, aug.jitter_p, aug.grayscale_p, r.blur_p, r.solarize_p] for r in recipes])
         low = [max(0.0, 1.0 - aug.brightness), max(0.0, 1.0 - aug.contrast), max(0.0, 1.0 - aug.saturation), -aug.hue]
@@ -179,11 +167,6 @@ class ParamSampler:
 
     def __call__(self, seed: int, g: int) -> np.ndarray:
         return self.draw(generator(seed, _STREAM_AUGMENT, g))
-
-
-def draw_params(aug: AugmentConfig, rng: np.random.Generator, tile_px: int) -> np.ndarray:
-    """All random parameters of one sample's views from ``rng`` (:meth:`ParamSampler.draw`)."""
-    return ParamSampler(aug, tile_px).draw(rng)
 
 
 def sample_params(aug: AugmentConfig, seed: int, g: int, tile_px: int) -> np.ndarray:

@@ -3,13 +3,14 @@
 :func:`read_many` makes the tiles ``[source.read(g) for g in gs]`` makes (same attempts, same regions), but reads
 each round of attempts with one ``reader.read`` call (:class:`~gapless.pipeline.slides.tiled_decode.TiledJpegReader`,
 :class:`~gapless.pipeline.slides.cuslide2.Cuslide2Reader`), so a batch costs one decode call instead of one per
-region. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a fraction of a millisecond
+region; without a batch reader (``gpu_decode=cucim``) it reads region by region through the slides' backend, with
+the same planning and vetting. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a fraction of a millisecond
 per tile: for batches of hundreds it would hold the DALI pipeline thread longer than the GPU decode does, so
 :class:`PlanPrefetcher` plans the next batches in worker processes while the current one decodes. Plans are pure
 functions of ``(seed, g, attempt)``, so where they were made changes nothing.
 
 GPU decoders turn damaged JPEG data into noise without failing, so a plan is kept only when the tiles it reads pass
-:class:`TileVetter` (each tile decoded strictly once per process, in the planner processes): an attempt touching a
+:class:`PlanVetter` (each tile decoded strictly once per process, in the planner processes): an attempt touching a
 damaged tile fails like an unreadable region does, and the sample moves on to its next attempt, counted as a retry.
 """
 
@@ -43,8 +44,9 @@ def region_request(source: TileSource, spec: TileSpec) -> Any:
                          (level.width, level.height))  # fmt: skip
 
 
-class TileVetter:
-    """``vetter(source, spec)``: raises SlideError when a JPEG tile the plan reads has damaged data.
+class PlanVetter:
+    """``vetter(source, spec)``: raises SlideError when a JPEG tile the plan will read has damaged data, so that a
+    plan is checked before a decoder that would not notice sees its tiles.
 
     Picklable; each process opens its own files and remembers which tiles passed
     (:class:`~gapless.pipeline.slides.tile_files.TileFiles`).
@@ -71,6 +73,11 @@ class TileVetter:
         except OSError as exc:
             raise SlideError(f"{spec.path}: {exc}") from exc
 
+    def close(self) -> None:
+        """Close this process's files (they reopen on demand)."""
+        if self._files is not None:
+            self._files.close()
+
 
 def first_plans(source: TileSource, gs: list[int], attempts: dict[int, int] | None = None, vet: Vet | None = None
                 ) -> Plans:  # fmt: skip
@@ -91,19 +98,22 @@ def first_plans(source: TileSource, gs: list[int], attempts: dict[int, int] | No
     return plans
 
 
-def read_many(source: TileSource, gs: list[int], reader: Any, device: str = "cuda", plans: Plans | None = None,
+def read_many(source: TileSource, gs: list[int], reader: Any | None, device: str = "cuda", plans: Plans | None = None,
               vet: Vet | None = None) -> list[Tile]:  # fmt: skip
     """The tiles of samples ``gs``, identical to ``[source.read(g) for g in gs]``, each round of attempts read
-    by one ``reader.read`` call; regions the reader does not handle go through the slide's own backend.
-    ``plans``: the first round's plans when already made (:class:`PlanPrefetcher`, with the same ``vet``)."""
+    by one ``reader.read`` call; regions the reader does not handle (all of them with ``reader=None``) go through
+    the slide's own backend. ``plans``: the first round's plans when already made (:class:`PlanPrefetcher`, with
+    the same ``vet``)."""
     plans = first_plans(source, gs, vet=vet) if plans is None else plans
     tiles: dict[int, Tile] = {}
     while plans:
         specs = {g: spec for g, spec in plans.items() if spec is not None}
         tiles.update({g: source.skipped_tile(g, device) for g, spec in plans.items() if spec is None})
-        requests = {g: region_request(source, spec) for g, spec in specs.items()}
-        requests = {g: request for g, request in requests.items() if reader.handles(request)}
-        regions = dict(zip(requests, reader.read(list(requests.values()))))
+        regions: dict[int, Any] = {}
+        if reader is not None:
+            requests = {g: region_request(source, spec) for g, spec in specs.items()}
+            requests = {g: request for g, request in requests.items() if reader.handles(request)}
+            regions = dict(zip(requests, reader.read(list(requests.values()))))
         retry: dict[int, int] = {}
         for g, spec in specs.items():
             if g in regions:
@@ -171,7 +181,8 @@ class PlanPrefetcher:
         return first_plans(self.source, gs, vet=self.vet)
 
     def close(self) -> None:
+        """Stop the planner processes: queued batches are dropped, and the processes have ended on return."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._pending.clear()

@@ -41,8 +41,8 @@ class EvalTiles:
         from gapless.pipeline.dali.loader import build_dali_pipeline
 
         self.cfg, self.source, self.shard = cfg, source, shard or Shard()
-        self.pipe = build_dali_pipeline(cfg, source, self.shard, device, read_device, evaluation=True,
-                                        normalized=normalized, host_resize=host_resize)  # fmt: skip
+        self.pipe, self.reads = build_dali_pipeline(cfg, source, self.shard, device, read_device, evaluation=True,
+                                                    normalized=normalized, host_resize=host_resize)  # fmt: skip
         self.pipe.build()
         self.iteration = 0
 
@@ -67,6 +67,7 @@ class EvalTiles:
 
     def close(self) -> None:
         self.pipe = None
+        self.reads.close()
 
     def __enter__(self) -> EvalTiles:
         return self

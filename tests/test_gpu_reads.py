@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_tiled_decode import damaged_source
 
-from gapless.pipeline.batch_read import TileVetter, read_many
+from gapless.pipeline.batch_read import PlanVetter, read_many
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.dali.gpu_source import GpuBatchReader
 from gapless.pipeline.dali.tile_decode import DaliTileReader
@@ -152,7 +152,7 @@ def _cuslide2_tiles(source: TileSource, gs: list[int]) -> list[tuple]:
     from gapless.pipeline.slides.cuslide2 import Cuslide2Reader, enable_cuslide2
 
     enable_cuslide2()
-    tiles = read_many(source, gs, Cuslide2Reader("cpu"), device="cpu", vet=TileVetter())
+    tiles = read_many(source, gs, Cuslide2Reader("cpu"), device="cpu", vet=PlanVetter())
     return [(t.spec, t.retries, t.region) for t in tiles]
 
 
@@ -164,7 +164,7 @@ def test_new_paths_fail_regions_on_a_damaged_tile_and_retry_them(synthetic_slide
     source.close()
     monkeypatch.setenv("GAPLESS_TILE_CHECK", "1")
     assert sum(touches(t) for t in host) >= 2
-    batched = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=TileVetter())
+    batched = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=PlanVetter())
     assert not any(touches(t) for t in batched) and any(touches(t) for t in host)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
         cuslide2 = fresh.submit(_cuslide2_tiles, source, gs).result()
@@ -176,6 +176,26 @@ def test_new_paths_fail_regions_on_a_damaged_tile_and_retry_them(synthetic_slide
     for b, want in enumerate(batched):
         assert int(retries[b][0]) == want.retries and int(level[b][0]) == want.level
         assert np.abs(regions[b].astype(int) - want.region).max() <= GREY_LEVELS
+
+
+def test_cucim_path_vets_the_tiles_of_its_plans(synthetic_slides, tmp_path, monkeypatch) -> None:
+    """cuCIM's GPU decode reports no damage: the ``cucim`` path vets every plan's tiles before it reads. Its CPU twin
+    runs with the host reader's own check off (as on the GPU) and must still retry what the checking host reader
+    retries, and deliver the same regions."""
+    source, _, touches = damaged_source(synthetic_slides, tmp_path, seed=11)
+    gs = Shard().batch(0, 96)
+    expected = [source.read(g) for g in gs]  # the host reader, checking
+    source.close()
+    monkeypatch.setenv("GAPLESS_TILE_CHECK", "0")
+    unchecked = [source.read(g) for g in gs]
+    assert sum(touches(t) for t in unchecked) >= 2
+    reader = GpuBatchReader(source, 96, Shard(), decode="cucim", device="cpu", verify=True)
+    regions, _, level, retries, skipped = reader(0)
+    reader.close()
+    for b, want in enumerate(expected):
+        assert (int(retries[b][0]), int(level[b][0]), int(skipped[b][0])) == (want.retries, want.level, 0)
+        assert np.array_equal(regions[b], want.region)
+    assert any(int(retries[b][0]) > t.retries for b, t in enumerate(unchecked) if touches(t))
 
 
 def test_dali_decoder_path_reads_on_the_host_what_does_not_fit_its_batch(synthetic_slides) -> None:

@@ -11,7 +11,7 @@ from scipy import stats
 
 from gapless.pipeline import augparams as P
 from gapless.pipeline.augment import MultiCrop
-from gapless.pipeline.augparams import CropRecipe, crop_recipes, crop_windows, sample_params, window_pixels
+from gapless.pipeline.augparams import CropRecipe, CropWindows, crop_recipes, sample_params, window_pixels
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.resize import resize_square, resize_window
@@ -55,12 +55,17 @@ def test_parameters_follow_the_dinov2_recipe() -> None:
 
 
 def test_crop_windows_fall_back_to_the_centre_as_torchvision() -> None:
-    rng, ratio = np.random.default_rng(0), (0.75, 4 / 3)
+    rng, ratio, tries = np.random.default_rng(0), (0.75, 4 / 3), 10
+
+    def windows(height: int, width: int, scales: np.ndarray) -> np.ndarray:
+        n = len(scales)
+        return CropWindows(height, width, scales, ratio, tries).place(rng.random((n, tries, 2)), rng.random((n, 2)))
+
     impossible = np.array([[2.0, 3.0], [0.5, 0.5]])  # no try can fit the first; the second always fits
-    windows = crop_windows(rng, 100, 100, impossible, ratio)
-    assert windows[0].tolist() == [0, 0, 100, 100] and 0 < windows[1, 2] < 100
+    placed = windows(100, 100, impossible)
+    assert placed[0].tolist() == [0, 0, 100, 100] and 0 < placed[1, 2] < 100
     # A wide image clamps the whole-image fallback to the largest allowed aspect ratio.
-    assert crop_windows(rng, 100, 300, np.array([[5.0, 6.0]]), ratio)[0].tolist() == [0, 83, 100, 133]
+    assert windows(100, 300, np.array([[5.0, 6.0]]))[0].tolist() == [0, 83, 100, 133]
 
 
 @pytest.fixture(scope="module")

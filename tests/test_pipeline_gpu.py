@@ -48,6 +48,25 @@ def test_gpu_reader_reads_the_samples_the_cpu_callback_reads(synthetic_slides) -
     assert all(np.array_equal(params[b], augmented(_Info(B + b))[5]) for b in range(B))
 
 
+def test_batch_paths_deliver_the_parameters_of_sample_params_bit_for_bit(synthetic_slides) -> None:
+    """The GPU reader's and the DALI-decoder path's batch parameter sources draw with one sampler each: the same
+    arrays :func:`sample_params` gives sample by sample."""
+    from gapless.pipeline.augparams import sample_params
+    from gapless.pipeline.dali.tile_batches import TileBatchCallback
+
+    cfg = _cfg(synthetic_slides.index)
+    source, _ = build_source(cfg)
+    shard = Shard(rank=1, world_size=2, start=3)
+    reader = GpuBatchReader(source, B, shard)
+    params = BatchParams(reader, cfg.augment)
+    callback = TileBatchCallback(source, shard, B, 4 * B, augment=cfg.augment, verify=False)
+    for iteration in range(3):
+        want = [sample_params(cfg.augment, source.seed, g, source.tile_px) for g in reader.sample_indices(iteration)]
+        for got in (params(iteration), callback(iteration)[-1][:B]):
+            assert len(got) == B and all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got, want))
+    callback.close()
+
+
 @pytest.mark.parametrize("decode", ["batched", "cucim"])
 def test_gpu_reader_cpu_twin_delivers_what_the_cpu_callback_delivers(synthetic_slides, decode: str) -> None:
     """The GPU reader's columns, made on the host (NumPy, nvImageCodec's CPU decoder), against the CPU path."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from gapless.pipeline.batch_read import PlanPrefetcher, TileVetter, first_plans, read_many
+from gapless.pipeline.batch_read import PlanPrefetcher, PlanVetter, first_plans, read_many
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.slides import open_slide
@@ -197,7 +197,7 @@ def test_read_many_retries_and_counts_regions_on_a_damaged_tile(synthetic_slides
     monkeypatch.setenv("GAPLESS_TILE_CHECK", "1")
     assert sum(touches(t) for t in unchecked) >= 2
     expected = [source.read(g) for g in gs]  # the host reader, checking
-    tiles = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=TileVetter())
+    tiles = read_many(source, gs, TiledJpegReader("cpu"), device="cpu", vet=PlanVetter())
     assert not any(touches(t) for t in tiles)
     for a, b, c in zip(tiles, expected, unchecked):
         assert a.spec == b.spec and a.retries == b.retries and np.array_equal(a.region, b.region)
@@ -209,7 +209,7 @@ def test_plans_made_ahead_in_other_processes_are_the_plans_made_here(synthetic_s
     cfg = DataConfig(index=str(synthetic_slides.index), batch_size=8, seed=4, tile_px=64)
     source, _ = build_source(cfg)
     batches = [list(range(k * 16, (k + 1) * 16)) for k in range(3)]
-    prefetcher = PlanPrefetcher(source, workers=1, vet=TileVetter())
+    prefetcher = PlanPrefetcher(source, workers=1, vet=PlanVetter())
     try:
         for key, gs in enumerate(batches):
             prefetcher.ahead(key, gs)
@@ -217,7 +217,7 @@ def test_plans_made_ahead_in_other_processes_are_the_plans_made_here(synthetic_s
         assert prefetcher.plans(7, batches[0]) == made_ahead[0]  # never queued: planned here
     finally:
         prefetcher.close()
-    assert made_ahead == [first_plans(source, gs, vet=TileVetter()) for gs in batches]
+    assert made_ahead == [first_plans(source, gs, vet=PlanVetter()) for gs in batches]
     tiles = read_many(source, batches[1], TiledJpegReader("cpu"), device="cpu", plans=made_ahead[1])
     assert [t.spec for t in tiles] == [source.read(g).spec for g in batches[1]]
 

@@ -3,8 +3,9 @@
 ``decode`` chooses how (``data.gpu_decode``): ``batched`` decodes the JPEG tiles of the whole batch in one
 nvImageCodec call (:class:`gapless.pipeline.slides.tiled_decode.TiledJpegReader`); ``cuslide2`` reads each slide's
 regions with cuCIM's nvImageCodec plugin in batched calls (:class:`gapless.pipeline.slides.cuslide2.Cuslide2Reader`);
-``cucim`` reads region by region with cuCIM's ``device="cuda"`` decode (one call per region). The first two plan the
-next batches in worker processes and vet the tiles there (:mod:`gapless.pipeline.batch_read`); ``verify=False``
+``cucim`` reads region by region with cuCIM's ``device="cuda"`` decode (one call per region). All three plan the
+next batches in worker processes and vet the tiles of each plan there, strictly and once per process, because
+GPU decoders turn damaged data into noise without failing (:mod:`gapless.pipeline.batch_read`); ``verify=False``
 skips the vetting (to measure what it costs). The fourth path, DALI's own decoder, is
 :class:`gapless.pipeline.dali.tile_decode.DaliTileReader`.
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.slides.decoding import tile_check_enabled
 from gapless.pipeline.source import Shard, TileSource
@@ -68,11 +69,7 @@ class GpuBatchReader:
         from gapless.pipeline.slides.tiled_decode import array_module
 
         xp = array_module(self.device)
-        gs = self.sample_indices(iteration)
-        if self.decode in ("batched", "cuslide2"):
-            tiles = self._read_batched(int(iteration), gs)
-        else:
-            tiles = [self.source.read(g, device=self.device) for g in gs]
+        tiles = self._read(int(iteration), self.sample_indices(iteration))
         regions = [xp.ascontiguousarray(t.region) for t in tiles]
         # The metadata columns cross to the GPU as one array each, handed to DALI as per-sample rows.
         meta = np.array([[t.target_mpp, t.level, t.retries, int(t.skipped)] for t in tiles], np.float64)
@@ -81,16 +78,18 @@ class GpuBatchReader:
         columns = [[ints[b, k : k + 1] for b in range(len(tiles))] for k in range(3)]
         return (regions, [mpp[b] for b in range(len(tiles))], *columns)
 
-    def _read_batched(self, iteration: int, gs: list[int]) -> list[Any]:
-        from gapless.pipeline.batch_read import PlanPrefetcher, TileVetter, read_many
+    def _read(self, iteration: int, gs: list[int]) -> list[Any]:
+        """The tiles of ``gs``: plans made ahead and vetted, then read (``cucim``: region by region through the
+        slide's backend, which ``read_many`` does for what its reader does not handle)."""
+        from gapless.pipeline.batch_read import PlanPrefetcher, PlanVetter, read_many
 
-        if self._reader is None:
-            self._vet = TileVetter() if self.verify else None
+        if self._prefetcher is None:
+            self._vet = PlanVetter() if self.verify else None
             if self.decode == "cuslide2":
                 from gapless.pipeline.slides.cuslide2 import Cuslide2Reader
 
                 self._reader = Cuslide2Reader(self.device)
-            else:
+            elif self.decode == "batched":
                 from gapless.pipeline.slides.tiled_decode import TiledJpegReader
 
                 self._reader = TiledJpegReader(self.device)
@@ -100,19 +99,26 @@ class GpuBatchReader:
             self._prefetcher.ahead(ahead, self.sample_indices(ahead))
         return read_many(self.source, gs, self._reader, device=self.device, plans=plans, vet=self._vet)
 
+    def close(self) -> None:
+        """Stop the planner processes and close the decoder's and the vetter's files (idempotent; a later call
+        starts them afresh)."""
+        for part in (self._prefetcher, self._reader, self._vet):
+            if part is not None:
+                part.close()
+        self._reader = self._prefetcher = self._vet = None
+
 
 class BatchParams:
     """``params(iteration) -> [B host arrays]``: the augmentation parameters of the reader's samples of ``iteration``.
 
     The same :func:`gapless.pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so the GPU
-    and CPU read paths make the same views.
+    and CPU read paths make the same views; drawn with one :class:`~gapless.pipeline.augparams.ParamSampler`.
     """
 
     def __init__(self, reader: GpuBatchReader, augment: AugmentConfig) -> None:
         self.reader, self.augment = reader, augment
+        self.sampler = ParamSampler(augment, reader.source.tile_px)
 
     def __call__(self, iteration: int) -> list[np.ndarray]:
-        source = self.reader.source
-        return [
-            sample_params(self.augment, source.seed, g, source.tile_px) for g in self.reader.sample_indices(iteration)
-        ]
+        seed = self.reader.source.seed
+        return [self.sampler(seed, g) for g in self.reader.sample_indices(iteration)]

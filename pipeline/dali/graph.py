@@ -96,17 +96,10 @@ def solarize(crop: Any, params: Any, p: float) -> Any:
     return crop
 
 
-def normalize(images: Any, aug: AugmentConfig, mirror: Any = None) -> Any:
-    """uint8 HWC -> float32 CHW, (x/255 - mean)/std, optionally mirrored (per-sample flag)."""
-    kwargs = {} if mirror is None else {"mirror": mirror}
-    return fn.crop_mirror_normalize(
-        images,
-        dtype=types.FLOAT,
-        output_layout="CHW",
-        mean=[255.0 * m for m in aug.mean],
-        std=[255.0 * s for s in aug.std],
-        **kwargs,
-    )
+def normalize(images: Any, aug: AugmentConfig) -> Any:
+    """uint8 HWC -> float32 CHW, (x/255 - mean)/std."""
+    mean, std = [255.0 * m for m in aug.mean], [255.0 * s for s in aug.std]
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std)
 
 
 def flip(crop: Any, params: Any) -> Any:

@@ -30,8 +30,10 @@ def build_dali_pipeline(
     normalized: bool = True,
     seed: int | None = None,
     host_resize: bool | None = None,
-) -> Any:
-    """Build (not run) the training or evaluation pipeline of a shard of the sample stream.
+) -> tuple[Any, pipelines.RegionReads]:
+    """Build (not run) the training or evaluation pipeline of a shard of the sample stream: (pipeline, its reads).
+    The caller stops it by dropping the pipeline (DALI's source workers end with it) and ``reads.close()`` (a GPU
+    reader's own processes and files).
 
     ``host_resize``: host reads deliver base tiles resized in the source workers (OpenCV) instead of regions for
     DALI's resize; None (default) does so for CPU graphs, where it is the cheaper resize (:mod:`.pipelines`).
@@ -65,8 +67,8 @@ def build_dali_pipeline(
     if reads.parallel:
         common.update(py_num_workers=cfg.workers, py_start_method="spawn")
     if evaluation:
-        return pipelines.eval_pipeline(reads, device, cfg.tile_px, cfg.augment, normalized, **common)
-    return pipelines.train_pipeline(reads, device, cfg.tile_px, cfg.augment, **common)
+        return pipelines.eval_pipeline(reads, device, cfg.tile_px, cfg.augment, normalized, **common), reads
+    return pipelines.train_pipeline(reads, device, cfg.tile_px, cfg.augment, **common), reads
 
 
 class DaliLoader(TrainLoader):
@@ -86,7 +88,8 @@ class DaliLoader(TrainLoader):
         super().__init__(cfg, skipped_slides)
         self._it: Any = None
         self.pipe: Any = None  # close() after a failed build finds nothing to stop
-        self.pipe = build_dali_pipeline(cfg, source, shard, device, read_device)
+        self.reads: pipelines.RegionReads | None = None
+        self.pipe, self.reads = build_dali_pipeline(cfg, source, shard, device, read_device)
         self.pipe.build()
         self.names = pipelines.output_names(cfg.augment)
         self._it = DALIGenericIterator([self.pipe], self.names, auto_reset=False)
@@ -117,4 +120,6 @@ class DaliLoader(TrainLoader):
     def _shutdown(self) -> None:
         self._it = None
         pipe, self.pipe = self.pipe, None
-        del pipe
+        del pipe  # the last reference: DALI stops the pipeline and its source workers
+        if self.reads is not None:
+            self.reads.close()

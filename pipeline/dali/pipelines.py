@@ -59,6 +59,12 @@ class RegionReads:
                                layout=["HWC"] + [""] * (n - 1), **kwargs)
         )  # fmt: skip
 
+    def close(self) -> None:
+        """Stop a GPU batch reader's own processes and close its files (a host callback has none: its workers are
+        the pipeline's)."""
+        if self.gpu:
+            self.source.close()
+
     @property
     def resized(self) -> bool:
         """Whether the host callback delivers base tiles, resized in its workers (``SampleCallback.resize_px``)."""

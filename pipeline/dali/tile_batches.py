@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import SlideError
-from gapless.pipeline.augparams import sample_params
+from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.batch_read import region_request
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.slides.decoding import tile_check_enabled
@@ -50,6 +50,7 @@ class TileBatchCallback:
             raise ValueError(f"capacity {capacity} is smaller than the batch size {batch_size}")
         self.source, self.shard, self.batch_size, self.capacity = source, shard, int(batch_size), int(capacity)
         self.augment = augment
+        self.sampler = None if augment is None else ParamSampler(augment, source.tile_px)
         self.verify = tile_check_enabled() if verify is None else bool(verify)
         self._files: Any = None
         self.host_reads = 0  # regions read on the host (not JPEG-tiled, or past capacity), for statistics
@@ -72,6 +73,11 @@ class TileBatchCallback:
     def sample_indices(self, iteration: int) -> list[int]:
         return self.shard.batch(self.shard.start + int(iteration), self.batch_size)
 
+    def close(self) -> None:
+        """Close this process's tile files (they reopen on demand)."""
+        if self._files is not None:
+            self._files.close()
+
     def __call__(self, info: Any) -> tuple[list[np.ndarray], ...]:
         iteration = info.iteration if hasattr(info, "iteration") else int(info)
         gs = self.sample_indices(iteration)
@@ -89,8 +95,8 @@ class TileBatchCallback:
         columns = self._paste_columns(pastes, n)
         for k, dtype in enumerate(META_DTYPES):
             columns.append([np.array([row[k]], dtype) for row in meta] + [np.zeros(1, dtype)] * (n - len(gs)))
-        if self.augment is not None:
-            params = [sample_params(self.augment, self.source.seed, g, self.source.tile_px) for g in gs]
+        if self.sampler is not None:
+            params = [self.sampler(self.source.seed, g) for g in gs]
             columns.append(params + [np.zeros_like(params[0])] * (n - len(gs)))
         return (encoded, *columns)
 

@@ -22,6 +22,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.dali.tile_batches import TileBatchCallback
+from gapless.pipeline.slides.tiled_decode import array_module
 from gapless.pipeline.source import Shard, TileSource
 
 TILES_PER_REGION = 16  # the decode pipeline's batch size, per region: a batch needing more reads the rest on the host
@@ -99,7 +100,7 @@ class DaliTileReader:
     def _run(self) -> dict[str, Any]:
         regions, *rest = self.pipe.run()
         b = self.batch_size
-        xp = _array_module(self.device)
+        xp = array_module(self.device)
         meta = [xp.asarray(np.asarray(column.as_array())[:b]) for column in rest[:4]]  # one upload per column
         entry: dict[str, Any] = {
             "regions": [self._own(regions[j]) for j in range(b)],
@@ -126,12 +127,8 @@ class DaliTileReader:
         return region
 
     def close(self) -> None:
+        """Stop the decode pipeline (its source workers end with it) and close this process's tile files."""
         pipe, self.pipe = self.pipe, None
         del pipe
         self._cache.clear()
-
-
-def _array_module(device: str) -> Any:
-    from gapless.pipeline.slides.tiled_decode import array_module
-
-    return array_module(device)
+        self.callback.close()

@@ -10,12 +10,14 @@ touching a tile that fails raises :class:`~gapless.errors.SlideError`, so the ti
 counts it.
 
 :class:`TileFiles` keeps a bounded set of open files per process with their page layouts and which tiles passed.
-Not picklable: make one per process.
+``close()`` closes them; a TileFiles dropped without it closes them when it is collected. Not picklable: make one
+per process.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,7 @@ class TileFiles:
         self.max_open = int(max_open)
         self._files: dict[str, _OpenFile] = {}
         self.tiles_vetted = 0  # running count, for statistics
+        weakref.finalize(self, _close_files, self._files)  # the descriptors never outlive the object
 
     def page(self, request: RegionRequest) -> PageLayout | None:
         """The TIFF page of the request's level (None for other formats or a level that is no tiled page)."""
@@ -148,9 +151,13 @@ class TileFiles:
         return entry
 
     def close(self) -> None:
-        for entry in self._files.values():
-            os.close(entry.fd)
-        self._files.clear()
+        """Close every open file (they reopen on demand)."""
+        _close_files(self._files)
 
     def __reduce__(self) -> Any:
         raise TypeError("TileFiles holds open files: make one per process")
+
+
+def _close_files(files: dict[str, _OpenFile]) -> None:
+    while files:
+        os.close(files.popitem()[1].fd)
