@@ -11,6 +11,7 @@ batched reader (:mod:`gapless.pipeline.slides.tiled_decode`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from gapless.errors import SlideError
 from gapless.pipeline.slides.decoding import DecoderReport, tile_check_enabled
 from gapless.pipeline.slides.tiff import PageLayout, is_tiff, tiff_layout
+from gapless.pipeline.slides.tiled import level_origin
 
 __all__ = ["CucimBackend", "OpenSlideBackend", "PageLayout", "is_tiff", "tiff_layout"]
 
@@ -102,11 +104,16 @@ class OpenSlideBackend:
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
         import openslide
 
+        ds = self.downsamples[level]
+        origin = level_origin(location, ds)
         if tile_check_enabled():
-            ds = self.downsamples[level]
-            self._vetter.check(level, (int(location[0] / ds + 1e-6), int(location[1] / ds + 1e-6)), size)
+            self._vetter.check(level, origin, size)
+        # OpenSlide starts a read at level position location / downsample, interpolating when that falls between
+        # level pixels: start at the nearest level-0 pixel at or before the level origin, so that the region never
+        # reaches past the level's right or bottom edge (where it would blend in transparent pixels).
+        start = (math.floor(origin[0] * ds + 1e-6), math.floor(origin[1] * ds + 1e-6))
         try:
-            rgba = np.asarray(self._slide.read_region(location, level, size))
+            rgba = np.asarray(self._slide.read_region(start, level, size))
         except openslide.OpenSlideError as exc:
             # An OpenSlide handle stays in its error state after a failed read: reopen it for later reads.
             self._slide.close()

@@ -19,8 +19,13 @@ import numpy as np
 
 from gapless.errors import InputError, SlideError
 from gapless.pipeline.slides.formats import SlideFormat, detect_format, slide_target
+from gapless.pipeline.slides.tiled import level_origin
 
 BACKENDS = ("auto", "cucim", "openslide", "tifffile", "wsidicom")
+
+
+class RegionOutsideError(ValueError):
+    """A read that leaves its level: planning keeps every region inside, so this is a bug, not bad data."""
 
 
 class SingleLevelWarning(UserWarning):
@@ -71,10 +76,11 @@ class Slide:
         lv = self.levels[level]
         x, y = int(location[0]), int(location[1])
         w, h = int(size[0]), int(size[1])
-        lx, ly = x / lv.downsample, y / lv.downsample
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or lx + w > lv.width + 1e-6 or ly + h > lv.height + 1e-6:
-            raise ValueError(
-                f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) lies outside level {level} ({lv.width}x{lv.height})"
+        lx, ly = level_origin((x, y), lv.downsample)  # the level pixel every reader starts at
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or lx + w > lv.width or ly + h > lv.height:
+            raise RegionOutsideError(
+                f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) (level pixel ({lx}, {ly})) lies outside level "
+                f"{level} ({lv.width}x{lv.height})"
             )
         try:
             return self._backend.read(self.path, (x, y), level, (w, h), device)
