@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from gapless.pipeline.slides import open_slide, plan_region
-from gapless.pipeline.slides.tiled import level_origin
+from gapless.pipeline.slides import Level, open_slide, plan_region
+from gapless.pipeline.slides.planning import level0_location, level_origin, region_origin
+from gapless.pipeline.slides.tile_files import RegionRequest
 from gapless.pipeline.synth.render import SlideSpec
 from gapless.pipeline.synth.writer import write_slide
 
@@ -78,3 +79,48 @@ def test_a_read_outside_its_level_is_refused_and_the_tile_source_says_so(uneven_
     assert any(t.retries for t in tiles)
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and "outside level 0" in r.getMessage()]
     assert warned and "uneven.tiff" in warned[0].getMessage()
+
+
+def _cucim_level_pixel(coord: int, downsample: float) -> int:
+    """cuCIM's own conversion: its TIFF reader divides the level-0 location by the level's float32 downsample and
+    truncates."""
+    return int(np.float32(coord) / np.float32(downsample))
+
+
+def _pyramid(rng: np.random.Generator) -> list[Level]:
+    """Four levels, each 1.3 to 5 times smaller than the one above: sizes of any kind (46001 over 11500), or a ratio
+    of small whole numbers (7/3), whose products with level pixels are often whole (or a rounding below)."""
+    if rng.random() < 0.5:
+        sizes = [tuple(int(v) for v in rng.integers(20_000, 200_000, 2))]
+        for _ in range(3):
+            sizes.append(tuple(max(1, int(v / rng.uniform(2, 5))) for v in sizes[-1]))
+    else:  # level i is (k, m) * a**i * b**(3 - i): each level b / a times smaller, exactly
+        a, b = int(rng.integers(3, 8)), int(rng.integers(9, 16))
+        k, m = (int(v) for v in rng.integers(20, 100, 2))
+        sizes = [(k * a**i * b ** (3 - i), m * a**i * b ** (3 - i)) for i in range(4)]
+    downsamples = [(sizes[0][0] / w + sizes[0][1] / h) / 2 for w, h in sizes]
+    if rng.random() < 0.5:  # as cuCIM reports them
+        downsamples = [float(np.float32(d)) for d in downsamples]
+    return [Level(i, w, h, d, 0.25 * d) for i, ((w, h), d) in enumerate(zip(sizes, downsamples))]
+
+
+def test_every_path_finds_the_planned_level_pixel_for_random_plans() -> None:
+    """For 40,000 random plans on pyramids with non-integer downsamples, the level pixel the planner chose is the
+    one the host readers (:func:`level_origin`), the GPU-twin reads (``RegionRequest.level_origin``) and cuCIM
+    (its own float32 division, when the plan was made with cuCIM's downsamples) start at."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        levels = _pyramid(rng)
+        for _ in range(2000):
+            target, out_px = float(rng.choice([0.25, 0.6, 1.1, 2.3, 4.2, 9.0])), int(rng.integers(16, 256))
+            centre = tuple(rng.uniform(-0.1, 1.1, 2) * (levels[0].width, levels[0].height))
+            plan = plan_region(levels, target, out_px, centre)
+            lv, n = levels[plan.level], plan.read_size
+            want = region_origin(centre, n, lv)
+            assert 0 <= want[0] <= lv.width - n and 0 <= want[1] <= lv.height - n
+            assert level_origin(plan.location, lv.downsample) == want, (lv, plan)
+            request = RegionRequest("s.tiff", plan.location, plan.level, (n, n), lv.downsample, (lv.width, lv.height))
+            assert request.level_origin == want, (lv, plan)
+            if lv.downsample == float(np.float32(lv.downsample)):  # an index of cuCIM's downsamples
+                assert level0_location(want, lv.downsample) == plan.location  # what Slide passes the reader
+                assert tuple(_cucim_level_pixel(c, lv.downsample) for c in plan.location) == want, (lv, plan)

@@ -17,6 +17,7 @@ from gapless.pipeline.slides import (
     open_slide,
     plan_region,
 )
+from gapless.pipeline.slides.planning import level_origin
 from gapless.pipeline.synth.render import SlideSpec
 from gapless.pipeline.synth.writer import write_slide
 
@@ -59,7 +60,7 @@ def test_planned_reads_match_tifffile_pixels_exactly(synthetic_slides, target: f
         plan = plan_region(slide.levels, target, 224, centre)
         lv = slide.levels[plan.level]
         region = slide.read_region(plan.location, plan.level, (plan.read_size, plan.read_size))
-        lx, ly = int(plan.location[0] / lv.downsample), int(plan.location[1] / lv.downsample)
+        lx, ly = level_origin(plan.location, lv.downsample)
         assert lx * lv.downsample == plan.location[0] and ly * lv.downsample == plan.location[1]
         assert 0 <= lx and lx + plan.read_size <= lv.width and 0 <= ly and ly + plan.read_size <= lv.height
         expected = pages[plan.level][ly : ly + plan.read_size, lx : lx + plan.read_size]

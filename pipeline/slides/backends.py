@@ -11,7 +11,6 @@ batched reader (:mod:`gapless.pipeline.slides.tiled_decode`).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.decoding import DecoderReport, tile_check_enabled
+from gapless.pipeline.slides.planning import level0_pixel_at_or_before, level_origin
 from gapless.pipeline.slides.tiff import PageLayout, is_tiff, tiff_layout
-from gapless.pipeline.slides.tiled import level_origin
 
 __all__ = ["CucimBackend", "OpenSlideBackend", "PageLayout", "is_tiff", "tiff_layout"]
 
@@ -66,8 +65,7 @@ class CucimBackend:
 
     def _check_tiles_have_data(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> None:
         page = self._pages[level]
-        lx, ly = int(location[0] / self.downsamples[level]), int(location[1] / self.downsamples[level])
-        _, _, tiles = page.tiles_touched(lx, ly, size[0], size[1])
+        _, _, tiles = page.tiles_touched(*level_origin(location, self.downsamples[level]), *size)
         tiles = tiles[tiles < len(page.counts)]
         empty = tiles[page.counts[tiles] <= 0]
         if len(empty):
@@ -111,7 +109,7 @@ class OpenSlideBackend:
         # OpenSlide starts a read at level position location / downsample, interpolating when that falls between
         # level pixels: start at the nearest level-0 pixel at or before the level origin, so that the region never
         # reaches past the level's right or bottom edge (where it would blend in transparent pixels).
-        start = (math.floor(origin[0] * ds + 1e-6), math.floor(origin[1] * ds + 1e-6))
+        start = (level0_pixel_at_or_before(origin[0], ds), level0_pixel_at_or_before(origin[1], ds))
         try:
             rgba = np.asarray(self._slide.read_region(start, level, size))
         except openslide.OpenSlideError as exc:

@@ -26,6 +26,7 @@ from typing import Any
 
 from gapless.errors import RunError, SlideError
 from gapless.pipeline.slides.backends import is_tiff
+from gapless.pipeline.slides.planning import level0_location
 from gapless.pipeline.slides.tile_files import RegionRequest
 
 PLUGIN = "cucim.kit.cuslide2"
@@ -96,7 +97,7 @@ class Cuslide2Reader:
             bw, bh = min(side, lw), min(side, lh)  # a level smaller than the bucket is read whole
             lx, ly = request.level_origin
             bx, by = min(lx, lw - bw), min(ly, lh - bh)  # the bucket-sized read stays inside the level
-            origin = (_to_level0(bx, request.downsample), _to_level0(by, request.downsample))
+            origin = level0_location((bx, by), request.downsample)
             groups.setdefault((request.path, request.level, bw, bh), []).append((i, origin, (lx - bx, ly - by)))
         for (path, level, bw, bh), members in groups.items():
             try:
@@ -159,8 +160,3 @@ class Cuslide2Reader:
 
     def __reduce__(self) -> Any:
         raise TypeError("Cuslide2Reader holds open slides: make one per process")
-
-
-def _to_level0(coord: int, downsample: float) -> int:
-    """A level-pixel coordinate as the level-0 coordinate that maps back to it (as region planning does)."""
-    return int(math.ceil(coord * downsample - 1e-6))

@@ -19,7 +19,7 @@ import numpy as np
 
 from gapless.errors import InputError, SlideError
 from gapless.pipeline.slides.formats import SlideFormat, detect_format, slide_target
-from gapless.pipeline.slides.tiled import level_origin
+from gapless.pipeline.slides.planning import level0_location, level_origin
 
 BACKENDS = ("auto", "cucim", "openslide", "tifffile", "wsidicom")
 
@@ -82,8 +82,10 @@ class Slide:
                 f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) (level pixel ({lx}, {ly})) lies outside level "
                 f"{level} ({lv.width}x{lv.height})"
             )
+        # The reader gets the level-0 location of that level pixel (planning's own for regions it planned): cuCIM
+        # divides by the downsample with no tolerance, and from any other location could start a pixel earlier.
         try:
-            return self._backend.read(self.path, (x, y), level, (w, h), device)
+            return self._backend.read(self.path, level0_location((lx, ly), lv.downsample), level, (w, h), device)
         except SlideError:
             raise
         except InputError as exc:

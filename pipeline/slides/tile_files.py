@@ -25,6 +25,7 @@ import numpy as np
 from gapless.errors import SlideError
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 from gapless.pipeline.slides.decoding import complete_stream, vet_jpeg
+from gapless.pipeline.slides.planning import level_origin
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RegionRequest:
     @property
     def level_origin(self) -> tuple[int, int]:
         """Top-left corner in pixels of the level."""
-        return int(self.location[0] / self.downsample), int(self.location[1] / self.downsample)
+        return level_origin(self.location, self.downsample)
 
 
 def tile_pastes(page: PageLayout, request: RegionRequest, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:

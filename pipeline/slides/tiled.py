@@ -22,6 +22,7 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.decoding import complete_stream, decode_jpeg, tile_check_enabled, vet_jpeg
+from gapless.pipeline.slides.planning import level_origin
 from gapless.pipeline.slides.tiff import PageLayout, page_layout, tiff_pyramid
 
 
@@ -50,11 +51,6 @@ def assemble_region(
                 raise ValueError(f"tile ({col}, {row}) has shape {tile.shape[:2]}, smaller than its {th}x{tw} cell")
             out[sy0 - ly : sy1 - ly, sx0 - lx : sx1 - lx] = part[..., :3] if part.ndim == 3 else part[..., None]
     return out
-
-
-def level_origin(location: tuple[int, int], downsample: float) -> tuple[int, int]:
-    """Level pixel of a level-0 location (planning makes level-0 locations map to whole level pixels)."""
-    return int(location[0] / downsample + 1e-6), int(location[1] / downsample + 1e-6)
 
 
 def to_device(pixels: np.ndarray, device: str) -> Any:
