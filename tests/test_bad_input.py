@@ -79,6 +79,8 @@ CASES = [
     (["index", "slides", "--out", "i.h5", "--labels", "latin1.csv"], "latin1.csv"),
     (["index", "slides", "--out", "i.h5", "--labels", "mpp.csv"], "mpp.csv"),
     (["index", "slides", "--out", "i.h5", "--workers", "0"], "--workers"),
+    (["index", "merge", "labels.csv", "--out", "m.h5"], "labels.csv: not a gapless slide index (not an HDF5 file)"),
+    ([*PRETRAIN, "data.loader=baseline", "data.index=notes.txt"], "notes.txt: not a gapless slide index (not an HDF5"),
     (["tiles", "missing.svs", "--mpp", "0.5", "--out", "t.png"], "missing.svs"),
     (["tiles", "notes.txt", "--mpp", "0.5", "--out", "t.png"], "notes.txt"),
     (["tiles", "empty.svs", "--mpp", "0.5", "--out", "t.png"], "empty.svs"),

@@ -105,6 +105,8 @@ class SlideIndex:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: slide index not found (make one with `gapless index`)")
+        if not _is_hdf5(path):
+            raise InputError(f"{path}: not a gapless slide index (not an HDF5 file)")
         import h5py
 
         f = None
@@ -227,11 +229,15 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == HDF5_SIGNATURE
+
+
 def is_index_file(path: Path) -> bool | None:
     """True for a gapless index, False for any other file, None for an HDF5 file too damaged to tell."""
-    with open(path, "rb") as f:
-        if f.read(8) != HDF5_SIGNATURE:
-            return False
+    if not _is_hdf5(path):
+        return False
     import h5py
 
     try:
