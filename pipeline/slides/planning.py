@@ -69,11 +69,6 @@ def read_size_px(out_px: int, target_mpp: float, level_mpp: float) -> int:
     return max(1, round(out_px * target_mpp / level_mpp))
 
 
-def footprint_level0(target_mpp: float, out_px: int, base_mpp: float) -> float:
-    """Side of a tile's footprint in level-0 pixels."""
-    return out_px * target_mpp / base_mpp
-
-
 def plan_region(
     levels: Sequence[_LevelLike],
     target_mpp: float,

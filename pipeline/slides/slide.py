@@ -66,10 +66,13 @@ class Slide:
         return self.levels[0].width, self.levels[0].height
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int], device: str = "cpu") -> Any:
-        """Pixels (h, w, 3) uint8 of ``size`` at ``level``, top-left at level-0 ``location``.
+        """Pixels (h, w, 3) uint8 of ``size`` pixels of ``level``, from the level pixel that level-0 ``location``
+        lies in (:func:`~gapless.pipeline.slides.planning.level_origin`).
 
-        ``device="cuda"`` decodes on the GPU with cuCIM and returns a CuPy array. Reads outside the level raise:
-        planning (``plan_region``) keeps regions inside, so an outside read is a bug worth hearing about.
+        ``device="cuda"`` returns a CuPy array: cuCIM decodes on the GPU, the other readers decode on the host and
+        the region is uploaded. A region that leaves the level raises :class:`RegionOutsideError` (planning keeps
+        regions inside, so it is a bug worth hearing about); a failure the file causes raises :class:`SlideError`
+        naming it.
         """
         if not 0 <= level < len(self.levels):
             raise ValueError(f"{self.path}: level {level} does not exist (the slide has {len(self.levels)})")
