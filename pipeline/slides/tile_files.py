@@ -3,11 +3,12 @@ sees it.
 
 Decoders that take raw tile streams (nvImageCodec, nvJPEG, DALI's decoder, cuCIM's plugins) decode damaged
 entropy-coded data without failing: a tile whose start marker is intact but whose bytes are corrupted in the
-middle comes out as grey blocks and colour noise, with at most a warning on stderr. :meth:`TileFiles.vet` decodes
-each tile once per process with libjpeg-turbo in strict mode (a warning is an error) at 1/8 scale, where the
-inverse DCT reduces to the DC term and the cost is mostly the entropy decoding that finds the damage. A region
-touching a tile that fails raises :class:`~gapless.errors.SlideError`, so the tile source retries it elsewhere and
-counts it.
+middle comes out as grey blocks and colour noise, with at most a warning on stderr. :meth:`TileFiles.vet` checks
+that each tile a region touches holds data and decodes each JPEG tile once per process with libjpeg-turbo in strict
+mode (a warning is an error) at 1/8 scale, where the inverse DCT reduces to the DC term and the cost is mostly the
+entropy decoding that finds the damage (:func:`gapless.pipeline.slides.tiled.vet_tiles`, which the host readers'
+vetting shares). A region touching a tile that fails raises :class:`~gapless.errors.SlideError`, so the tile source
+retries it elsewhere and counts it. :func:`vet_region` runs this check with one :class:`TileFiles` per process.
 
 :class:`TileFiles` keeps a bounded set of open files per process with their page layouts and which tiles passed.
 Not picklable: make one per process.
