@@ -19,7 +19,7 @@ import numpy as np
 
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides.decoding import set_tile_check
-from gapless.pipeline.slides.planning import plan_region
+from gapless.pipeline.slides.planning import level_origin, plan_region
 from gapless.pipeline.slides.slide import open_slide
 from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
 from gapless.pipeline.slides.tissue import tissue_mask_for_slide
@@ -91,7 +91,7 @@ def check_cost(path: Path, backend: str, target: float, reads: int, passes: int 
         start = time.process_time()
         for p in plans:
             lv = slide.levels[p.level]
-            origin = (int(p.location[0] / lv.downsample), int(p.location[1] / lv.downsample))
+            origin = level_origin(p.location, lv.downsample)
             TileVetter(path, dims, layout).check(p.level, origin, (p.read_size, p.read_size))
         result["cold vet"] = (time.process_time() - start) / reads * 1e6
     slide.close()

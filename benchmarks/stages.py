@@ -32,6 +32,7 @@ import numpy as np
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 from gapless.pipeline.slides.decoding import set_tile_check
+from gapless.pipeline.slides.planning import level_origin
 
 STAGES = ("plan", "read", "check", "resize", "augment", "transfer")
 
@@ -50,7 +51,7 @@ def tile_aligned_pixels(spec: Any, level: Any, pages: dict[tuple[int, int], Page
     page = pages.get((level.width, level.height))
     if page is None:
         return n * n
-    lx, ly = int(spec.plan.location[0] / level.downsample), int(spec.plan.location[1] / level.downsample)
+    lx, ly = level_origin(spec.plan.location, level.downsample)
     return len(page.tiles_touched(lx, ly, n, n)[2]) * page.tile_width * page.tile_height
 
 

@@ -18,9 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mpp", type=float, required=True, help="target microns per pixel of the tiles")
     p.add_argument("--n", type=int, default=16, help="number of tiles (default 16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tile-px", type=int, default=224)
+    p.add_argument("--tile-px", type=int, default=224, help="side of each tile in pixels (at least 16)")
     p.add_argument("--slide-mpp", type=float, default=None, help="override the slide's level-0 mpp")
-    p.add_argument("--tissue-threshold", type=float, default=0.5)
+    p.add_argument("--tissue-threshold", type=float, default=0.5,
+                   help="least tissue fraction of a tile's footprint, in [0, 1] (default 0.5)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="PNG contact sheet to write")
     p.add_argument("--json", type=Path, default=None, help="also write the tiles' metadata here")
     p.set_defaults(func=run_tiles)
@@ -33,6 +34,10 @@ def run_tiles(args: argparse.Namespace) -> int:
         raise InputError(f"--mpp: must be positive, got {args.mpp}")
     if args.n < 1:
         raise InputError(f"--n: must be at least 1, got {args.n}")
+    if args.tile_px < 16:
+        raise InputError(f"--tile-px: must be at least 16, got {args.tile_px}")
+    if not 0.0 <= args.tissue_threshold <= 1.0:
+        raise InputError(f"--tissue-threshold: must be in [0, 1], got {args.tissue_threshold}")
     if args.out.suffix.lower() != ".png":
         raise InputError(f"{args.out}: the contact sheet is written as PNG; give a .png path")
 

@@ -38,6 +38,7 @@ from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
+from gapless.pipeline.slides.slide import RegionOutsideError
 from gapless.seeding import generator
 from gapless.workers import ParentBound
 
@@ -152,8 +153,7 @@ class TileSource(ParentBound):
         self.handle_cache = int(handle_cache)
         self.mask_tries = int(mask_tries)
         self.fill = np.round(np.asarray(fill) * 255).astype(np.uint8)
-        # Masks of index-backed entries load lazily through the index's bounded LRU (it pickles as its path), so
-        # neither the main process nor a worker holds every mask of a 100k-slide index.
+        # Index-backed masks load lazily through the index's bounded LRU: no process holds every mask of the index.
         self.index = index
         if index is None and any(e.tissue is None for e in self.slides):
             raise ValueError("slides without a tissue mask need the slide index they come from")
@@ -233,7 +233,8 @@ class TileSource(ParentBound):
             try:
                 region = self.read_spec(spec, device)
             except Exception as exc:  # any backend failure (I/O, decode, vanished file) -> another location
-                log.debug("sample %d attempt %d: %s", g, attempt, exc)
+                bug = isinstance(exc, RegionOutsideError)  # a planning bug, not bad data: never silent
+                log.log(logging.WARNING if bug else logging.DEBUG, "sample %d attempt %d: %s", g, attempt, exc)
                 continue
             return Tile(region, spec, mpp, retries=attempt, skipped=False)
         return self.skipped_tile(g, device)
@@ -252,12 +253,12 @@ class SampleCallback:
     """Per-sample callback for DALI's parallel external source (``batch=False``): stateless and picklable.
 
     Sample ``idx_in_epoch`` of the DALI stream is sample ``shard.start · batch_size + idx_in_epoch`` of the shard's
-    rank. The loader never ends a DALI epoch (it counts its own iterations), so
-    ``idx_in_epoch`` runs on for the life of the pipeline. Outputs: region (uint8 HWC; with ``resize_px``, the base
-    tile it makes, resized by :func:`gapless.pipeline.resize.resize_square`), target mpp (float32),
-    level (int32), retries (int32), skipped (int32), each metadata a 1-element array; with ``augment``, also the
-    sample's augmentation parameters (float32 [n_crops, N_PARAMS], :func:`gapless.pipeline.augparams.sample_params`),
-    drawn here so that they travel with the sample from whichever worker made it.
+    rank. The loader never ends a DALI epoch (it counts its own iterations), so ``idx_in_epoch`` runs on for the
+    life of the pipeline. Outputs: region (uint8 HWC; with ``resize_px``, the base tile it makes, resized by
+    :func:`gapless.pipeline.resize.resize_square`), target mpp (float32), level (int32), retries (int32), skipped
+    (int32), each metadata a 1-element array; with ``augment``, also the sample's augmentation parameters (float32
+    [n_crops, N_PARAMS], :func:`gapless.pipeline.augparams.sample_params`), drawn here so that they travel with the
+    sample from whichever worker made it.
     """
 
     def __init__(

@@ -33,6 +33,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory, synthetic_slides) -> Path:
     slides.mkdir()
     shutil.copy(synthetic_slides.paths[0], slides / synthetic_slides.paths[0].name)
     shutil.copy(synthetic_slides.labels_csv, root / "labels.csv")
+    shutil.copy(synthetic_slides.index, root / "index.h5")
     INPUTS.update({p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()})
     return root
 
@@ -50,6 +51,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
 
 
 PRETRAIN = ["pretrain", "--config", "pretrain_tiny_cpu", "--out", "run"]
+FROM_SLIDES = [*PRETRAIN, "data.loader=baseline", "data.index=index.h5"]  # tiles read from the slides of the index
 CASES = [
     (["sampling", "--range", "2", "1"], "high"),
     (["sampling", "--grid", "3"], "grid"),
@@ -77,6 +79,8 @@ CASES = [
     (["index", "slides", "--out", "i.h5", "--labels", "latin1.csv"], "latin1.csv"),
     (["index", "slides", "--out", "i.h5", "--labels", "mpp.csv"], "mpp.csv"),
     (["index", "slides", "--out", "i.h5", "--workers", "0"], "--workers"),
+    (["index", "merge", "labels.csv", "--out", "m.h5"], "labels.csv: not a gapless slide index (not an HDF5 file)"),
+    ([*PRETRAIN, "data.loader=baseline", "data.index=notes.txt"], "notes.txt: not a gapless slide index (not an HDF5"),
     (["tiles", "missing.svs", "--mpp", "0.5", "--out", "t.png"], "missing.svs"),
     (["tiles", "notes.txt", "--mpp", "0.5", "--out", "t.png"], "notes.txt"),
     (["tiles", "empty.svs", "--mpp", "0.5", "--out", "t.png"], "empty.svs"),
@@ -84,6 +88,9 @@ CASES = [
     (["tiles", "notes.txt", "--mpp", "-1", "--out", "t.png"], "--mpp"),
     (["tiles", "notes.txt", "--mpp", "0.5", "--out", "t.jpg"], "t.jpg"),
     (["tiles", "notes.txt", "--mpp", "0.5", "--n", "0", "--out", "t.png"], "--n"),
+    (["tiles", "slides/slide_000.tiff", "--mpp", "0.5", "--tile-px", "8", "--out", "t.png"], "--tile-px"),
+    (["tiles", "slides/slide_000.tiff", "--mpp", "0.5", "--tissue-threshold", "2", "--out", "t.png"], "--tissue"),
+    (["tiles", "slides/slide_000.tiff", "--mpp", "0.5", "--tissue-threshold", "-1", "--out", "t.png"], "--tissue"),
     (["pretrain", "--config", "missing.yaml", "--out", "run"], "missing.yaml"),
     (["pretrain", "--config", "broken.yaml", "--out", "run"], "broken.yaml"),
     (["pretrain", "--config", "unknown.yaml", "--out", "run"], "nope"),
@@ -98,6 +105,10 @@ CASES = [
     ([*PRETRAIN, "data.max_read_retries=-1"], "max_read_retries"),
     ([*PRETRAIN, "data.handle_cache=0"], "handle_cache"),
     ([*PRETRAIN, "nope=1"], "nope"),
+    ([*FROM_SLIDES, "data.sampling.strategy=file", "data.sampling.density_file=/nonexistent.csv"], "nonexistent.csv"),
+    ([*FROM_SLIDES, "data.sampling.strategy=file", "data.sampling.density_file=notes.txt"], "notes.txt"),
+    ([*FROM_SLIDES, "data.sampling.strategy=file", "data.sampling.density_file=bad.csv"], "bad.csv"),
+    ([*FROM_SLIDES, "data.sampling.strategy=file"], "density_file"),
     (["pretrain", "--config", "pretrain_tiny_cpu", "--out", "notes.txt"], "notes.txt"),
     ([*PRETRAIN, "data.loader=dali", "data.index=notes.txt"], "notes.txt"),
     ([*PRETRAIN, "data.loader=dali", "data.index=missing.h5"], "missing.h5"),

@@ -128,7 +128,7 @@ def test_the_tile_source_retries_damaged_tiles_elsewhere_and_counts_them(small_s
         assert not (lx < x0 + 256 and lx + 224 > x0 and ly < y0 + 256 and ly + 224 > y0)  # none delivered from it
 
 
-@pytest.mark.parametrize("backend", ["cucim", "tifffile"])
+@pytest.mark.parametrize("backend", ["cucim", "openslide", "tifffile"])
 def test_a_tile_without_data_fails_the_reads_that_touch_it(small_slide, tmp_path, backend: str) -> None:
     """A tile whose byte count is zero (a sparse or damaged page) is refused, not read as whatever fills it."""
     sparse = tmp_path / "sparse.tiff"
@@ -145,3 +145,28 @@ def test_a_tile_without_data_fails_the_reads_that_touch_it(small_slide, tmp_path
     with pytest.raises(SlideError, match="sparse.tiff: tile \\(1, 1\\) of level 0 has no image data"):
         slide.read_region((300, 300), 0, (100, 100))
     assert slide.read_region((0, 0), 0, (200, 200)).shape == (200, 200, 3)
+
+
+def test_another_threads_output_does_not_fail_a_clean_read(small_slide) -> None:
+    """What other threads print while cuCIM reads ("transient error" on stderr) is not taken for a decoder's report:
+    clean reads stay clean."""
+    import os
+    import threading
+    import time
+
+    slide = open_slide(small_slide, backend="cucim")
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            os.write(2, b"transient error: jpeg server busy\n")
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=chatter, daemon=True)
+    thread.start()
+    try:
+        for k in range(60):
+            assert slide.read_region((k % 6 * 64, k // 6 * 32), 0, (128, 128)).shape == (128, 128, 3)
+    finally:
+        stop.set()
+        thread.join()

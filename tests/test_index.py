@@ -80,13 +80,13 @@ def test_tissue_fraction_and_sampling_respect_the_footprint_at_each_mpp() -> Non
     mask[20:120, 20:120] = True  # an 800 um island at 8 um/px
     mask[160:168, 160:168] = True  # a 64 um speck: enough for a 0.25 mpp tile (56 um), not for 2.0 mpp (448 um)
     tissue = TissueMask(mask, 8.0, base_mpp=0.25)
-    assert tissue.fraction((70 * 32, 70 * 32), 224 * 2.0 / 0.25, 0.25) == pytest.approx(1.0)
-    assert tissue.fraction((190 * 32, 10 * 32), 224, 0.25) == 0.0
+    assert tissue.box_fraction(70, 70, 448.0 / 8 / 2) == pytest.approx(1.0)  # mask pixels: 32 level-0 px each
+    assert tissue.box_fraction(190, 10, 56.0 / 8 / 2) == 0.0
     rng = np.random.default_rng(0)
     for side_um in (56.0, 448.0):
         for _ in range(200):
             x, y = tissue.sample_center(rng, side_um, threshold=0.9)
-            assert tissue.fraction((x, y), side_um / 0.25, 0.25) >= 0.85
+            assert tissue.box_fraction(x / 32, y / 32, side_um / 8 / 2) >= 0.85
             assert 20 * 32 <= x <= 120 * 32 or side_um < 100  # big footprints only land on the big island
     speck_only = TissueMask(mask & (np.arange(200)[:, None] > 150), 8.0, base_mpp=0.25)
     assert speck_only.sample_center(rng, 56.0, 0.5) is not None

@@ -163,3 +163,28 @@ def test_a_damaged_index_is_named_with_the_way_out_and_rebuilding_over_it_works(
         del f["level_mpp"]
     with pytest.raises(InputError, match="damaged slide index \\(dataset\\(s\\) level_mpp missing\\); rebuild it"):
         SlideIndex.load(out)
+
+
+def test_an_index_replaced_under_a_running_job_is_not_misread(data, tmp_path) -> None:
+    """A process keeps reading the index file it loaded, masks included, when a rebuild renames a new index over
+    it; a worker given the loaded index (pickled: its path) is told in one line that the file changed, instead of
+    reading another file's masks at this one's offsets."""
+    import os
+    import pickle
+
+    from gapless.errors import RunError
+
+    folder, labels, out = data
+    reference = SlideIndex.load(out)
+    expected = [r.tissue_mask().mask.copy() for r in reference.records]
+    reference.close()
+    index = SlideIndex.load(out)  # what a running job holds: no mask read yet
+    sent = pickle.dumps(index)
+    build_index([folder], tmp_path / "new.h5", labels, mask_mpp=16.0)  # another mask resolution, other offsets
+    os.replace(tmp_path / "new.h5", out)
+    for record, mask in zip(index.records, expected):
+        np.testing.assert_array_equal(record.tissue_mask().mask, mask)
+    with pytest.raises(RunError, match="index.h5: the slide index changed while this run was using it"):
+        pickle.loads(sent)
+    index.close()
+    assert pickle.loads(pickle.dumps(SlideIndex.load(out))).records[0].tissue_mask().mask_mpp == 16.0

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from gapless.errors import InputError
 from gapless.pipeline.config import AugmentConfig, DataConfig
 from gapless.pipeline.loader import build_loader, build_source, load_slides, resolve_devices, resolve_loader
 from gapless.pipeline.resize import resize_square
@@ -205,6 +206,33 @@ def bad_index(synthetic_slides, tmp_path_factory):
 def test_bad_slides_in_the_index_are_skipped_and_counted(bad_index) -> None:
     entries, skipped, _ = load_slides(bad_index.index)
     assert skipped == 2 and len(entries) == bad_index.good
+
+
+def test_an_unchanged_dicom_slide_passes_the_quick_check_without_being_opened(tmp_path) -> None:
+    """A DICOM folder whose instances keep the sizes and modification times the index recorded is kept on a stat
+    per instance, not opened: here every instance's header is then overwritten in place (same size, times
+    restored), so that an open would fail, and the slide is still kept; once an instance's time changes, it is
+    opened, and skipped."""
+    from gapless.pipeline.slides.indexer import build_index
+    from gapless.pipeline.synth.render import SlideSpec
+    from gapless.pipeline.synth.writer import write_slide
+
+    folder = write_slide(tmp_path / "slides" / "dicom", SlideSpec(600.0, 500.0, 0.25, "regular", seed=3), fmt="dicom")
+    index = tmp_path / "index.h5"
+    build_index([tmp_path / "slides"], index, None, workers=1)
+    times = {}
+    for instance in folder.iterdir():
+        times[instance] = instance.stat().st_atime_ns, instance.stat().st_mtime_ns
+        with open(instance, "r+b") as f:
+            f.seek(132)  # after the preamble and "DICM": the file meta header gone
+            f.write(bytes(512))
+        os.utime(instance, ns=times[instance])
+    entries, skipped, _ = load_slides(index)
+    assert (len(entries), skipped) == (1, 0)
+    instance, (atime, mtime) = next(iter(times.items()))
+    os.utime(instance, ns=(atime, mtime + 10**9))
+    with pytest.raises(InputError, match="none of the 1 slides is readable"):
+        load_slides(index)
 
 
 def test_bad_slides_in_the_index_are_counted_by_the_loader(bad_index) -> None:

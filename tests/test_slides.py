@@ -13,10 +13,10 @@ from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides import (
     SlideCache,
     choose_level,
-    footprint_level0,
     open_slide,
     plan_region,
 )
+from gapless.pipeline.slides.planning import level_origin
 from gapless.pipeline.synth.render import SlideSpec
 from gapless.pipeline.synth.writer import write_slide
 
@@ -39,7 +39,7 @@ def test_plan_read_size_and_footprint_across_levels(synthetic_slides) -> None:
         assert plan.level_mpp <= t
         # The region read covers the footprint of a 224 px tile at t, to within one level pixel.
         covered = plan.read_size * slide.levels[plan.level].downsample
-        assert abs(covered - footprint_level0(t, 224, slide.mpp)) <= slide.levels[plan.level].downsample
+        assert abs(covered - 224 * t / slide.mpp) <= slide.levels[plan.level].downsample  # footprint in level-0 px
     assert plan_region(slide.levels, 2.0, 224, (0, 0)).read_size == 448
     assert plan_region(slide.levels, 0.375, 224, (0, 0)).read_size == 336
 
@@ -59,7 +59,7 @@ def test_planned_reads_match_tifffile_pixels_exactly(synthetic_slides, target: f
         plan = plan_region(slide.levels, target, 224, centre)
         lv = slide.levels[plan.level]
         region = slide.read_region(plan.location, plan.level, (plan.read_size, plan.read_size))
-        lx, ly = int(plan.location[0] / lv.downsample), int(plan.location[1] / lv.downsample)
+        lx, ly = level_origin(plan.location, lv.downsample)
         assert lx * lv.downsample == plan.location[0] and ly * lv.downsample == plan.location[1]
         assert 0 <= lx and lx + plan.read_size <= lv.width and 0 <= ly and ly + plan.read_size <= lv.height
         expected = pages[plan.level][ly : ly + plan.read_size, lx : lx + plan.read_size]

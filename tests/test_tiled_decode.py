@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import tifffile
 
+from gapless.errors import SlideError
 from gapless.pipeline.batch_read import PlanPrefetcher, PlanVetter, first_plans, read_many
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.slides import open_slide
 from gapless.pipeline.slides.backends import PageLayout
-from gapless.pipeline.slides.tile_files import TileFiles, jpeg_stream
+from gapless.pipeline.slides.tile_files import TileFiles
+from gapless.pipeline.slides.tiled import jpeg_stream
 from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
 
 
@@ -186,6 +188,8 @@ def test_a_tile_damaged_in_its_data_fails_its_region(synthetic_slides, tmp_path)
     files.vet(miss)
     files.vet(miss)
     assert files.tiles_vetted == 1  # each tile is checked once per process
+    with pytest.raises(SlideError, match="bad.tiff: damaged image data in tile \\(0, 0\\) of level 0"):
+        files.vet(hit)
 
 
 def test_read_many_retries_and_counts_regions_on_a_damaged_tile(synthetic_slides, tmp_path, monkeypatch) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gapless.errors import ConfigError
 from gapless.pipeline.sampling.config import SamplingConfig
 from gapless.pipeline.sampling.distributions import Distribution, GridDensity, Mixture, PointMasses
 from gapless.pipeline.sampling.kernels import Kernel, kernel_matrix, make_kernel
@@ -74,10 +75,11 @@ class MinMax(Mixture):
 
 
 def load_density_file(path: str | Path) -> GridDensity:
-    """A user density: rows of (mpp, weight), CSV (header optional) or an (N, 2) ``.npy``."""
+    """A user density: rows of (mpp, weight), CSV (header optional) or an (N, 2) ``.npy``. A file that is missing
+    or holds no such density raises :class:`~gapless.errors.ConfigError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: density file not found")
+        raise ConfigError(f"{path}: density file not found")
     try:
         if path.suffix == ".npy":
             data = np.load(path, allow_pickle=False)
@@ -88,16 +90,16 @@ def load_density_file(path: str | Path) -> GridDensity:
                 rows = rows[1:]  # a header line
             data = np.array([[float(v) for v in r.replace(",", " ").split()] for r in rows])
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read a density from it ({exc})") from exc
+        raise ConfigError(f"{path}: cannot read a density from it ({exc})") from exc
     if data.ndim != 2 or data.shape[1] != 2 or data.shape[0] < 2:
-        raise ValueError(f"{path}: expected at least two rows of two columns (mpp, weight), got shape {data.shape}")
+        raise ConfigError(f"{path}: expected at least two rows of two columns (mpp, weight), got shape {data.shape}")
     mpp, weight = data[:, 0], data[:, 1]
     if not np.all(np.isfinite(data)):
-        raise ValueError(f"{path}: contains non-finite values")
+        raise ConfigError(f"{path}: contains non-finite values")
     if np.any(mpp <= 0) or np.any(np.diff(mpp) <= 0):
-        raise ValueError(f"{path}: mpp values must be positive and strictly increasing")
+        raise ConfigError(f"{path}: mpp values must be positive and strictly increasing")
     if np.any(weight < 0) or weight.sum() <= 0:
-        raise ValueError(f"{path}: weights must be non-negative and not all zero")
+        raise ConfigError(f"{path}: weights must be non-negative and not all zero")
     return GridDensity(mpp, weight, name="file")
 
 

@@ -3,12 +3,13 @@ the slide index. (Synthetic slides are written by :mod:`gapless.pipeline.synth`.
 
 from gapless.pipeline.slides.cache import SlideCache
 from gapless.pipeline.slides.index import SlideIndex, SlideRecord
-from gapless.pipeline.slides.planning import RegionPlan, choose_level, footprint_level0, plan_region
-from gapless.pipeline.slides.slide import Level, SingleLevelWarning, Slide, open_slide
+from gapless.pipeline.slides.planning import RegionPlan, choose_level, plan_region
+from gapless.pipeline.slides.slide import Level, RegionOutsideError, SingleLevelWarning, Slide, open_slide
 from gapless.pipeline.slides.tissue import TissueMask, detect_tissue, tissue_mask_for_slide
 
 __all__ = [
     "Level",
+    "RegionOutsideError",
     "RegionPlan",
     "SingleLevelWarning",
     "Slide",
@@ -18,7 +19,6 @@ __all__ = [
     "TissueMask",
     "choose_level",
     "detect_tissue",
-    "footprint_level0",
     "open_slide",
     "plan_region",
     "tissue_mask_for_slide",

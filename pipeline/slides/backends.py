@@ -1,12 +1,12 @@
 """Native slide readers behind :class:`gapless.pipeline.slides.slide.Slide`: cuCIM and OpenSlide.
 
-Both take level-0 (x, y) locations and level-pixel (w, h) sizes. cuCIM does not raise on a tile it cannot decode
-(it prints the decoder's report and returns the damaged pixels), so its reads run inside a
-:class:`~gapless.pipeline.slides.decoding.DecoderReport` and tiles without data are refused before it sees them.
-OpenSlide raises on most damage by itself; the JPEG tiles of TIFF files it reads are vetted first
-(:class:`~gapless.pipeline.slides.tiled.TileVetter`) because it misses damage at the end of a tile's data. The readers gapless decodes itself are in :mod:`gapless.pipeline.slides.tiled`
-(tifffile) and :mod:`gapless.pipeline.slides.dicom` (wsidicom). The TIFF layout helpers are re-exported here for the
-batched reader (:mod:`gapless.pipeline.slides.tiled_decode`).
+Both take level-0 (x, y) locations and level-pixel (w, h) sizes. Neither reports all damage: cuCIM decodes a JPEG
+tile whose data is corrupt without failing (it prints libjpeg's warning and returns the damaged pixels), OpenSlide
+stops before the end of a tile's data, and both read a tile that holds no data as whatever fills the buffer. So the
+tiles of TIFF files they read are vetted first (:class:`~gapless.pipeline.slides.tiled.TileVetter`: each tile holds
+data, and each JPEG tile passes a strict decode, once per open slide). The readers gapless decodes itself are in
+:mod:`gapless.pipeline.slides.tiled` (tifffile) and :mod:`gapless.pipeline.slides.dicom` (wsidicom). The TIFF
+layout helpers are re-exported here for the batched reader (:mod:`gapless.pipeline.slides.tiled_decode`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import SlideError
-from gapless.pipeline.slides.decoding import DecoderReport, tile_check_enabled
+from gapless.pipeline.slides.decoding import tile_check_enabled
+from gapless.pipeline.slides.planning import level0_pixel_at_or_before, level_origin
 from gapless.pipeline.slides.tiff import PageLayout, is_tiff, tiff_layout
+from gapless.pipeline.slides.tiled import TileVetter
 
 __all__ = ["CucimBackend", "OpenSlideBackend", "PageLayout", "is_tiff", "tiff_layout"]
 
@@ -31,28 +33,18 @@ class CucimBackend:
     def __init__(self, path: Path, layout: list[PageLayout] | None = None) -> None:
         from cucim import CuImage
 
-        self._path = path
         self._image = CuImage(str(path))
         res = self._image.resolutions
         self.dimensions = [tuple(int(v) for v in d) for d in res["level_dimensions"]]
         self.downsamples = [float(d) for d in res["level_downsamples"]]
-        pages = {(p.width, p.height): p for p in (layout or [])}
-        # Only pages with tiles that hold no data (sparse pages, damaged files) need a look before each read.
-        self._pages = [p if p is not None and bool((p.counts <= 0).any()) else None
-                       for p in (pages.get(d) for d in self.dimensions)]  # fmt: skip
+        self._vetter = TileVetter(path, self.dimensions, layout)
 
     def properties(self) -> dict[str, str] | None:
         return None  # mpp is read from the TIFF structure directly (pipeline.slides.formats)
 
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
-        if not tile_check_enabled():
-            return self._read(location, level, size, device)
-        if self._pages[level] is not None:
-            self._check_tiles_have_data(location, level, size)
-        with DecoderReport(path, f"the region at level {level}, level-0 {tuple(location)}"):
-            return self._read(location, level, size, device)
-
-    def _read(self, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
+        if tile_check_enabled():
+            self._vetter.check(level, level_origin(location, self.downsamples[level]), size)
         region = self._image.read_region(location, size, level, device=device)
         if device == "cuda":
             import cupy
@@ -62,19 +54,9 @@ class CucimBackend:
             pixels = np.asarray(region)
         return pixels[..., :3] if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels
 
-    def _check_tiles_have_data(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> None:
-        page = self._pages[level]
-        lx, ly = int(location[0] / self.downsamples[level]), int(location[1] / self.downsamples[level])
-        _, _, tiles = page.tiles_touched(lx, ly, size[0], size[1])
-        tiles = tiles[tiles < len(page.counts)]
-        empty = tiles[page.counts[tiles] <= 0]
-        if len(empty):
-            cols = -(-page.width // page.tile_width)
-            tile = int(empty[0])
-            raise SlideError(f"{self._path}: tile ({tile % cols}, {tile // cols}) of level {level} has no image data")
-
     def close(self) -> None:
         self._image = None
+        self._vetter.close()
 
 
 class OpenSlideBackend:
@@ -84,8 +66,6 @@ class OpenSlideBackend:
 
     def __init__(self, path: Path, layout: list[PageLayout] | None = None) -> None:
         import openslide
-
-        from gapless.pipeline.slides.tiled import TileVetter
 
         target = _dicom_instance(path) if path.is_dir() else path
         if openslide.OpenSlide.detect_format(str(target)) is None:
@@ -102,11 +82,16 @@ class OpenSlideBackend:
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
         import openslide
 
+        ds = self.downsamples[level]
+        origin = level_origin(location, ds)
         if tile_check_enabled():
-            ds = self.downsamples[level]
-            self._vetter.check(level, (int(location[0] / ds + 1e-6), int(location[1] / ds + 1e-6)), size)
+            self._vetter.check(level, origin, size)
+        # OpenSlide starts a read at level position location / downsample, interpolating when that falls between
+        # level pixels: start at the nearest level-0 pixel at or before the level origin, so that the region never
+        # reaches past the level's right or bottom edge (where it would blend in transparent pixels).
+        start = (level0_pixel_at_or_before(origin[0], ds), level0_pixel_at_or_before(origin[1], ds))
         try:
-            rgba = np.asarray(self._slide.read_region(location, level, size))
+            rgba = np.asarray(self._slide.read_region(start, level, size))
         except openslide.OpenSlideError as exc:
             # An OpenSlide handle stays in its error state after a failed read: reopen it for later reads.
             self._slide.close()

@@ -11,7 +11,7 @@ One call reads many regions of one slide and level, all of one size: :class:`Cus
 (slide, level, size bucket), reads each group's regions at the bucket size (moved inside the level where needed)
 and cuts the requested regions out. cuCIM's reads are not safe to run from several threads at once, so groups are
 read one after another. A batched call does not say which of its regions failed to decode, so the tiles are vetted
-before (:class:`gapless.pipeline.batch_read.TileVetter`); a group of one region is read with a single-region call,
+before (:class:`gapless.pipeline.batch_read.PlanVetter`); a group of one region is read with a single-region call,
 which raises.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 
 from gapless.errors import RunError, SlideError
 from gapless.pipeline.slides.backends import is_tiff
+from gapless.pipeline.slides.planning import level0_location
 from gapless.pipeline.slides.tile_files import RegionRequest
 
 PLUGIN = "cucim.kit.cuslide2"
@@ -96,7 +97,7 @@ class Cuslide2Reader:
             bw, bh = min(side, lw), min(side, lh)  # a level smaller than the bucket is read whole
             lx, ly = request.level_origin
             bx, by = min(lx, lw - bw), min(ly, lh - bh)  # the bucket-sized read stays inside the level
-            origin = (_to_level0(bx, request.downsample), _to_level0(by, request.downsample))
+            origin = level0_location((bx, by), request.downsample)
             groups.setdefault((request.path, request.level, bw, bh), []).append((i, origin, (lx - bx, ly - by)))
         for (path, level, bw, bh), members in groups.items():
             try:
@@ -159,8 +160,3 @@ class Cuslide2Reader:
 
     def __reduce__(self) -> Any:
         raise TypeError("Cuslide2Reader holds open slides: make one per process")
-
-
-def _to_level0(coord: int, downsample: float) -> int:
-    """A level-pixel coordinate as the level-0 coordinate that maps back to it (as region planning does)."""
-    return int(math.ceil(coord * downsample - 1e-6))

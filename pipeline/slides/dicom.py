@@ -18,7 +18,8 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.decoding import decode_jpeg, tile_check_enabled
-from gapless.pipeline.slides.tiled import assemble_region, level_downsamples, level_origin, to_device
+from gapless.pipeline.slides.planning import level_origin
+from gapless.pipeline.slides.tiled import assemble_region, level_downsamples, to_device
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
 _HEADER_TAGS = ("SOPClassUID", "SeriesInstanceUID", "ImageType", "TotalPixelMatrixColumns", "TotalPixelMatrixRows",

@@ -3,7 +3,10 @@
 :class:`SlideIndex` keeps the columns of the index file (:mod:`gapless.pipeline.slides.index_file`) memory-mapped
 and makes :class:`SlideRecord` objects only for the slides asked for: ``index.records`` is a lazy sequence, so an
 index of 200,000 slides costs a process a few megabytes, not a Python object per slide. Tissue masks are read one
-slide at a time through a bounded cache. Pickled, an index is its path: each process maps the file itself.
+slide at a time through a bounded cache. The file is opened once, when the index loads, and its columns and masks
+are read from that open file, so a rebuild that renames a new index over it does not mix two files. Pickled, an
+index is its path and the identity of the file it loaded: each process maps the file itself, and one that finds
+another file there (rebuilt or replaced under a running job) stops with :class:`~gapless.errors.RunError`.
 
 A damaged index (a dataset missing, a column of the wrong length, a mask whose checksum fails) is an
 :class:`~gapless.errors.InputError` that names the file and the way out: rebuilding it with ``gapless index``.
@@ -12,6 +15,7 @@ A damaged index (a dataset missing, a column of the wrong length, a mask whose c
 from __future__ import annotations
 
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gapless.errors import InputError
+from gapless.errors import InputError, RunError
 from gapless.pipeline.slides.index_file import (
     FORMAT,
     FORMAT_VERSION,
@@ -84,40 +88,51 @@ class SlideIndex:
     """A loaded index: ``records`` (usable slides, lazily), ``failed`` ((path, status, reason) of the others),
     ``settings`` (those the index was built with) and the columns themselves (``columns``)."""
 
-    def __init__(self, path: Path, columns: dict[str, Any], settings: dict[str, Any], mask_cache: int = 64) -> None:
+    def __init__(self, path: Path, columns: dict[str, Any], settings: dict[str, Any], mask_cache: int = 64,
+                 file: Any = None) -> None:  # fmt: skip
         self.path = path
         self.columns = columns
         self.settings = settings
         self.ok_rows = np.flatnonzero(np.asarray(columns["status"]) == 0)
-        self.records = Records(self)
         self._masks: OrderedDict[int, TissueMask] = OrderedDict()
         self._mask_cache = mask_cache
-        self._file: Any = None
+        self._file: Any = file  # the open index file (h5py): masks are read from the file the columns came from
         self._mask_data: Any = None
+        self.identity = _identity(os.fstat(file.id.get_vfd_handle())) if file is not None else None
 
     @classmethod
     def load(cls, path: str | Path) -> SlideIndex:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: slide index not found (make one with `gapless index`)")
+        if not _is_hdf5(path):
+            raise InputError(f"{path}: not a gapless slide index (not an HDF5 file)")
         import h5py
 
+        f = None
         try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("format") != FORMAT:
-                    raise InputError(f"{path}: not a gapless slide index")
-                version = int(f.attrs.get("version", 1))
-                if version == 1:
-                    return cls(path, read_version1_columns(f), {"mask_mpp": float(f.attrs.get("mask_mpp", 8.0))})
-                if version != FORMAT_VERSION:
-                    raise InputError(f"{path}: slide index format {version}; this gapless reads {FORMAT_VERSION}")
+            f = h5py.File(path, "r")
+            if f.attrs.get("format") != FORMAT:
+                raise InputError(f"{path}: not a gapless slide index")
+            version = int(f.attrs.get("version", 1))
+            if version == 1:
+                index = cls(path, read_version1_columns(f), {"mask_mpp": float(f.attrs.get("mask_mpp", 8.0))}, file=f)
+            elif version != FORMAT_VERSION:
+                raise InputError(f"{path}: slide index format {version}; this gapless reads {FORMAT_VERSION}")
+            else:
                 missing = [k for k in REQUIRED if k not in f]
                 if missing:
                     raise damaged(path, f"dataset(s) {', '.join(missing)} missing")
-                index = cls(path, read_columns(f, path), json.loads(f.attrs.get("settings", "{}")))
-        except (OSError, KeyError, ValueError) as exc:
-            raise damaged(path, str(exc).splitlines()[0]) from exc
-        index._check_shapes()
+                index = cls(path, read_columns(f, path), json.loads(f.attrs.get("settings", "{}")), file=f)
+            index._check_shapes()
+            if _identity(path.stat()) != index.identity:  # renamed over while the columns were being mapped
+                raise InputError(f"{path}: the slide index was replaced while it loaded; load it again")
+        except BaseException as exc:
+            if f is not None:
+                f.close()
+            if isinstance(exc, (OSError, KeyError, ValueError)):
+                raise damaged(path, str(exc).splitlines()[0]) from exc
+            raise
         return index
 
     def _check_shapes(self) -> None:
@@ -132,6 +147,11 @@ class SlideIndex:
 
     def __len__(self) -> int:
         return len(self.ok_rows)
+
+    @property
+    def records(self) -> Records:
+        """The usable slides (made on demand; no reference cycle keeps an index, and its open file, alive)."""
+        return Records(self)
 
     @property
     def failed(self) -> list[tuple[str, str, str]]:
@@ -153,11 +173,15 @@ class SlideIndex:
                            float(cols["mtime"][row]), row, self)  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}  # each process maps the file itself
+        return {"path": self.path, "identity": self.identity}  # each process maps the file itself
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(SlideIndex.load(state["path"]).__dict__)
-        self.records = Records(self)
+        loaded = SlideIndex.load(state["path"])
+        if state.get("identity") is not None and loaded.identity != tuple(state["identity"]):
+            loaded.close()
+            raise RunError(f"{state['path']}: the slide index changed while this run was using it (rebuilt or "
+                           "replaced); restart the run to use the new one")  # fmt: skip
+        self.__dict__.update(loaded.__dict__)
 
     def packed_mask(self, row: int) -> np.ndarray:
         """The bit-packed tissue mask of the slide in file row ``row``; a damaged one names the index."""
@@ -165,8 +189,15 @@ class SlideIndex:
 
         start, stop = int(self.columns["mask_start"][row]), int(self.columns["mask_start"][row + 1])
         try:
-            if self._file is None:
+            if self._file is None:  # closed: open the file again, if it is still the one the columns came from
                 self._file = h5py.File(self.path, "r")
+                identity = _identity(os.fstat(self._file.id.get_vfd_handle()))
+                if self.identity not in (None, identity):
+                    self.close()
+                    raise RunError(f"{self.path}: the slide index changed since it was loaded (rebuilt or "
+                                   "replaced); load it again")  # fmt: skip
+                self.identity = identity
+            if self._mask_data is None:
                 self._mask_data = self._file["masks"]  # looking a dataset up costs more than reading a mask
             return self._mask_data[start:stop]
         except (OSError, KeyError, ValueError) as exc:
@@ -193,11 +224,20 @@ class SlideIndex:
             self._file = self._mask_data = None
 
 
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one index file from another at the same path: device, inode, size, modification time."""
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == HDF5_SIGNATURE
+
+
 def is_index_file(path: Path) -> bool | None:
     """True for a gapless index, False for any other file, None for an HDF5 file too damaged to tell."""
-    with open(path, "rb") as f:
-        if f.read(8) != HDF5_SIGNATURE:
-            return False
+    if not _is_hdf5(path):
+        return False
     import h5py
 
     try:

@@ -4,6 +4,13 @@ A tile of ``out_px`` pixels at target mpp ``t`` covers ``out_px * t`` microns. I
 whose mpp ``s`` is at most ``t`` (never upsampled), as a square of ``round(out_px * t / s)`` level pixels, and then
 resized to ``out_px``. Locations are level-0 pixels (x, y) of the region's top-left corner, snapped so that they
 map to whole pixels of the chosen level, and clamped so that no read leaves the slide.
+
+The conversions between level-0 pixels and pixels of a level live here, and every read path uses them: a level-0
+coordinate lies in level pixel ``floor(x / downsample)`` (:func:`level_origin`; cuCIM counts the same way), and a
+level pixel is reached from the smallest level-0 coordinate inside it, ``ceil(p * downsample)``
+(:func:`level0_location`). A small tolerance absorbs the rounding of the products, so that each is the other's
+inverse for any downsample, whole or not. OpenSlide, which interpolates where a location falls between level
+pixels, is started from :func:`level0_pixel_at_or_before`.
 """
 
 from __future__ import annotations
@@ -62,11 +69,6 @@ def read_size_px(out_px: int, target_mpp: float, level_mpp: float) -> int:
     return max(1, round(out_px * target_mpp / level_mpp))
 
 
-def footprint_level0(target_mpp: float, out_px: int, base_mpp: float) -> float:
-    """Side of a tile's footprint in level-0 pixels."""
-    return out_px * target_mpp / base_mpp
-
-
 def plan_region(
     levels: Sequence[_LevelLike],
     target_mpp: float,
@@ -83,10 +85,7 @@ def plan_region(
             f"a {out_px} px tile at {target_mpp:g} mpp needs {size} x {size} px of level {index} "
             f"({out_px * target_mpp:.0f} um square) but the level is {lv.width} x {lv.height} px"
         )
-    ds = lv.downsample
-    # Work in level pixels, then map back to level 0 with ceil so that location / ds floors to the same pixel.
-    lx, ly = region_origin(center_xy_level0, size, lv)
-    location = (_to_level0(lx, ds), _to_level0(ly, ds))
+    location = level0_location(region_origin(center_xy_level0, size, lv), lv.downsample)
     return RegionPlan(index, location, size, float(lv.mpp), float(target_mpp), int(out_px))
 
 
@@ -99,5 +98,32 @@ def region_origin(center_xy_level0: tuple[float, float], size: int, level: _Leve
     return int(lx), int(ly)
 
 
-def _to_level0(coord: int, downsample: float) -> int:
-    return int(math.ceil(coord * downsample - 1e-6))
+# Absorbs the rounding of level-0 x downsample products (exact ones are integers): far below a pixel.
+_TOLERANCE = 1e-6
+
+
+def level_pixel(coord: float, downsample: float) -> int:
+    """The pixel of a level (of ``downsample``) that level-0 coordinate ``coord`` lies in."""
+    return math.floor(coord / downsample + _TOLERANCE)
+
+
+def level0_pixel(pixel: int, downsample: float) -> int:
+    """The smallest level-0 coordinate inside pixel ``pixel`` of a level: :func:`level_pixel` maps it back."""
+    return math.ceil(pixel * downsample - _TOLERANCE)
+
+
+def level0_pixel_at_or_before(pixel: int, downsample: float) -> int:
+    """The largest level-0 coordinate at or before the start of level pixel ``pixel``: for readers that start a
+    read at the fractional level position ``coord / downsample`` (OpenSlide), the start that keeps the region
+    from reaching past the level's edge."""
+    return math.floor(pixel * downsample + _TOLERANCE)
+
+
+def level_origin(location: Sequence[float], downsample: float) -> tuple[int, int]:
+    """The level pixel (x, y) of a level-0 location."""
+    return level_pixel(location[0], downsample), level_pixel(location[1], downsample)
+
+
+def level0_location(origin: Sequence[int], downsample: float) -> tuple[int, int]:
+    """The level-0 location of a level pixel (x, y): the inverse of :func:`level_origin`."""
+    return level0_pixel(origin[0], downsample), level0_pixel(origin[1], downsample)

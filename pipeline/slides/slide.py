@@ -19,8 +19,13 @@ import numpy as np
 
 from gapless.errors import InputError, SlideError
 from gapless.pipeline.slides.formats import SlideFormat, detect_format, slide_target
+from gapless.pipeline.slides.planning import level0_location, level_origin
 
 BACKENDS = ("auto", "cucim", "openslide", "tifffile", "wsidicom")
+
+
+class RegionOutsideError(ValueError):
+    """A read that leaves its level: planning keeps every region inside, so this is a bug, not bad data."""
 
 
 class SingleLevelWarning(UserWarning):
@@ -61,23 +66,29 @@ class Slide:
         return self.levels[0].width, self.levels[0].height
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int], device: str = "cpu") -> Any:
-        """Pixels (h, w, 3) uint8 of ``size`` at ``level``, top-left at level-0 ``location``.
+        """Pixels (h, w, 3) uint8 of ``size`` pixels of ``level``, from the level pixel that level-0 ``location``
+        lies in (:func:`~gapless.pipeline.slides.planning.level_origin`).
 
-        ``device="cuda"`` decodes on the GPU with cuCIM and returns a CuPy array. Reads outside the level raise:
-        planning (``plan_region``) keeps regions inside, so an outside read is a bug worth hearing about.
+        ``device="cuda"`` returns a CuPy array: cuCIM decodes on the GPU, the other readers decode on the host and
+        the region is uploaded. A region that leaves the level raises :class:`RegionOutsideError` (planning keeps
+        regions inside, so it is a bug worth hearing about); a failure the file causes raises :class:`SlideError`
+        naming it.
         """
         if not 0 <= level < len(self.levels):
             raise ValueError(f"{self.path}: level {level} does not exist (the slide has {len(self.levels)})")
         lv = self.levels[level]
         x, y = int(location[0]), int(location[1])
         w, h = int(size[0]), int(size[1])
-        lx, ly = x / lv.downsample, y / lv.downsample
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or lx + w > lv.width + 1e-6 or ly + h > lv.height + 1e-6:
-            raise ValueError(
-                f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) lies outside level {level} ({lv.width}x{lv.height})"
+        lx, ly = level_origin((x, y), lv.downsample)  # the level pixel every reader starts at
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or lx + w > lv.width or ly + h > lv.height:
+            raise RegionOutsideError(
+                f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) (level pixel ({lx}, {ly})) lies outside level "
+                f"{level} ({lv.width}x{lv.height})"
             )
+        # The reader gets the level-0 location of that level pixel (planning's own for regions it planned): cuCIM
+        # divides by the downsample with no tolerance, and from any other location could start a pixel earlier.
         try:
-            return self._backend.read(self.path, (x, y), level, (w, h), device)
+            return self._backend.read(self.path, level0_location((lx, ly), lv.downsample), level, (w, h), device)
         except SlideError:
             raise
         except InputError as exc:

@@ -42,6 +42,23 @@ class PageLayout:
         cols = -(-self.width // self.tile_width)
         return tx, ty, (ty[:, None] * cols + tx[None, :]).ravel()
 
+    def tile_name(self, tile: int) -> str:
+        """``(column, row)`` of tile index ``tile``, for messages."""
+        cols = -(-self.width // self.tile_width)
+        return f"({tile % cols}, {tile // cols})"
+
+    def check_data(self, path: Any, level: int, tiles: Any) -> None:
+        """Raise :class:`SlideError` naming the first of ``tiles`` (indices) that holds no image data: a byte count
+        of zero (sparse or damaged pages) or no entry in the page's tile table. Decoders given such a tile return
+        whatever fills the buffer."""
+        tiles = np.asarray(tiles, np.int64)
+        present = tiles < len(self.counts)
+        empty = tiles[~present]
+        if not len(empty):
+            empty = tiles[self.counts[tiles] <= 0]
+        if len(empty):
+            raise SlideError(f"{path}: tile {self.tile_name(int(empty[0]))} of level {level} has no image data")
+
 
 @dataclass(frozen=True)
 class TiffPyramid:

@@ -3,11 +3,12 @@ sees it.
 
 Decoders that take raw tile streams (nvImageCodec, nvJPEG, DALI's decoder, cuCIM's plugins) decode damaged
 entropy-coded data without failing: a tile whose start marker is intact but whose bytes are corrupted in the
-middle comes out as grey blocks and colour noise, with at most a warning on stderr. :meth:`TileFiles.vet` decodes
-each tile once per process with libjpeg-turbo in strict mode (a warning is an error) at 1/8 scale, where the
-inverse DCT reduces to the DC term and the cost is mostly the entropy decoding that finds the damage. A region
-touching a tile that fails raises :class:`~gapless.errors.SlideError`, so the tile source retries it elsewhere and
-counts it.
+middle comes out as grey blocks and colour noise, with at most a warning on stderr. :meth:`TileFiles.vet` checks
+that each tile a region touches holds data and decodes each JPEG tile once per process with libjpeg-turbo in strict
+mode (a warning is an error) at 1/8 scale, where the inverse DCT reduces to the DC term and the cost is mostly the
+entropy decoding that finds the damage (:func:`gapless.pipeline.slides.tiled.vet_tiles`, which the host readers'
+vetting shares). A region touching a tile that fails raises :class:`~gapless.errors.SlideError`, so the tile source
+retries it elsewhere and counts it.
 
 :class:`TileFiles` keeps a bounded set of open files per process with their page layouts and which tiles passed.
 ``close()`` closes them; a TileFiles dropped without it closes them when it is collected. Not picklable: make one
@@ -26,7 +27,8 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.backends import PageLayout, tiff_layout
-from gapless.pipeline.slides.decoding import complete_stream, vet_jpeg
+from gapless.pipeline.slides.planning import level_origin
+from gapless.pipeline.slides.tiled import vet_tiles, vetted_stream
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class RegionRequest:
     @property
     def level_origin(self) -> tuple[int, int]:
         """Top-left corner in pixels of the level."""
-        return int(self.location[0] / self.downsample), int(self.location[1] / self.downsample)
+        return level_origin(self.location, self.downsample)
 
 
 def tile_pastes(page: PageLayout, request: RegionRequest, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
@@ -58,13 +60,6 @@ def tile_pastes(page: PageLayout, request: RegionRequest, tx: np.ndarray, ty: np
     y1 = np.minimum(ly + h, (rows + 1) * page.tile_height).ravel()
     src_y, src_x = y0 - rows.ravel() * page.tile_height, x0 - cols.ravel() * page.tile_width
     return np.stack([src_y, src_x, y1 - y0, x1 - x0, y0 - ly, x0 - lx], axis=1).astype(np.int32)
-
-
-def jpeg_stream(page: PageLayout, data: bytes) -> bytes:
-    """A tile's complete JPEG stream (the page's shared tables spliced in); ValueError without a start marker."""
-    if not data.startswith(b"\xff\xd8"):
-        raise ValueError("no JPEG start-of-image marker")
-    return complete_stream(data, page.jpeg_tables)
 
 
 @dataclass
@@ -87,12 +82,16 @@ class TileFiles:
         """The TIFF page of the request's level (None for other formats or a level that is no tiled page)."""
         return self._open(request.path).pages.get(tuple(request.level_size))
 
-    def jpeg_page(self, request: RegionRequest) -> PageLayout | None:
-        """The request's page when it is a JPEG-tiled TIFF page, else None (never raises)."""
+    def tiled_page(self, request: RegionRequest) -> PageLayout | None:
+        """The request's page when it is a tiled TIFF page, else None (never raises)."""
         try:
-            page = self.page(request)
+            return self.page(request)
         except (OSError, SlideError):
             return None
+
+    def jpeg_page(self, request: RegionRequest) -> PageLayout | None:
+        """The request's page when it is a JPEG-tiled TIFF page, else None (never raises)."""
+        page = self.tiled_page(request)
         return page if page is not None and page.jpeg else None
 
     def touched(self, request: RegionRequest, page: PageLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,44 +100,23 @@ class TileFiles:
 
     def stream(self, request: RegionRequest, page: PageLayout, tile: int, vet: bool = False) -> bytes:
         """Tile ``tile``'s complete JPEG stream; with ``vet``, checked first (once per process)."""
-        if tile >= len(page.offsets) or page.counts[tile] <= 0:
-            raise SlideError(f"{request.path}: tile {self._name(page, tile)} of level {request.level} has no data "
-                             "(missing)")  # fmt: skip
-        entry = self._open(request.path)
-        data = os.pread(entry.fd, int(page.counts[tile]), int(page.offsets[tile]))
-        if len(data) != int(page.counts[tile]):
-            raise SlideError(f"{request.path}: tile {self._name(page, tile)} of level {request.level} is cut short "
-                             "(truncated file)")  # fmt: skip
-        try:
-            stream = jpeg_stream(page, data)
-            if vet:
-                vetted = self._vetted(request.path, page)
-                if not vetted[tile]:
-                    vet_jpeg(stream)
-                    vetted[tile] = True
-                    self.tiles_vetted += 1
-        except ValueError as exc:
-            raise SlideError(f"{request.path}: tile {self._name(page, tile)} of level {request.level} cannot be "
-                             f"decoded ({exc}: corrupt data)") from exc  # fmt: skip
+        vetted = self._vetted(request.path, page) if vet else None
+        fresh = vetted is not None and tile < len(vetted) and not vetted[tile]
+        stream = vetted_stream(self._open(request.path).fd, page, tile, request.path, request.level, vetted)
+        self.tiles_vetted += int(fresh)
         return stream
 
     def vet(self, request: RegionRequest) -> None:
-        """Check every tile the region covers (a no-op where its level is no JPEG-tiled TIFF page)."""
-        page = self.jpeg_page(request)
-        if page is None:
-            return
-        done = self._vetted(request.path, page)
-        for tile in self.touched(request, page)[2]:
-            if tile >= len(done) or not done[tile]:
-                self.stream(request, page, int(tile), vet=True)
+        """Check every tile the region covers: each holds data, and (JPEG pages) each passes a strict decode, once
+        per process. A no-op where the level is no tiled TIFF page."""
+        page = self.tiled_page(request)
+        if page is not None:
+            fd, vetted = self._open(request.path).fd, self._vetted(request.path, page)
+            self.tiles_vetted += vet_tiles(fd, page, self.touched(request, page)[2], request.path, request.level,
+                                           vetted)  # fmt: skip
 
     def _vetted(self, path: str, page: PageLayout) -> np.ndarray:
         return self._open(path).vetted.setdefault((page.width, page.height), np.zeros(len(page.offsets), bool))
-
-    @staticmethod
-    def _name(page: PageLayout, tile: int) -> str:
-        cols = -(-page.width // page.tile_width)
-        return f"({tile % cols}, {tile // cols})"
 
     def _open(self, path: str) -> _OpenFile:
         entry = self._files.get(path)

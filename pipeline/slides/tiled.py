@@ -6,9 +6,11 @@ strictly (:func:`gapless.pipeline.slides.decoding.decode_jpeg`), so a damaged ti
 noise. The tifffile reader reads any tiled TIFF pyramid that tifffile understands, OME-TIFF pyramids kept in
 SubIFDs included, which neither cuCIM nor OpenSlide sees.
 
-:class:`TileVetter` decodes each JPEG tile a read touches once per reader, strictly and at 1/8 scale, before a
-native reader that does not report all damage decodes it: OpenSlide turns libjpeg's warnings into errors but stops
-before the end of a tile's data, so damage found only there passes silently.
+Tile vetting, for decoders that do not report all damage: :func:`vet_tiles` checks that each tile a read touches
+holds data and decodes each JPEG tile strictly at 1/8 scale, once (:func:`vetted_stream` does it for one tile and
+returns its stream). :class:`TileVetter` runs it for one open slide before cuCIM or OpenSlide decodes (cuCIM returns
+the pixels of corrupt data, OpenSlide stops before the end of a tile's data);
+:class:`gapless.pipeline.slides.tile_files.TileFiles` runs it for the batched GPU reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.decoding import complete_stream, decode_jpeg, tile_check_enabled, vet_jpeg
+from gapless.pipeline.slides.planning import level_origin
 from gapless.pipeline.slides.tiff import PageLayout, page_layout, tiff_pyramid
 
 
@@ -50,11 +53,6 @@ def assemble_region(
                 raise ValueError(f"tile ({col}, {row}) has shape {tile.shape[:2]}, smaller than its {th}x{tw} cell")
             out[sy0 - ly : sy1 - ly, sx0 - lx : sx1 - lx] = part[..., :3] if part.ndim == 3 else part[..., None]
     return out
-
-
-def level_origin(location: tuple[int, int], downsample: float) -> tuple[int, int]:
-    """Level pixel of a level-0 location (planning makes level-0 locations map to whole level pixels)."""
-    return int(location[0] / downsample + 1e-6), int(location[1] / downsample + 1e-6)
 
 
 def to_device(pixels: np.ndarray, device: str) -> Any:
@@ -96,8 +94,7 @@ class TifffileBackend:
 
         def decode(col: int, row: int) -> np.ndarray:
             index = row * columns + col
-            if index >= len(layout.counts) or layout.counts[index] <= 0:
-                raise SlideError(f"{path}: tile ({col}, {row}) of level {level} has no image data")
+            layout.check_data(path, level, [index])
             data = os.pread(self._fd, int(layout.counts[index]), int(layout.offsets[index]))
             try:
                 if layout.jpeg:
@@ -118,12 +115,56 @@ class TifffileBackend:
             self._tif = None
 
 
+def jpeg_stream(page: PageLayout, data: bytes) -> bytes:
+    """A tile's complete JPEG stream (the page's shared tables spliced in); ValueError without a start marker."""
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("no JPEG start-of-image marker")
+    return complete_stream(data, page.jpeg_tables)
+
+
+def tile_bytes(fd: int, page: PageLayout, tile: int, path: Any, level: int) -> bytes:
+    """The stored bytes of tile ``tile``; :class:`SlideError` when it has no data or the file ends inside it."""
+    page.check_data(path, level, [tile])
+    data = os.pread(fd, int(page.counts[tile]), int(page.offsets[tile]))
+    if len(data) != int(page.counts[tile]):
+        raise SlideError(f"{path}: tile {page.tile_name(tile)} of level {level} is cut short (truncated file)")
+    return data
+
+
+def vetted_stream(fd: int, page: PageLayout, tile: int, path: Any, level: int, vetted: np.ndarray | None) -> bytes:
+    """Tile ``tile``'s complete JPEG stream, checked first (decoded strictly at 1/8 scale) unless ``vetted`` says
+    it passed already, or is None (no check); :class:`SlideError` naming the tile when it is damaged."""
+    data = tile_bytes(fd, page, tile, path, level)
+    try:
+        stream = jpeg_stream(page, data)
+        if vetted is not None and not vetted[tile]:
+            vet_jpeg(stream)
+            vetted[tile] = True
+    except ValueError as exc:
+        raise SlideError(f"{path}: damaged image data in tile {page.tile_name(tile)} of level {level} ({exc})") from exc
+    return stream
+
+
+def vet_tiles(fd: int, page: PageLayout, tiles: np.ndarray, path: Any, level: int, vetted: np.ndarray) -> int:
+    """Check tiles a read touches before a decoder that does not report all damage sees them: every tile must hold
+    data, and each JPEG tile is decoded strictly once (``vetted`` marks those that passed). Returns how many tiles
+    were decoded."""
+    page.check_data(path, level, tiles)
+    if not page.jpeg:
+        return 0
+    todo = tiles[~vetted[tiles]]
+    for tile in todo.tolist():
+        vetted_stream(fd, page, tile, path, level, vetted)
+    return len(todo)
+
+
 class TileVetter:
-    """``vetter.check(level, (lx, ly), (w, h))`` raises :class:`SlideError` if a JPEG tile the box touches is
-    damaged; each tile is decoded (strictly, at 1/8 scale) once per vetter."""
+    """``vetter.check(level, (lx, ly), (w, h))`` raises :class:`SlideError` if a tile the box touches holds no data
+    or (JPEG pages) damaged data; each JPEG tile is decoded (strictly, at 1/8 scale) once per vetter, that is once
+    per open slide. Levels that are no tiled page of ``layout`` are not checked."""
 
     def __init__(self, path: Path, dimensions: list[tuple[int, int]], layout: list[PageLayout] | None) -> None:
-        pages = {(p.width, p.height): p for p in layout or [] if p.jpeg}
+        pages = {(p.width, p.height): p for p in layout or []}
         self._path = path
         self._pages = [pages.get(tuple(d)) for d in dimensions]
         self._vetted = [np.zeros(len(p.offsets), bool) if p else None for p in self._pages]
@@ -133,22 +174,10 @@ class TileVetter:
         page, vetted = self._pages[level], self._vetted[level]
         if page is None:
             return
-        _, _, tiles = page.tiles_touched(origin[0], origin[1], size[0], size[1])
-        tiles = tiles[tiles < len(vetted)]
-        todo = tiles[~vetted[tiles]]
-        if not len(todo):
-            return
-        if self._fd is None:
+        if self._fd is None and page.jpeg:
             self._fd = os.open(self._path, os.O_RDONLY)
-        columns = -(-page.width // page.tile_width)
-        for tile in todo:
-            data = os.pread(self._fd, int(page.counts[tile]), int(page.offsets[tile]))
-            try:
-                vet_jpeg(complete_stream(data, page.jpeg_tables))
-            except Exception as exc:
-                where = f"tile ({tile % columns}, {tile // columns}) of level {level}"
-                raise SlideError(f"{self._path}: damaged image data in {where} ({exc})") from exc
-            vetted[tile] = True
+        fd = -1 if self._fd is None else self._fd  # tiles of other compressions are only checked for data
+        vet_tiles(fd, page, page.tiles_touched(*origin, *size)[2], self._path, level, vetted)
 
     def close(self) -> None:
         if self._fd is not None:

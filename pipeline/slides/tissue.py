@@ -2,9 +2,9 @@
 
 The mask is computed at a fixed physical resolution (default 8 um/px): Otsu's threshold on HSV saturation (stained
 tissue is coloured, glass is grey), with a floor so that a slide of bare glass does not split its noise in two,
-then a morphological closing and opening and removal of specks. :class:`TissueMask` answers "what fraction of
-this square is tissue" in O(1) with an integral image, and draws tile centres whose footprint *at the tile's own
-mpp* is mostly tissue: a 2.0 mpp tile covers 64 times the area of a 0.25 mpp tile, and both must land on tissue.
+then a morphological closing and opening and removal of specks. :class:`TissueMask` draws tile centres whose
+footprint *at the tile's own mpp* is mostly tissue: a 2.0 mpp tile covers 64 times the area of a 0.25 mpp tile,
+and both must land on tissue.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class TissueMask:
         self.mask = np.ascontiguousarray(mask, dtype=bool)
         self.mask_mpp = float(mask_mpp)
         self.base_mpp = base_mpp
-        self._integral: np.ndarray | None = None
         self._tissue_count: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -39,37 +38,8 @@ class TissueMask:
         self.__init__(mask, state["mask_mpp"], state["base_mpp"])
 
     @property
-    def integral(self) -> np.ndarray:
-        if self._integral is None:
-            integral = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), np.int32)
-            np.cumsum(np.cumsum(self.mask, axis=0, dtype=np.int32), axis=1, out=integral[1:, 1:])
-            self._integral = integral
-        return self._integral
-
-    @property
     def tissue_fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
-
-    def _box_fractions(self, cx: np.ndarray, cy: np.ndarray, half: float) -> np.ndarray:
-        """Tissue fraction of squares centred at mask coordinates (cx, cy); outside the mask counts as glass."""
-        h, w = self.mask.shape
-        half = max(half, 0.5)
-        x0 = np.clip(np.floor(cx - half).astype(np.int64), 0, w)
-        x1 = np.clip(np.ceil(cx + half).astype(np.int64), 0, w)
-        y0 = np.clip(np.floor(cy - half).astype(np.int64), 0, h)
-        y1 = np.clip(np.ceil(cy + half).astype(np.int64), 0, h)
-        s = self.integral
-        inside = s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0]
-        area = np.ceil(cx + half) - np.floor(cx - half)
-        area = area * (np.ceil(cy + half) - np.floor(cy - half))
-        return inside / np.maximum(area, 1.0)
-
-    def fraction(self, center_xy_level0: tuple[float, float], side_level0: float, base_mpp: float) -> float:
-        """Tissue fraction of a square of ``side_level0`` level-0 pixels centred on ``center_xy_level0``."""
-        scale = base_mpp / self.mask_mpp
-        cx = np.asarray([center_xy_level0[0] * scale])
-        cy = np.asarray([center_xy_level0[1] * scale])
-        return float(self._box_fractions(cx, cy, side_level0 * scale / 2.0)[0])
 
     def sample_center(
         self,
@@ -83,8 +53,8 @@ class TissueMask:
 
         Candidates are uniform over tissue pixels (uniform pixels of the mask, kept where it is tissue: no pass over
         the whole mask), each jittered inside its pixel; the first whose square passes is returned, its tissue
-        counted on the mask itself. So a mask that has just been loaded costs a few candidates, not a summed-area
-        table: what a loader drawing from thousands of slides pays for every tile.
+        counted on the mask itself (:meth:`box_fraction`). So a mask that has just been loaded costs a few
+        candidates, not a pass over it: what a loader drawing from thousands of slides pays for every tile.
         """
         base = base_mpp or self.base_mpp
         if base is None:
@@ -105,7 +75,7 @@ class TissueMask:
             jitter = rng.random((2, len(tissue)))
             for pixel, jx, jy in zip(tissue.tolist(), *jitter.tolist()):
                 cx, cy = pixel % w + jx, pixel // w + jy
-                if self._box_fraction(cx, cy, half) >= threshold:
+                if self.box_fraction(cx, cy, half) >= threshold:
                     scale = self.mask_mpp / base
                     return int(cx * scale), int(cy * scale)
                 tries += 1
@@ -113,9 +83,9 @@ class TissueMask:
                     break
         return None
 
-    def _box_fraction(self, cx: float, cy: float, half: float) -> float:
-        """Tissue fraction of the square of half-side ``half`` centred at mask coordinates (cx, cy), counted on the
-        mask (outside it counts as glass), as :meth:`_box_fractions` does with the summed-area table."""
+    def box_fraction(self, cx: float, cy: float, half: float) -> float:
+        """Tissue fraction of the square of half-side ``half`` centred at mask coordinates (cx, cy), its sides
+        rounded out to whole mask pixels; outside the mask counts as glass."""
         h, w = self.mask.shape
         x0, x1, y0, y1 = math.floor(cx - half), math.ceil(cx + half), math.floor(cy - half), math.ceil(cy + half)
         inside = np.count_nonzero(self.mask[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)])

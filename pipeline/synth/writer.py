@@ -38,11 +38,15 @@ class SynthResult:
     labels: dict[str, str]  # file name -> label
 
 
-def pyramid_shape(width: int, height: int, step: int, min_side: int = 64) -> tuple[int, int, int]:
-    """(levels, width, height): level-0 size rounded to a multiple of step**(levels-1) so downsamples are exact."""
+def pyramid_shape(width: int, height: int, step: int, min_side: int = 64, exact: bool = True) -> tuple[int, int, int]:
+    """(levels, width, height): with ``exact``, level-0 size rounded to a multiple of step**(levels-1) so that
+    downsamples are exact; without it the size is kept, and each level is the one above divided by ``step`` and
+    rounded down (as scanners make them: downsamples such as 4101 / 1025 = 4.00098)."""
     levels = 1
     while min(width, height) // step**levels >= min_side:
         levels += 1
+    if not exact:
+        return levels, width, height
     unit = step ** (levels - 1)
     return levels, max(unit, round(width / unit) * unit), max(unit, round(height / unit) * unit)
 
@@ -70,19 +74,23 @@ def write_slide(
     levels: int | None = None,
     with_mpp: bool = True,
     dicom_concatenation: int | None = None,
+    exact_levels: bool = True,
 ) -> Path:
     """Render ``spec`` and write it as ``fmt`` (:data:`~gapless.pipeline.synth.formats.FORMATS`): a pyramidal
-    TIFF file, or for ``dicom`` a folder of instances. ``with_mpp=False`` leaves the physical pixel size out."""
+    TIFF file, or for ``dicom`` a folder of instances. ``with_mpp=False`` leaves the physical pixel size out;
+    ``exact_levels=False`` keeps the level-0 size as rendered, so that downsamples are not whole numbers
+    (:func:`pyramid_shape`)."""
     check_format(fmt)
     if level_step not in (2, 4):
         raise ValueError(f"level step must be 2 or 4, got {level_step}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_levels, width, height = pyramid_shape(
-        round(spec.width_um / spec.base_mpp), round(spec.height_um / spec.base_mpp), level_step
+        round(spec.width_um / spec.base_mpp), round(spec.height_um / spec.base_mpp), level_step, exact=exact_levels
     )
     n_levels = min(n_levels, levels) if levels else n_levels
-    level_mpps = [spec.base_mpp * level_step**i for i in range(n_levels)]
+    sizes = [(width // level_step**i, height // level_step**i) for i in range(n_levels)]
+    level_mpps = [spec.base_mpp * (width / w + height / h) / 2 for w, h in sizes]
     texture = he_texture(load_he_tile(), spec.base_mpp) if use_he_texture else None
     renderer = Renderer(spec, width, height, texture)
     band = TILE * max(1, min(8, (8 << 20) // (width * TILE)))  # rows per band: about 8 M pixels
