@@ -138,12 +138,33 @@ def test_a_truncated_latest_checkpoint_falls_back_with_a_warning(tmp_path: Path,
     cfg = tiny("epochs=0.6", "checkpoint.every=2", "checkpoint.keep=3")
     train(cfg, tmp_path, max_steps=4)
     newest = latest_checkpoint(tmp_path)
-    os.truncate(newest, newest.stat().st_size // 2)  # as a full disk or an interrupted copy leaves it
+    size = newest.stat().st_size // 2
+    os.truncate(newest, size)  # as a full disk or an interrupted copy leaves it
     record = train(cfg, tmp_path)
     err = " ".join(capsys.readouterr().err.split())
     assert f"{newest}: not a gapless checkpoint" in err and "resuming from" in err and "ckpt_00000002.pt" in err
     assert record["iteration"] == 6 and [p.name for p in list_checkpoints(tmp_path)][-1] == "ckpt_00000006.pt"
     assert torch.load(checkpoint_path(tmp_path, 4), weights_only=True)["iteration"] == 4  # rewritten whole
+    damaged = newest.with_name(newest.name + ".damaged")  # set aside, never deleted
+    assert damaged.stat().st_size == size and f"set aside as {damaged.name}" in err
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written_past_a_damaged_newer_one(tmp_path: Path, capsys) -> None:
+    """Resumed from iteration 2 past a damaged iteration 4 and keeping one checkpoint: the checkpoint of iteration 3
+    is the one kept, the damaged file is set aside, and the next run resumes from 3."""
+    train(tiny("epochs=0.6", "checkpoint.every=2", "checkpoint.keep=2"), tmp_path, max_steps=4)
+    damaged = checkpoint_path(tmp_path, 4)
+    size = damaged.stat().st_size // 2
+    os.truncate(damaged, size)
+    cfg = tiny("epochs=0.6", "checkpoint.every=2", "checkpoint.keep=1")
+    assert train(cfg, tmp_path, max_steps=1)["iteration"] == 3
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000003.pt"]
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 3)
+    aside = damaged.with_name(damaged.name + ".damaged")
+    assert aside.stat().st_size == size  # kept as it was: nothing the user did not ask to drop is lost
+    capsys.readouterr()
+    assert train(cfg, tmp_path, max_steps=1)["iteration"] == 4
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_settings_that_make_every_read_fail_are_refused() -> None:

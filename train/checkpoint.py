@@ -6,7 +6,8 @@ every random draw is seeded from (seed, rank, iteration), the RNG state), the re
 
 Writes go to a temporary name through a Python file, so a full disk or an unwritable folder is a one-line error
 naming the file (not PyTorch's internal failure) and leaves no temporary file. A resume takes the newest checkpoint
-that loads and falls back, with a warning, past any that is truncated or damaged.
+that loads and falls back, with a warning, past any that is truncated or damaged, which it sets aside as
+``NAME.damaged``.
 """
 
 from __future__ import annotations
@@ -71,29 +72,33 @@ def checkpoint_bytes(state: dict[str, Any]) -> int:
 
 
 def load_resumable(
-    run_dir: str | Path, map_location: str | torch.device = "cpu", warn: bool = True
+    run_dir: str | Path, map_location: str | torch.device = "cpu", main: bool = True
 ) -> tuple[Path, dict] | None:
     """(path, state) of the newest checkpoint of ``run_dir`` that loads; None when there is none.
 
-    A checkpoint that does not load (truncated by a full disk or a bad copy, damaged) is passed over with a warning
-    and the next older one is tried; when none loads, the error names every file.
+    A checkpoint that does not load (truncated by a full disk or a bad copy, damaged, or not a training checkpoint)
+    is passed over and the next older one tried; when none loads, the error names every file and leaves them as they
+    are. When an older one loads, the ``main`` process (rank 0, the one that saves) sets those passed over aside as
+    ``NAME.damaged`` and says so: kept, so nothing is lost, but no longer taken for the run's newest checkpoint,
+    pruned or resumed from.
     """
     found = list_checkpoints(run_dir)
-    problems = []
+    problems, passed_over = [], []
     for path in reversed(found):
         try:
             state = load_file(path, map_location)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise InputError(f"{path}: an exported backbone, not a training checkpoint")
         except InputError as exc:
             problems.append(str(exc))
-            if warn:
+            passed_over.append(path)
+            if main:
                 message = escape(f"{exc}; trying the previous checkpoint")
                 console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
             continue
-        if state.get("format") != CHECKPOINT_FORMAT:
-            problems.append(f"{path}: an exported backbone, not a training checkpoint")
-            continue
-        if problems and warn:
-            message = escape(f"resuming from {path}, the newest checkpoint that loads")
+        if passed_over and main:
+            aside = ", ".join(set_aside(p).name for p in passed_over)
+            message = escape(f"resuming from {path}, the newest checkpoint that loads; set aside as {aside} (kept)")
             console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
         return path, state
     if problems:
@@ -101,9 +106,24 @@ def load_resumable(
     return None
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint that does not load to ``NAME.damaged`` (``NAME.damaged.N`` beside an earlier one)."""
+    aside, n = path.with_name(path.name + ".damaged"), 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.damaged.{n}"), n + 1
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        raise InputError(f"{path}: does not load and cannot be set aside ({exc.strerror or exc})") from exc
+    return aside
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as the checkpoint of its iteration, then delete all but the ``keep`` newest of those that sort
+    at or before it (a newer file is never deleted for an older one)."""
     path = atomic_save(state, checkpoint_path(run_dir, state["iteration"]))
-    for old in list_checkpoints(run_dir)[:-keep]:
+    older = [p for p in list_checkpoints(run_dir) if p.name <= path.name]
+    for old in older[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
@@ -161,7 +181,7 @@ def resume(
     return the iteration to continue from: 0 when there is none. A checkpoint of another recipe or format is refused,
     and so is any checkpoint when ``allowed`` is false (``--no-resume``); a changed number of processes is a warning.
     """
-    found = load_resumable(run_dir, map_location, warn=verbose)
+    found = load_resumable(run_dir, map_location, main=verbose)
     if found is None:
         return 0
     path, state = found
