@@ -188,13 +188,15 @@ def _warn_if_too_small_for_the_paper(path, console) -> None:
 
 def _features(args: argparse.Namespace) -> int:
     from gapless.console import console, progress
-    from gapless.eval.features import FeatureFile, featurise
+    from gapless.eval.features import FeatureFile, featurise, is_features_file
     from gapless.eval.sets.file import EvalSet
-    from gapless.io import output_file
+    from gapless.io import replaceable_file
 
     kwargs, mean_std = model_options(args, args.overrides)
     evalset = EvalSet.load(args.set_path)
-    output_file(args.out)
+    read = [("the model", args.model), ("the --weights file", args.weights),
+            ("the --model-args file", args.model_args), ("the --set file", args.set_path)]  # fmt: skip
+    replaceable_file(args.out, read, "a features file", is_features_file)
     with progress() as bar:
         out = featurise(args.model, evalset, args.out, args.weights, kwargs, mean_std,
                         batch_size=args.batch_size, device=args.device, progress=bar)  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,23 @@ def output_file(path: str | Path) -> Path:
     return path
 
 
+def replaceable_file(
+    path: str | Path, inputs: Iterable[tuple[str, str | Path | None]], kind: str, is_kind: Callable[[Path], bool]
+) -> Path:
+    """``path`` as a file a command may write its ``kind`` of output to (see :func:`output_file`), refused with an
+    :class:`InputError` when it is one of the command's ``inputs`` (pairs of what it is and its path; the same file by
+    any name) or an existing file that ``is_kind`` does not accept: a command replaces only an output of its kind."""
+    path = output_file(path)
+    if not path.exists():
+        return path
+    for what, item in inputs:
+        if item is not None and Path(item).exists() and os.path.samefile(path, item):
+            raise InputError(f"{path}: is {what}, which this command reads; write the {kind} to another file")
+    if not is_kind(path):
+        raise InputError(f"{path}: exists and is not {kind}; give a new file name (or {kind} to replace)")
+    return path
+
+
 def temporary_path(path: Path) -> Path:
     """The name ``path`` is written under before it is renamed: beside it, so the rename is atomic."""
     return path.with_name(path.name + ".tmp")
@@ -54,7 +71,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """``with atomic_output(p) as tmp: write(tmp)``: ``tmp`` becomes ``p`` when the block ends without error.
 
     On any error the temporary file is removed; out of space, no permission or a read-only place become an
-    :class:`InputError` naming ``path``.
+    :class:`InputError` naming ``path`` and the system's reason (not a library's own text, such as HDF5's).
     """
     path = output_file(path)
     tmp = temporary_path(path)
@@ -64,7 +81,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
-            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+            raise InputError(f"{path}: cannot write ({os.strerror(exc.errno)})") from exc
         raise
 
 
