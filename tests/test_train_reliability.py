@@ -27,7 +27,7 @@ from gapless.train.checkpoint import checkpoint_path, latest_checkpoint, list_ch
 from gapless.train.config import PretrainConfig
 from gapless.train.health import HealthConfig, LoaderWatch
 from gapless.train.loop import train
-from gapless.train.run_lock import LOCK_NAME
+from gapless.train.run_lock import LOCK_NAME, RunLock
 from gapless.train.schedules import build_schedules
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,6 +110,37 @@ def test_lock_sigterm_and_kill_9_on_one_run_folder(tmp_path: Path, synthetic_sli
     assert "replaced a stale lock" in " ".join(err.split()) and not (run / LOCK_NAME).exists()
     # The killed run's steps after the checkpoint are taken again: the metrics continue from the checkpoint.
     assert iterations(run)[-3:] == [stopped, stopped + 1, stopped + 2]
+
+
+def test_the_heartbeat_outlives_a_failed_write_and_stops_for_another_runs_lock(tmp_path: Path, capsys) -> None:
+    """A lock moved away for a moment (a failed renewal) keeps its heartbeat; a lock another run took is left alone."""
+
+    def renewed(path: Path, timeout: float = 5.0) -> bool:
+        os.utime(path, (0, 0))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.stat().st_mtime > 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    lock = RunLock(tmp_path, heartbeat_s=0.05)
+    lock.acquire()
+    try:
+        path, aside = tmp_path / LOCK_NAME, tmp_path / "moved"
+        assert renewed(path)
+        path.rename(aside)
+        time.sleep(0.3)  # several beats fail
+        aside.rename(path)
+        assert renewed(path), "the heartbeat stopped after a failed write"
+        assert "cannot renew" in " ".join(capsys.readouterr().err.split())
+        taken = json.loads(path.read_text())
+        path.write_text(json.dumps({**taken, "token": "another run's"}))
+        lock._thread.join(timeout=5)
+        assert not lock._thread.is_alive() and not renewed(path, timeout=0.3)
+    finally:
+        lock.release()
+    assert json.loads(path.read_text())["token"] == "another run's"  # its lock is not removed
 
 
 def test_unwritable_out_is_refused_before_training(tmp_path: Path, capsys) -> None:
