@@ -97,9 +97,12 @@ def model_key(spec: str, weights: str | Path | None, kwargs: dict[str, Any] | No
     """What determines a model's features, found without loading it: names, files' sizes and times, arguments."""
     files = [Path(spec)] if Path(spec).is_file() else sorted(Path(spec).iterdir()) if Path(spec).is_dir() else []
     files += [Path(weights)] if weights else []
-    return {
+    key = {
         "spec": spec,
         "files": [file_identity(p) for p in files if p.is_file()],
         "kwargs": repr(sorted((kwargs or {}).items())),
         "mean_std": repr(mean_std),
     }
+    if spec.startswith("timm:") and mean_std is None:
+        key["default_normalisation"] = "imagenet"  # not timm's config of ARCH (features cached before are stale)
+    return key
