@@ -112,6 +112,29 @@ def test_lock_sigterm_and_kill_9_on_one_run_folder(tmp_path: Path, synthetic_sli
     assert iterations(run)[-3:] == [stopped, stopped + 1, stopped + 2]
 
 
+def test_sigterm_before_the_first_step_after_a_resume_names_the_checkpoint(tmp_path: Path, synthetic_slides) -> None:
+    """SIGTERM to the run's process group while the resumed run waits for its first batch: the loader's workers die
+    of it too, and the run ends as any stopped run does, naming the checkpoint to continue from (nothing new to
+    save), never with the loader's traceback."""
+    run = tmp_path / "run"
+    train(tiny(*LONG, "data.tile_px=96"), run, max_steps=2)  # the same recipe from the in-memory source
+    data = [f"data.index={synthetic_slides.index}", "data.loader=baseline", "data.workers=2", "data.tile_px=96"]
+    proc = start(run, *LONG, *data)
+    try:
+        deadline = time.monotonic() + 90
+        while len(psutil.Process(proc.pid).children(recursive=True)) < 2:  # its loader's workers
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the loader's workers did not start in time"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        rc, err = finish(proc, timeout=60)
+    finally:
+        proc.kill()
+    line = one_line_error(err)
+    assert rc == 1 and "stopped by SIGTERM" in line and checkpoint_path(run, 2).name in line, err
+    assert latest_checkpoint(run) == checkpoint_path(run, 2) and not (run / LOCK_NAME).exists()
+
+
 def test_the_heartbeat_outlives_a_failed_write_and_stops_for_another_runs_lock(tmp_path: Path, capsys) -> None:
     """A lock moved away for a moment (a failed renewal) keeps its heartbeat; a lock another run took is left alone."""
 

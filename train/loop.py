@@ -284,10 +284,16 @@ def _steps(
     except BaseException:
         # A signal can also end a run through its loader (workers that got the same signal): rank 0 keeps the last
         # completed step, whole whenever the failure came between steps (no collective: the other ranks may be gone).
-        if stop.requested and not updating and completed > saved:
-            where = "rank 0 saved a checkpoint"
-            if env.is_main:
-                where = f"saved {ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)}"
+        # With nothing done since the last checkpoint (the first step after a resume, or one just after a checkpoint)
+        # there is nothing to save: the run names the checkpoint it continues from.
+        if stop.requested and not updating:
+            if completed > saved:
+                where = "rank 0 saved a checkpoint"
+                if env.is_main:
+                    where = f"saved {ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)}"
+            else:
+                kept = ckpt_io.latest_checkpoint(run_dir)
+                where = f"nothing new to save, the last checkpoint is {kept}" if kept else "no checkpoint yet"
             raise TrainingStopped(
                 f"stopped by {stop.signal} after iteration {completed} (its loader's workers got the signal too): "
                 f"{where}; rerun the same command to continue"
