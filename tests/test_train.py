@@ -158,9 +158,11 @@ def test_checkpoint_from_other_config_is_refused(tmp_path: Path) -> None:
     train(tiny("epochs=0.2", "log_every=5", "data.workers=7"), tmp_path)  # logistics may change
 
 
-def test_export_and_load_teacher_backbone(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    assert gapless_main(["pretrain", "--config", str(TINY), "--out", str(run), "epochs=0.2"]) == 0
+def test_export_and_load_teacher_backbone(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "2024"  # a run folder named like a number is a folder, not a number
+    assert gapless_main(["pretrain", "--config", str(TINY), "--out", "2024", "epochs=0.2"]) == 0
+    assert load_config(PretrainConfig, run / "config.yaml").out == "2024"
     ckpt = latest_checkpoint(run)
     assert gapless_main(["export", str(ckpt), "--out", str(tmp_path / "backbone.pt")]) == 0
     full, config, step = load_teacher_backbone(ckpt)
