@@ -128,6 +128,20 @@ def test_fresh_never_touches_another_experiments_folder(tmp_path: Path, capsys) 
         Stages(out, other, fresh=False, kind="reproduce-full")
 
 
+def test_reproduce_summary_states_the_sets_mpps_and_the_protocols_folds() -> None:
+    from gapless.apps.reproduce import summary_markdown
+    from gapless.eval.config import EvalConfig, protocol_settings
+
+    cfg = load_experiment("reproduce_tiny", [])
+    result = {"budget": "tiny", "seeds": [0], "gpus": 0, "regions": 40, "mpps": 5, "strategies": ["du", "cu"],
+              "protocol": protocol_settings(EvalConfig(nested_folds=4)), "figure": "f.png", "verdict": {},
+              "stages_s": {}}  # fmt: skip
+    text = " ".join(summary_markdown(cfg, result).split())
+    assert "40 regions at 5 mpps" in text and "4 outer folds of the paper's nested patient split" in text
+    gapless = {**result, "protocol": protocol_settings(EvalConfig(protocol="gapless"))}
+    assert "the set's patient-disjoint folds" in " ".join(summary_markdown(cfg, gapless).split())
+
+
 def test_a_foreign_folder_is_never_used(tmp_path: Path, capsys) -> None:
     (tmp_path / "data.csv").write_text("x")
     assert main(["demo", "--out", str(tmp_path), "--fresh"]) == 2

@@ -3,8 +3,9 @@
 Every random draw of iteration ``i`` on rank ``r`` (data, iBOT masks, drop path) is seeded from (seed, r, i), so a
 run resumed from a checkpoint at iteration ``k`` takes exactly the steps an uninterrupted run would have taken.
 
-Before any model is built, rank 0 takes the run folder's lock (:mod:`gapless.train.run_lock`) and checks that the
-folder can take checkpoints (:mod:`gapless.train.run_folder`). A run stops for a stated reason, with a checkpoint
+Before training starts, rank 0 takes the run folder's lock (:mod:`gapless.train.run_lock`) and, once the models are
+built on the host (their size is a checkpoint's), checks that the folder can take checkpoints
+(:mod:`gapless.train.run_folder`), before anything is moved to the device, read or trained. A run stops for a stated reason, with a checkpoint
 where one is worth keeping: SIGTERM (:mod:`gapless.train.stopping`), a loader that delivers too many skipped tiles or
 failed reads (:mod:`gapless.train.health`), or a non-finite loss (without saving: the last checkpoint is the good
 one). Every rank learns each of these in a collective, so all ranks stop after the same step; the loader is closed,
@@ -126,12 +127,10 @@ def _train(
     a, o = cfg.data.augment, cfg.optim
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher is never broadcast)
     student, teacher = build_models(cfg)
+    size = ckpt_io.checkpoint_bytes(student, teacher)
+    on_main(env, lambda: check_writable(run_dir, size, cfg.checkpoint.keep), "write in the run folder")
     objective = DINOv2Objective(cfg.loss, cfg.model.head_prototypes, a.global_crops, a.local_crops)
     student, teacher, objective = student.to(env.device), teacher.to(env.device), objective.to(env.device)
-    # A checkpoint holds the student, its two AdamW moments and the teacher.
-    weights = sum(p.numel() * p.element_size() for p in student.parameters())
-    checkpoint_bytes = 3 * weights + sum(p.numel() * p.element_size() for p in teacher.parameters())
-    on_main(env, lambda: check_writable(run_dir, checkpoint_bytes, cfg.checkpoint.keep), "write in the run folder")
     optimizer = build_optimizer(
         student, student.backbone.depth, o.layerwise_decay, o.patch_embed_lr_mult, o.betas, fused=o.fused
     )

@@ -206,3 +206,13 @@ def make_evalset(cfg: ExperimentConfig, index: Path, out: Path) -> None:
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def protocol_words(protocol: dict) -> str:
+    """How the report's splits were made, in words."""
+    if protocol["split"] == "nested":
+        how = f"{protocol['nested_folds']} outer folds of the paper's nested patient split"
+    else:
+        how = "the set's patient-disjoint folds"
+    refit = "refitted on train + validation" if protocol["refit"] else "fitted on train only"
+    return f"{how} (protocol {protocol['protocol']}; final probes {refit})"
