@@ -1,8 +1,9 @@
-"""Writing outputs safely: every file gapless writes goes to a temporary name beside it and is renamed when complete.
+"""Files in and out: every file gapless writes goes to a temporary name beside it and is renamed when complete.
 
 A reader therefore never sees half a file, a crash leaves the previous version in place, and a failed write
 removes its temporary file. A write that fails for want of space or permission is an :class:`InputError` naming
-the path (one line, not a traceback).
+the path (one line, not a traceback). Tensor files (checkpoints, weights) are read by :func:`load_tensors`, whose
+failures are one line too.
 """
 
 from __future__ import annotations
@@ -83,6 +84,24 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
             raise InputError(f"{path}: cannot write ({os.strerror(exc.errno)})") from exc
         raise
+
+
+def load_tensors(path: str | Path, failure: str, map_location: Any = "cpu") -> Any:
+    """What a tensor file holds: ``torch.load`` with ``weights_only=True`` (tensors and plain data, never code), or
+    for ``.safetensors`` its tensors. A file that does not load so (truncated, another format, objects
+    ``weights_only`` refuses) is an :class:`InputError` ``"PATH: <failure> (<the reason>)"``."""
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device=str(map_location))
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # each library fails its own way: one line naming the file for all of them
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise InputError(f"{path}: {failure} ({reason})") from exc
 
 
 def _jsonable(v: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, the last K kept, exact resume, refusal of foreign configs, backbone export.
+"""Checkpoints: atomic writes, the last K kept, exact resume, refusal of foreign configs, backbone export (timm's
+layout: :mod:`gapless.train.export`).
 
 A checkpoint is a plain dict of tensors and Python scalars (so it loads with ``weights_only=True``): student,
 teacher, optimiser, grad scaler, the loss centring buffers, the iteration (which is also the data position and, since
@@ -22,7 +23,7 @@ from torch import nn
 
 from gapless.console import console
 from gapless.errors import InputError
-from gapless.io import atomic_output
+from gapless.io import atomic_output, load_tensors
 from gapless.train.config import recipe_fingerprint, recipe_items
 from gapless.train.vit import VisionTransformer, build_vit
 
@@ -153,11 +154,7 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or holding objects weights_only refuses
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a gapless checkpoint ({reason})") from exc
+    obj = load_tensors(path, "not a gapless checkpoint", map_location)
     if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
         raise InputError(f"{path}: not a gapless checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
     return obj
@@ -280,57 +277,3 @@ def backbone_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> tuple[Vi
     except RuntimeError as exc:
         raise InputError(f"{path}: backbone weights do not match its config ({str(exc).splitlines()[0]})") from exc
     return model.eval(), config, int(ckpt["iteration"])
-
-
-TIMM_WIDTHS = {"vit_tiny_test": "vit_tiny", "vit_small": "vit_small", "vit_base": "vit_base", "vit_large": "vit_large"}
-
-
-def timm_name(key: str) -> str:
-    """timm's VisionTransformer name of a gapless ViT weight: only the patch embedding and the MLP are named apart."""
-    if key.startswith("patch_embed."):
-        return "patch_embed.proj." + key[len("patch_embed.") :]
-    return key.replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.2.", ".mlp.fc2.")
-
-
-def timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A gapless backbone's weights under timm's names, shapes unchanged (the training-only mask token left out)."""
-    return {timm_name(k): v.contiguous() for k, v in state.items() if k != "mask_token"}
-
-
-def timm_config(config: dict[str, Any]) -> dict[str, Any]:
-    """config.json of the released-model layout: timm's ``architecture``/``model_args``/``pretrained_cfg``."""
-    import timm
-
-    from gapless.train.vit import ARCH_SIZES
-
-    model, augment = config["model"], config["data"]["augment"]
-    width, depth, heads = ARCH_SIZES[model["arch"]]
-    size, patch = int(augment["global_size"]), int(model["patch_size"])
-    arch = f"{TIMM_WIDTHS[model['arch']]}_patch{patch}_224"
-    arch = arch if timm.is_model(arch) else f"{TIMM_WIDTHS[model['arch']]}_patch16_224"
-    args = {"img_size": size, "patch_size": patch, "embed_dim": width, "depth": depth, "num_heads": heads,
-            "mlp_ratio": 4.0, "init_values": model.get("layerscale") or None, "dynamic_img_size": True}  # fmt: skip
-    mean, std = augment.get("mean", (0.485, 0.456, 0.406)), augment.get("std", (0.229, 0.224, 0.225))
-    pretrained = {"input_size": [3, size, size], "mean": list(mean), "std": list(std), "num_classes": 0,
-                  "interpolation": "bicubic", "crop_pct": 1.0, "fixed_input_size": False}  # fmt: skip
-    return {"architecture": arch, "img_size": size, "num_classes": 0, "num_features": width, "global_pool": "token",
-            "model_args": args, "pretrained_cfg": pretrained}  # fmt: skip
-
-
-def export_timm(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write the teacher backbone as ``out_dir/config.json`` + ``out_dir/model.safetensors`` (timm's layout)."""
-    import json
-
-    from safetensors.torch import save_file
-
-    ckpt = load_file(checkpoint)
-    out_dir = Path(out_dir)
-    if out_dir.is_file():
-        raise InputError(f"{out_dir}: is a file; --format timm writes a folder")
-    config = timm_config(ckpt["config"])
-    meta = {"format": "gapless-timm-export", "iteration": str(ckpt["iteration"]), "source": str(checkpoint)}
-    with atomic_output(out_dir / "model.safetensors") as tmp:
-        save_file(timm_state(teacher_backbone_state(ckpt)), str(tmp), metadata=meta)
-    with atomic_output(out_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps({**config, "gapless": {"iteration": int(ckpt["iteration"])}}, indent=2))
-    return out_dir

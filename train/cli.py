@@ -98,7 +98,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from gapless.console import console
-    from gapless.train.checkpoint import export_backbone, export_timm, load_teacher_backbone
+    from gapless.train.checkpoint import export_backbone, load_teacher_backbone
+    from gapless.train.export import export_timm
 
     if args.format == "timm":
         import json
