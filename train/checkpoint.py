@@ -109,6 +109,8 @@ def set_aside(path: Path) -> Path:
         aside, n = path.with_name(f"{path.name}.damaged.{n}"), n + 1
     try:
         os.rename(path, aside)
+    except FileNotFoundError:  # gone meanwhile: nothing left to set aside
+        pass
     except OSError as exc:
         raise InputError(f"{path}: does not load and cannot be set aside ({exc.strerror or exc})") from exc
     return aside
@@ -173,14 +175,14 @@ def resume(
     return the iteration to continue from: 0 when there is none. A checkpoint of another recipe or format is refused,
     and so is any checkpoint when ``allowed`` is false (``--no-resume``); a changed number of processes is a warning.
     """
+    if not allowed and list_checkpoints(run_dir):  # refused before any file is read or set aside
+        raise InputError(
+            f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
+        )
     found = load_resumable(run_dir, map_location, main=verbose)
     if found is None:
         return 0
     path, state = found
-    if not allowed:
-        raise InputError(
-            f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
-        )
     check_compatible(state, config, path)
     start = restore(state, *parts)
     before = int(state.get("world_size", world_size))
