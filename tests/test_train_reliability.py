@@ -29,6 +29,7 @@ from gapless.train.health import HealthConfig, LoaderWatch
 from gapless.train.loop import train
 from gapless.train.run_lock import LOCK_NAME, RunLock
 from gapless.train.schedules import build_schedules
+from gapless.train.stopping import TrainingStopped
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LONG = ["epochs=1000", "log_every=1", "checkpoint.every=1000000"]  # runs until stopped
@@ -133,6 +134,34 @@ def test_sigterm_before_the_first_step_after_a_resume_names_the_checkpoint(tmp_p
     line = one_line_error(err)
     assert rc == 1 and "stopped by SIGTERM" in line and checkpoint_path(run, 2).name in line, err
     assert latest_checkpoint(run) == checkpoint_path(run, 2) and not (run / LOCK_NAME).exists()
+
+
+class WorkersKilledBySigterm:
+    """The in-memory loader, signalled as a job step is: SIGTERM reaches this process at batch ``at`` and, as it
+    reaches the workers of a DataLoader too, closing the loader then fails as PyTorch's does joining killed workers."""
+
+    def __init__(self, cfg: PretrainConfig, at: int) -> None:
+        self.loader, self.at = build_loader(cfg.data), at
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.loader.iteration == self.at:
+                os.kill(os.getpid(), signal.SIGTERM)  # recorded by the run's handler: a stop after this step
+            yield batch
+
+    def stats(self) -> dict[str, int]:
+        return self.loader.stats()
+
+    def close(self) -> None:
+        self.loader.close()
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated.")
+
+
+def test_a_loader_that_fails_to_close_never_hides_why_the_run_stopped(tmp_path: Path) -> None:
+    cfg = tiny(*LONG)
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after iteration 3: saved .*ckpt_00000003\.pt"):
+        train(cfg, tmp_path, loader=WorkersKilledBySigterm(cfg, at=3))
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 3) and not (tmp_path / LOCK_NAME).exists()
 
 
 def test_the_heartbeat_outlives_a_failed_write_and_stops_for_another_runs_lock(tmp_path: Path, capsys) -> None:

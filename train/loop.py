@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gapless.config import save_config, to_dict
 from gapless.console import console, progress
-from gapless.errors import InputError, NonFiniteLossError, RunError
+from gapless.errors import GaplessError, InputError, NonFiniteLossError, RunError
 from gapless.pipeline.loader import build_loader
 from gapless.seeding import derived_seed
 from gapless.train import checkpoint as ckpt_io
@@ -84,14 +84,41 @@ def train(
     env = init_distributed(cfg.device)
     run_dir, lock = Path(run_dir), RunLock(run_dir)
     try:
-        with StopRequests() as stop:
+        with StopRequests() as stop, closing(loader):
             on_main(env, lock.acquire, "lock the run folder")
-            return _train(cfg, run_dir, env, stop, resume, max_steps, loader)
+            try:
+                return _train(cfg, run_dir, env, stop, resume, max_steps, loader)
+            except GaplessError:
+                raise
+            except Exception:
+                if not stop.requested:
+                    raise
+                # A signal while the run starts (its loader's workers, started, got it too): no step to keep.
+                kept = ckpt_io.latest_checkpoint(run_dir)
+                raise TrainingStopped(
+                    f"stopped by {stop.signal} while the run was starting: nothing trained, "
+                    f"{f'the last checkpoint is {kept}' if kept else 'no checkpoint yet'}; rerun the same command to "
+                    "continue"
+                ) from None
     finally:
-        if loader is not None:
-            loader.close()
         lock.release()
         cleanup()
+
+
+@contextlib.contextmanager
+def closing(loader: Any) -> Iterator[None]:
+    """Close ``loader`` (if any) when the block ends, however it ends. When the block fails, a close that fails too
+    does not replace the block's error, which says why the run ended: workers killed by the signal that stops the run
+    make PyTorch's DataLoader raise as it joins them."""
+    try:
+        yield
+    except BaseException:
+        if loader is not None:
+            with contextlib.suppress(Exception):
+                loader.close()
+        raise
+    if loader is not None:
+        loader.close()
 
 
 @dataclass
@@ -156,10 +183,8 @@ def _train(
     trainee = Trainee(student, teacher, objective, optimizer, scaler, model, env.world_size)
     end = min(cfg.total_iterations, start + max_steps) if max_steps else cfg.total_iterations
     loader = loader if loader is not None else build_loader(cfg.data, env.rank, env.world_size, start)
-    try:
+    with closing(loader):
         return _steps(cfg, run_dir, env, stop, (start, end), loader, trainee, build_schedules(cfg, env.world_size))
-    finally:
-        loader.close()
 
 
 def _steps(

@@ -16,8 +16,12 @@ from gapless.errors import RunError
 STOP_SIGNALS = (signal.SIGTERM,)
 
 
+def _child_ended(signum: int, frame: FrameType | None) -> None:
+    """SIGCHLD while a run stops: nothing to do (the loader finds its dead workers itself)."""
+
+
 class TrainingStopped(RunError):
-    """The run stopped on request (a signal) after saving a checkpoint; rerunning the command continues it."""
+    """The run stopped on request (a signal), every completed step in a checkpoint; rerunning the command continues it."""
 
 
 class StopRequests:
@@ -30,6 +34,14 @@ class StopRequests:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signal.Signals(signum).name
+        # The loader's workers get the signal too (it goes to the job's process group), and PyTorch's DataLoader
+        # raises from its SIGCHLD handler when they die: at whatever line the run is on, mid-step, mid-checkpoint or
+        # mid-print. With that handler replaced by one that does nothing (not by the default: CPython would report a
+        # signal already received as ignored), a dead worker shows where the loader is used (the next batch, closing
+        # it), where the loop expects it. The handler comes back when the block ends.
+        if signal.SIGCHLD not in self._previous:
+            previous = signal.signal(signal.SIGCHLD, _child_ended)
+            self._previous[signal.SIGCHLD] = signal.SIG_DFL if previous is None else previous  # None: set in C
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
