@@ -5,11 +5,12 @@ run resumed from a checkpoint at iteration ``k`` takes exactly the steps an unin
 
 Before training starts, rank 0 takes the run folder's lock (:mod:`gapless.train.run_lock`) and, once the models are
 built on the host (their size is a checkpoint's), checks that the folder can take checkpoints
-(:mod:`gapless.train.run_folder`), before anything is moved to the device, read or trained. A run stops for a stated reason, with a checkpoint
-where one is worth keeping: SIGTERM (:mod:`gapless.train.stopping`), a loader that delivers too many skipped tiles or
-failed reads (:mod:`gapless.train.health`), or a non-finite loss (without saving: the last checkpoint is the good
-one). Every rank learns each of these in a collective, so all ranks stop after the same step; the loader is closed,
-the lock released and the process group left on every way out.
+(:mod:`gapless.train.run_folder`), before anything is moved to the device, read or trained. A run stops for a stated
+reason, with a checkpoint where one is worth keeping: SIGTERM (:mod:`gapless.train.stopping`), a loader that delivers
+too many skipped tiles or failed reads (:mod:`gapless.train.health`), or a non-finite loss (without saving: the last
+checkpoint is the good one). Every rank learns each of these in a collective, so all ranks stop after the same step;
+the loader is closed, the lock released and the process group left on every way out, and the run's own reason is
+the one reported (a loader whose workers died of the same signal neither ends the run early nor hides it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gapless.config import save_config, to_dict
 from gapless.console import console, progress
-from gapless.errors import GaplessError, InputError, NonFiniteLossError, RunError
+from gapless.errors import InputError, NonFiniteLossError, RunError
 from gapless.pipeline.loader import build_loader
 from gapless.seeding import derived_seed
 from gapless.train import checkpoint as ckpt_io
@@ -50,7 +51,7 @@ from gapless.train.run_folder import MetricsLog, check_writable
 from gapless.train.run_lock import RunLock
 from gapless.train.schedules import Schedules, build_schedules
 from gapless.train.ssl import DINOv2Objective, SSLModel, build_models, compile_blocks, update_teacher
-from gapless.train.stopping import StopRequests, TrainingStopped
+from gapless.train.stopping import StopRequests, TrainingStopped, closing, stopped_while_starting
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -84,41 +85,12 @@ def train(
     env = init_distributed(cfg.device)
     run_dir, lock = Path(run_dir), RunLock(run_dir)
     try:
-        with StopRequests() as stop, closing(loader):
+        with StopRequests() as stop, closing(loader), stopped_while_starting(stop, run_dir):
             on_main(env, lock.acquire, "lock the run folder")
-            try:
-                return _train(cfg, run_dir, env, stop, resume, max_steps, loader)
-            except GaplessError:
-                raise
-            except Exception:
-                if not stop.requested:
-                    raise
-                # A signal while the run starts (its loader's workers, started, got it too): no step to keep.
-                kept = ckpt_io.latest_checkpoint(run_dir)
-                raise TrainingStopped(
-                    f"stopped by {stop.signal} while the run was starting: nothing trained, "
-                    f"{f'the last checkpoint is {kept}' if kept else 'no checkpoint yet'}; rerun the same command to "
-                    "continue"
-                ) from None
+            return _train(cfg, run_dir, env, stop, resume, max_steps, loader)
     finally:
         lock.release()
         cleanup()
-
-
-@contextlib.contextmanager
-def closing(loader: Any) -> Iterator[None]:
-    """Close ``loader`` (if any) when the block ends, however it ends. When the block fails, a close that fails too
-    does not replace the block's error, which says why the run ended: workers killed by the signal that stops the run
-    make PyTorch's DataLoader raise as it joins them."""
-    try:
-        yield
-    except BaseException:
-        if loader is not None:
-            with contextlib.suppress(Exception):
-                loader.close()
-        raise
-    if loader is not None:
-        loader.close()
 
 
 @dataclass

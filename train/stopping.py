@@ -2,16 +2,23 @@
 its current step with a checkpoint, so the requeued job continues where it stopped.
 
 The signal handler only records the request; the training loop shares it with every rank in the collective it
-makes at each step anyway, so all ranks stop after the same step and rank 0 writes one checkpoint.
+makes at each step anyway, so all ranks stop after the same step and rank 0 writes one checkpoint. :func:`closing`
+and :func:`stopped_while_starting` keep the run's own reason the one reported when the loader's workers, in the same
+process group, die of the signal too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from gapless.errors import RunError
+from gapless.errors import GaplessError, RunError
+from gapless.train.checkpoint import latest_checkpoint
 
 STOP_SIGNALS = (signal.SIGTERM,)
 
@@ -21,7 +28,7 @@ def _child_ended(signum: int, frame: FrameType | None) -> None:
 
 
 class TrainingStopped(RunError):
-    """The run stopped on request (a signal), every completed step in a checkpoint; rerunning the command continues it."""
+    """The run stopped on request (a signal), its completed steps in a checkpoint; rerunning the command continues."""
 
 
 class StopRequests:
@@ -57,3 +64,38 @@ class StopRequests:
     @property
     def requested(self) -> bool:
         return self.signal is not None
+
+
+@contextlib.contextmanager
+def closing(loader: Any) -> Iterator[None]:
+    """Close ``loader`` (if any) when the block ends, however it ends. When the block fails, a close that fails too
+    does not replace the block's error, which says why the run ended: workers killed by the signal that stops the run
+    make PyTorch's DataLoader raise as it joins them."""
+    try:
+        yield
+    except BaseException:
+        if loader is not None:
+            with contextlib.suppress(Exception):
+                loader.close()
+        raise
+    if loader is not None:
+        loader.close()
+
+
+@contextlib.contextmanager
+def stopped_while_starting(stop: StopRequests, run_dir: Path) -> Iterator[None]:
+    """A failure that reaches this block while ``stop`` is requested, from before the first step (the loader's workers,
+    just started, got the signal too), is the run's :class:`TrainingStopped`: nothing trained, the last checkpoint
+    named. The steps report their own stops; gapless's own errors pass as they are."""
+    try:
+        yield
+    except GaplessError:
+        raise
+    except Exception:
+        if not stop.requested:
+            raise
+        kept = latest_checkpoint(run_dir)
+        raise TrainingStopped(
+            f"stopped by {stop.signal} while the run was starting: nothing trained, "
+            f"{f'the last checkpoint is {kept}' if kept else 'no checkpoint yet'}; rerun the same command to continue"
+        ) from None

@@ -12,9 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the end-to-end demo on built-in synthetic data",
-        description="Synthetic slides -> index -> short DINOv2 pretraining with continuous sampling (DALI on a GPU, the "
-        "DataLoader on a CPU) -> multi-scale evaluation set -> per-mpp RankMe, k-NN and linear probes; tables, plots, "
-        "JSON, SUMMARY.md.",
+        description="Synthetic slides -> index -> short DINOv2 pretraining with continuous sampling (DALI on a GPU, "
+        "the DataLoader on a CPU) -> multi-scale evaluation set -> per-mpp RankMe, k-NN and linear probes; tables, "
+        "plots, JSON, SUMMARY.md.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu", help="the shipped config demo_<preset>.yaml")
