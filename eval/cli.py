@@ -111,16 +111,18 @@ def _triple(text: str) -> list[float]:
 
 def model_options(args: argparse.Namespace, words: list[str]) -> tuple[dict, tuple | None]:
     """(timm keyword arguments from --model-args and ``model.KEY=VALUE`` words, (mean, std) or None)."""
+    from pathlib import Path
+
     import yaml
 
-    from gapless.config import parse_override
+    from gapless.config import load_yaml_text, parse_override
     from gapless.errors import InputError
 
     kwargs: dict = {}
     if args.model_args:
         try:
-            kwargs = yaml.safe_load(open(args.model_args).read()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            kwargs = load_yaml_text(Path(args.model_args).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise InputError(f"{args.model_args}: cannot read model arguments ({exc})") from exc
         if not isinstance(kwargs, dict):
             raise InputError(f"{args.model_args}: model arguments must be a mapping of keys to values")
@@ -131,17 +133,7 @@ def model_options(args: argparse.Namespace, words: list[str]) -> tuple[dict, tup
         kwargs[key[1]] = value
     if (args.mean is None) != (args.std is None):
         raise InputError("--mean and --std go together")
-    return {k: _number(v) for k, v in kwargs.items()}, ((args.mean, args.std) if args.mean else None)
-
-
-def _number(value):
-    """YAML reads 1e-5 (no dot) as a string; a timm argument that looks like a number is one."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    return kwargs, ((args.mean, args.std) if args.mean else None)
 
 
 def _eval_set(args: argparse.Namespace) -> int:
@@ -188,13 +180,15 @@ def _warn_if_too_small_for_the_paper(path, console) -> None:
 
 def _features(args: argparse.Namespace) -> int:
     from gapless.console import console, progress
-    from gapless.eval.features import FeatureFile, featurise
+    from gapless.eval.features import FeatureFile, featurise, is_features_file
     from gapless.eval.sets.file import EvalSet
-    from gapless.io import output_file
+    from gapless.io import replaceable_file
 
     kwargs, mean_std = model_options(args, args.overrides)
     evalset = EvalSet.load(args.set_path)
-    output_file(args.out)
+    read = [("the model", args.model), ("the --weights file", args.weights),
+            ("the --model-args file", args.model_args), ("the --set file", args.set_path)]  # fmt: skip
+    replaceable_file(args.out, read, "a features file", is_features_file)
     with progress() as bar:
         out = featurise(args.model, evalset, args.out, args.weights, kwargs, mean_std,
                         batch_size=args.batch_size, device=args.device, progress=bar)  # fmt: skip

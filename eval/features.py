@@ -2,10 +2,10 @@
 
 The embedding of a tile is ``L2(CLS) ⊕ L2(mean patch token)`` of the model's final normed tokens, every prefix
 token (class and register) left out of the mean (:class:`~gapless.eval.models.backbone.Backbone`). Tiles are scaled
-to [0, 1] and normalised with the model's own statistics: a gapless checkpoint's training config, timm's pretrained
-config, a released folder's ``config.json``, or ``--mean/--std``; the file records which. Batches run on the GPU when
-there is one (bf16 autocast; features are stored as float32); on the CPU a small model runs on one thread
-(:mod:`gapless.eval.threads`).
+to [0, 1] and normalised with ``--mean/--std``, else the model's own statistics (a gapless checkpoint's training
+config, the hub's config, a released folder's ``config.json``), else ImageNet's; the file records which. Batches run
+on the GPU when there is one (bf16 autocast; features are stored as float32); on the CPU a small model runs on one
+thread (:mod:`gapless.eval.threads`).
 
 Layout of ``feats.h5``::
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from gapless.eval.config import EvalConfig, protocol_settings
-from gapless.eval.folds import FoldSplit, fold_splits
+from gapless.eval.folds import FoldSplit
 from gapless.eval.threads import SMALL_WORK, one_thread_if
 from gapless.pipeline.sampling.magnifications import mpp_key
 
@@ -151,15 +151,14 @@ def linear_sweep(
 def run_probes(
     features: dict[str, np.ndarray],
     labels: np.ndarray,
-    splits: list[FoldSplit] | np.ndarray,
+    splits: list[FoldSplit],
     cfg: EvalConfig,
     test_mpps: list[float],
     progress_callback=None,
 ) -> dict:
-    """Cross-validated probes over ``splits`` (or a set's fold numbers, split as :func:`fold_splits` does); returns
-    ``{probe: {"folds": [...], "chosen": [...], ...}}`` with per-fold scores. Small problems run on one thread."""
-    if isinstance(splits, np.ndarray):
-        splits = fold_splits(splits)
+    """Cross-validated probes over ``splits`` (:func:`~gapless.eval.folds.fold_splits` or
+    :func:`~gapless.eval.folds.nested_splits`); returns ``{probe: {"folds": [...], "chosen": [...], ...}}`` with
+    per-fold scores. Small problems run on one thread."""
     labels = np.asarray(labels)
     results: dict[str, dict] = {p: {"folds": [], "chosen": [], "val_balanced_accuracy": []} for p in cfg.probes}
     if "linear" in cfg.probes:

@@ -1,7 +1,8 @@
 """Configuration machinery shared by every subcommand.
 
 A configuration is a (nested) dataclass. Values come, in order of precedence, from the dataclass defaults, a YAML
-file, and ``key=value`` overrides on the command line (dotted keys reach nested sections: ``optim.lr=1e-3``).
+file, and ``key=value`` overrides on the command line (dotted keys reach nested sections: ``optim.base_lr=2e-3``;
+values are YAML, and a number with an exponent is a number).
 Unknown keys and values of the wrong type are rejected with a :class:`ConfigError` that names the key, so a typo
 never silently trains the wrong model. The resolved configuration is written next to every run.
 
@@ -30,6 +31,23 @@ from gapless.io import write_text
 T = TypeVar("T")
 BASE_KEY = "_base_"
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading every number with an exponent as a number: YAML 1.1 (PyYAML's) takes ``2e-3``
+    (no dot) and ``1.0e5`` (no sign) for strings, where YAML 1.2 and every user mean floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml_text(text: str) -> Any:
+    """The value of YAML ``text`` (safe loading; numbers with an exponent are numbers). Raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -143,7 +161,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': cannot parse value ({exc})") from exc
     return key.split("."), value
@@ -186,7 +204,7 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml_text(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):

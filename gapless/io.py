@@ -1,8 +1,9 @@
-"""Writing outputs safely: every file gapless writes goes to a temporary name beside it and is renamed when complete.
+"""Files in and out: every file gapless writes goes to a temporary name beside it and is renamed when complete.
 
 A reader therefore never sees half a file, a crash leaves the previous version in place, and a failed write
 removes its temporary file. A write that fails for want of space or permission is an :class:`InputError` naming
-the path (one line, not a traceback).
+the path (one line, not a traceback). Tensor files (checkpoints, weights) are read by :func:`load_tensors`, whose
+failures are one line too.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ def output_file(path: str | Path) -> Path:
     return path
 
 
+def replaceable_file(
+    path: str | Path, inputs: Iterable[tuple[str, str | Path | None]], kind: str, is_kind: Callable[[Path], bool]
+) -> Path:
+    """``path`` as a file a command may write its ``kind`` of output to (see :func:`output_file`), refused with an
+    :class:`InputError` when it is one of the command's ``inputs`` (pairs of what it is and its path; the same file by
+    any name) or an existing file that ``is_kind`` does not accept: a command replaces only an output of its kind."""
+    path = output_file(path)
+    if not path.exists():
+        return path
+    for what, item in inputs:
+        if item is not None and Path(item).exists() and os.path.samefile(path, item):
+            raise InputError(f"{path}: is {what}, which this command reads; write the {kind} to another file")
+    if not is_kind(path):
+        raise InputError(f"{path}: exists and is not {kind}; give a new file name (or {kind} to replace)")
+    return path
+
+
 def temporary_path(path: Path) -> Path:
     """The name ``path`` is written under before it is renamed: beside it, so the rename is atomic."""
     return path.with_name(path.name + ".tmp")
@@ -54,7 +72,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """``with atomic_output(p) as tmp: write(tmp)``: ``tmp`` becomes ``p`` when the block ends without error.
 
     On any error the temporary file is removed; out of space, no permission or a read-only place become an
-    :class:`InputError` naming ``path``.
+    :class:`InputError` naming ``path`` and the system's reason (not a library's own text, such as HDF5's).
     """
     path = output_file(path)
     tmp = temporary_path(path)
@@ -64,8 +82,26 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
-            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+            raise InputError(f"{path}: cannot write ({os.strerror(exc.errno)})") from exc
         raise
+
+
+def load_tensors(path: str | Path, failure: str, map_location: Any = "cpu") -> Any:
+    """What a tensor file holds: ``torch.load`` with ``weights_only=True`` (tensors and plain data, never code), or
+    for ``.safetensors`` its tensors. A file that does not load so (truncated, another format, objects
+    ``weights_only`` refuses) is an :class:`InputError` ``"PATH: <failure> (<the reason>)"``."""
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device=str(map_location))
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # each library fails its own way: one line naming the file for all of them
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise InputError(f"{path}: {failure} ({reason})") from exc
 
 
 def _jsonable(v: Any) -> Any:

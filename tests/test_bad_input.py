@@ -34,10 +34,40 @@ def bad(tmp_path_factory: pytest.TempPathFactory, synthetic_slides) -> Path:
     shutil.copy(synthetic_slides.paths[0], slides / synthetic_slides.paths[0].name)
     shutil.copy(synthetic_slides.labels_csv, root / "labels.csv")
     shutil.copy(synthetic_slides.index, root / "index.h5")
+    _regions_set_and_model(root)
     INPUTS.update({p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()})
     return root
 
 
+def _regions_set_and_model(root: Path) -> None:
+    """``regions.csv`` (labelled region images), ``set.h5`` (an evaluation set of them) and ``model.pt`` (a tiny
+    exported backbone): inputs that work, so a command refused for its --out is refused for that alone."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from gapless.config import to_dict
+    from gapless.eval.sets.build import build_set
+    from gapless.train.checkpoint import BACKBONE_FORMAT, FORMAT_VERSION
+    from gapless.train.config import ModelConfig
+    from gapless.train.vit import build_vit
+
+    rows = ["path,label,patient,mpp"]
+    for i in range(12):  # two regions per patient, three patients per class
+        cv2.imwrite(str(root / f"r{i}.png"), np.full((64, 64, 3), 60 + 15 * i, np.uint8))
+        rows.append(f"r{i}.png,{('a', 'b')[(i // 2) % 2]},p{i // 2},0.5")
+    (root / "regions.csv").write_text("\n".join(rows) + "\n")
+    build_set([str(root / "regions.csv")], root / "set.h5", mpps=REGION_MPPS, n_folds=3, tile_px=32)
+    model = to_dict(ModelConfig(arch="vit_tiny_test", drop_path=0.0))
+    config = {"model": model, "data": {"augment": {"global_size": 32}}}
+    state = build_vit(model, 32, drop_path=0.0).state_dict()
+    torch.save({"format": BACKBONE_FORMAT, "version": FORMAT_VERSION, "iteration": 0, "config": config,
+                "backbone": state}, root / "model.pt")  # fmt: skip
+
+
+REGION_MPPS = [0.5, 1.0]
+REGIONS = ["eval-set", "regions.csv", "--mpps", "0.5,1", "--tile-px", "32", "--folds", "3"]
+FEATURES = ["features", "model.pt", "--set", "set.h5", "--device", "cpu"]
 INPUTS: dict[Path, int] = {}  # the files the fixture made, and when: no bad command may change them
 
 
@@ -122,7 +152,18 @@ CASES = [
     (["eval-set", "slides", "--out", "e.h5", "--labels", "bad.csv"], "bad.csv"),
     (["eval-set", "slides", "--out", "e.h5", "--labels", "labels.csv", "--folds", "1"], "fold"),
     (["eval-set", "slides", "--out", "e.h5", "--mpps", "0,1"], "--mpps"),
+    ([*REGIONS, "--out", "regions.csv"], "regions.csv"),
+    ([*REGIONS, "--out", "r0.png"], "r0.png"),
+    ([*REGIONS, "--out", "notes.txt"], "notes.txt"),
+    ([*REGIONS, "--out", "folder"], "folder"),
+    (["eval-set", "index.h5", "--out", "index.h5"], "index.h5"),
+    (["eval-set", "slides", "--labels", "labels.csv", "--out", "labels.csv"], "labels.csv"),
+    (["eval-set", "slides", "--labels", "labels.csv", "--out", "folder"], "folder"),
     (["features", "missing.pt", "--set", "e.h5", "--out", "f.h5"], "e.h5"),
+    ([*FEATURES, "--out", "set.h5"], "set.h5"),
+    ([*FEATURES, "--out", "model.pt"], "model.pt"),
+    ([*FEATURES, "--out", "notes.txt"], "notes.txt"),
+    ([*FEATURES, "--out", "folder"], "folder"),
     (["features", "notes.txt", "--set", "notes.txt", "--out", "f.h5"], "notes.txt"),
     (["evaluate", "notes.txt", "--set", "notes.txt", "--out", "report"], "notes.txt"),
     (["evaluate", "missing.h5", "--set", "missing.h5", "--out", "report"], "missing.h5"),
@@ -151,3 +192,19 @@ def test_bad_input_is_one_line_and_status_2(args: list[str], named: str, bad: Pa
     assert "Traceback" not in err
     after = {p: p.stat().st_mtime_ns for p in INPUTS if p.exists()}
     assert after == INPUTS, "a bad command changed or removed an input"  # nothing the user gave is touched
+
+
+def test_eval_set_and_features_replace_an_earlier_output_of_their_own(bad: Path, tmp_path: Path, capsys, monkeypatch):
+    """What the refusals above leave allowed: writing over a set or a features file, as a rebuild does."""
+    from gapless.eval.features import FeatureFile
+    from gapless.eval.sets.file import EvalSet
+
+    monkeypatch.chdir(bad)
+    out, feats = tmp_path / "set.h5", tmp_path / "feats.h5"
+    ids = []
+    for _ in range(2):
+        assert run([*REGIONS, "--out", str(out)], capsys)[0] == 0
+        ids.append(EvalSet.load(out).set_id)
+        assert run(["features", "model.pt", "--set", str(out), "--out", str(feats)], capsys)[0] == 0
+    assert ids[0] != ids[1] and FeatureFile.load(feats, EvalSet.load(out)).source == "model.pt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.h5", "set.h5"]  # no temporary file left

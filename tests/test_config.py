@@ -82,3 +82,30 @@ def test_resolved_config_round_trips(tmp_path):
     data = yaml.safe_load(out.read_text())
     assert data == to_dict(cfg)
     assert load_config(Run, out) == cfg
+
+
+def test_numbers_with_an_exponent_are_numbers_in_overrides_and_files(tmp_path):
+    """YAML 1.1 reads 2e-3 (no dot) and 1.0e5 (no sign) as strings; gapless reads every such number as a number."""
+    from gapless.eval.config import EvalConfig
+    from gapless.train.config import PretrainConfig
+
+    assert load_config(PretrainConfig, None, ["optim.base_lr=2e-3"]).optim.base_lr == 2e-3
+    path = tmp_path / "eval.yaml"
+    path.write_text("linear_cs: [1e-4, 1, 1.0e4, .5e2]\n")
+    cfg = load_config(EvalConfig, path, ["rankme_eps=1e-7"])
+    assert cfg.linear_cs == [1e-4, 1.0, 1e4, 50.0] and cfg.rankme_eps == 1e-7
+    assert parse_override("x=-3E+2")[1] == -300.0 and parse_override("x=1e3x")[1] == "1e3x"
+    assert load_config(Run, overrides=["name=e5", "steps=3"]).name == "e5"
+    with pytest.raises(ConfigError, match="name: expected a string"):  # a string field is not given a number
+        load_config(Run, overrides=["name=1e3"])
+
+
+def test_timm_arguments_with_an_exponent_are_numbers(tmp_path):
+    from argparse import Namespace
+
+    from gapless.eval.cli import model_options
+
+    args = tmp_path / "uni.yaml"
+    args.write_text("init_values: 1e-5\nmlp_ratio: 5.33334\nact_layer: SiLU\n")
+    kwargs, _ = model_options(Namespace(model_args=str(args), mean=None, std=None), ["model.drop_rate=2e-1"])
+    assert kwargs == {"init_values": 1e-5, "mlp_ratio": 5.33334, "act_layer": "SiLU", "drop_rate": 0.2}

@@ -109,6 +109,39 @@ def test_fresh_deletes_only_the_demo_outputs(tmp_path: Path) -> None:
     assert stages.manifest["done"] == {}
 
 
+def test_fresh_never_touches_another_experiments_folder(tmp_path: Path, capsys) -> None:
+    """A reproduction's folder given to the demo is refused, with --fresh as without: its checkpoints stay."""
+    out = tmp_path / "runs"
+    Stages(out, ExperimentConfig(), fresh=False, kind="reproduce-full")
+    kept = out / "pretrain" / "du" / "checkpoints" / "ckpt_00001000.pt"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"weeks of GPU time")
+    for fresh in (False, True):
+        with pytest.raises(InputError, match="holds a reproduce-full run") as refused:
+            Stages(out, ExperimentConfig(), fresh=fresh, kind="demo")
+        assert "--fresh" not in str(refused.value)  # --fresh is no way out here
+    assert kept.read_bytes() == b"weeks of GPU time"
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "reproduce-full"
+    other = ExperimentConfig()
+    other.slides.count = 21
+    with pytest.raises(InputError, match="rerun with --fresh"):  # the same kind, another config: --fresh is offered
+        Stages(out, other, fresh=False, kind="reproduce-full")
+
+
+def test_reproduce_summary_states_the_sets_mpps_and_the_protocols_folds() -> None:
+    from gapless.apps.reproduce import summary_markdown
+    from gapless.eval.config import EvalConfig, protocol_settings
+
+    cfg = load_experiment("reproduce_tiny", [])
+    result = {"budget": "tiny", "seeds": [0], "gpus": 0, "regions": 40, "mpps": 5, "strategies": ["du", "cu"],
+              "protocol": protocol_settings(EvalConfig(nested_folds=4)), "figure": "f.png", "verdict": {},
+              "stages_s": {}}  # fmt: skip
+    text = " ".join(summary_markdown(cfg, result).split())
+    assert "40 regions at 5 mpps" in text and "4 outer folds of the paper's nested patient split" in text
+    gapless = {**result, "protocol": protocol_settings(EvalConfig(protocol="gapless"))}
+    assert "the set's patient-disjoint folds" in " ".join(summary_markdown(cfg, gapless).split())
+
+
 def test_a_foreign_folder_is_never_used(tmp_path: Path, capsys) -> None:
     (tmp_path / "data.csv").write_text("x")
     assert main(["demo", "--out", str(tmp_path), "--fresh"]) == 2

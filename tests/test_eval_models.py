@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from gapless.cli import main
 from gapless.errors import InputError
 from gapless.eval.models import timm_models
+from gapless.eval.models.backbone import IMAGENET
 from gapless.eval.models.resolve import load_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -87,8 +88,10 @@ def test_every_format_gives_the_models_own_embedding(kind: str, tiles: np.ndarra
     spec, weights, kwargs = write_format(kind, model, tmp_path)
     backbone, embedding, cls = embed(spec, tiles, weights, kwargs)
     released = kind.startswith("released")
-    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if released else ((0.5,) * 3, (0.5,) * 3)
-    assert (backbone.mean, backbone.std) == (mean, std)  # ImageNet for a folder naming none; timm's config otherwise
+    # ImageNet statistics, as the paper's protocol and UNI2-h use: for timm:ARCH --weights too, whose architecture's
+    # pretrained config (mean = std = 0.5 for this one) describes timm's weights, not the file given.
+    mean, std = IMAGENET
+    assert (backbone.mean, backbone.std) == (mean, std) and "ImageNet" in backbone.normalisation_source
     assert ("names none" in backbone.normalisation_source) == released
     expected, expected_cls = direct(model, tiles, mean, std, prefix=1)
     np.testing.assert_allclose(embedding, expected, atol=1e-6)
@@ -104,8 +107,8 @@ def test_register_tokens_are_not_patch_tokens(tiles: np.ndarray, tmp_path: Path)
     backbone, embedding, _ = embed(f"timm:{ARCH}", tiles, tmp_path / "r.safetensors", {**TINY, "reg_tokens": 4,
                                                                                       "no_embed_class": True})  # fmt: skip
     assert backbone.prefix_tokens == 5
-    np.testing.assert_allclose(embedding, direct(model, tiles, (0.5,) * 3, (0.5,) * 3, prefix=5)[0], atol=1e-6)
-    with_registers = direct(model, tiles, (0.5,) * 3, (0.5,) * 3, prefix=1)[0]
+    np.testing.assert_allclose(embedding, direct(model, tiles, *IMAGENET, prefix=5)[0], atol=1e-6)
+    with_registers = direct(model, tiles, *IMAGENET, prefix=1)[0]
     assert np.abs(embedding[:, 32:] - with_registers[:, 32:]).max() > 1e-3  # the test can tell them apart
 
 

@@ -162,7 +162,7 @@ def test_evaluate_writes_json_tables_and_plots(bench_path: Path, checkpoint: Pat
 
 
 def test_adding_a_model_computes_only_its_features(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
-    from gapless.train.checkpoint import export_timm
+    from gapless.train.export import export_timm
 
     out = tmp_path / "report"
     fast = ["probes=[knn]", "knn_ks=[1, 5]"]

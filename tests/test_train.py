@@ -74,14 +74,15 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     train(cfg, tmp_path / "resumed")  # a fresh process would do exactly this: pick up the last checkpoint
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(resumed) == list(range(1, 9))  # metrics of the resumed run continue the file
-    for it in (6, 7, 8):
-        assert resumed[it] == pytest.approx(straight[it], rel=1e-5, abs=1e-6), (it, straight, resumed)
+    for it in (6, 7, 8):  # bit for bit, as the README promises
+        assert resumed[it] == straight[it], (it, straight, resumed)
     a = torch.load(latest_checkpoint(tmp_path / "straight"), weights_only=True)
     b = torch.load(latest_checkpoint(tmp_path / "resumed"), weights_only=True)
-    for key in ("teacher", "student"):
+    for key in ("teacher", "student", "objective"):
         for name, tensor in a[key].items():
-            assert torch.allclose(tensor, b[key][name], atol=1e-6), name
-    assert torch.allclose(a["objective"]["dino.center"], b["objective"]["dino.center"], atol=1e-6)
+            assert torch.equal(tensor, b[key][name]), (key, name)
+    for state, other in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(state[k], other[k]) for k in state)
 
 
 def test_stop_and_resume_through_the_dali_pipeline(tmp_path: Path, synthetic_slides) -> None:
@@ -102,7 +103,7 @@ def test_stop_and_resume_through_the_dali_pipeline(tmp_path: Path, synthetic_sli
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(resumed) == list(range(1, 7))
     for it in (4, 5, 6):
-        assert resumed[it] == pytest.approx(straight[it], rel=1e-5, abs=1e-6), (it, straight, resumed)
+        assert resumed[it] == straight[it], (it, straight, resumed)
 
 
 class NaNAfter:
@@ -158,9 +159,11 @@ def test_checkpoint_from_other_config_is_refused(tmp_path: Path) -> None:
     train(tiny("epochs=0.2", "log_every=5", "data.workers=7"), tmp_path)  # logistics may change
 
 
-def test_export_and_load_teacher_backbone(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    assert gapless_main(["pretrain", "--config", str(TINY), "--out", str(run), "epochs=0.2"]) == 0
+def test_export_and_load_teacher_backbone(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "2024"  # a run folder named like a number is a folder, not a number
+    assert gapless_main(["pretrain", "--config", str(TINY), "--out", "2024", "epochs=0.2"]) == 0
+    assert load_config(PretrainConfig, run / "config.yaml").out == "2024"
     ckpt = latest_checkpoint(run)
     assert gapless_main(["export", str(ckpt), "--out", str(tmp_path / "backbone.pt")]) == 0
     full, config, step = load_teacher_backbone(ckpt)

@@ -27,8 +27,9 @@ from gapless.train.checkpoint import checkpoint_path, latest_checkpoint, list_ch
 from gapless.train.config import PretrainConfig
 from gapless.train.health import HealthConfig, LoaderWatch
 from gapless.train.loop import train
-from gapless.train.run_lock import LOCK_NAME
+from gapless.train.run_lock import LOCK_NAME, RunLock
 from gapless.train.schedules import build_schedules
+from gapless.train.stopping import TrainingStopped
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LONG = ["epochs=1000", "log_every=1", "checkpoint.every=1000000"]  # runs until stopped
@@ -112,6 +113,88 @@ def test_lock_sigterm_and_kill_9_on_one_run_folder(tmp_path: Path, synthetic_sli
     assert iterations(run)[-3:] == [stopped, stopped + 1, stopped + 2]
 
 
+def test_sigterm_before_the_first_step_after_a_resume_names_the_checkpoint(tmp_path: Path, synthetic_slides) -> None:
+    """SIGTERM to the run's process group while the resumed run waits for its first batch: the loader's workers die
+    of it too, and the run ends as any stopped run does, naming the checkpoint to continue from (nothing new to
+    save), never with the loader's traceback."""
+    run = tmp_path / "run"
+    train(tiny(*LONG, "data.tile_px=96"), run, max_steps=2)  # the same recipe from the in-memory source
+    data = [f"data.index={synthetic_slides.index}", "data.loader=baseline", "data.workers=2", "data.tile_px=96"]
+    proc = start(run, *LONG, *data)
+    try:
+        deadline = time.monotonic() + 90
+        while len(psutil.Process(proc.pid).children(recursive=True)) < 2:  # its loader's workers
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the loader's workers did not start in time"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        rc, err = finish(proc, timeout=60)
+    finally:
+        proc.kill()
+    line = one_line_error(err)
+    assert rc == 1 and "stopped by SIGTERM" in line and checkpoint_path(run, 2).name in line, err
+    assert latest_checkpoint(run) == checkpoint_path(run, 2) and not (run / LOCK_NAME).exists()
+
+
+class WorkersKilledBySigterm:
+    """The in-memory loader, signalled as a job step is: SIGTERM reaches this process at batch ``at`` and, as it
+    reaches the workers of a DataLoader too, closing the loader then fails as PyTorch's does joining killed workers."""
+
+    def __init__(self, cfg: PretrainConfig, at: int) -> None:
+        self.loader, self.at = build_loader(cfg.data), at
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.loader.iteration == self.at:
+                os.kill(os.getpid(), signal.SIGTERM)  # recorded by the run's handler: a stop after this step
+            yield batch
+
+    def stats(self) -> dict[str, int]:
+        return self.loader.stats()
+
+    def close(self) -> None:
+        self.loader.close()
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated.")
+
+
+def test_a_loader_that_fails_to_close_never_hides_why_the_run_stopped(tmp_path: Path) -> None:
+    cfg = tiny(*LONG)
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after iteration 3: saved .*ckpt_00000003\.pt"):
+        train(cfg, tmp_path, loader=WorkersKilledBySigterm(cfg, at=3))
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 3) and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_the_heartbeat_outlives_a_failed_write_and_stops_for_another_runs_lock(tmp_path: Path, capsys) -> None:
+    """A lock moved away for a moment (a failed renewal) keeps its heartbeat; a lock another run took is left alone."""
+
+    def renewed(path: Path, timeout: float = 5.0) -> bool:
+        os.utime(path, (0, 0))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.stat().st_mtime > 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    lock = RunLock(tmp_path, heartbeat_s=0.05)
+    lock.acquire()
+    try:
+        path, aside = tmp_path / LOCK_NAME, tmp_path / "moved"
+        assert renewed(path)
+        path.rename(aside)
+        time.sleep(0.3)  # several beats fail
+        aside.rename(path)
+        assert renewed(path), "the heartbeat stopped after a failed write"
+        assert "cannot renew" in " ".join(capsys.readouterr().err.split())
+        taken = json.loads(path.read_text())
+        path.write_text(json.dumps({**taken, "token": "another run's"}))
+        lock._thread.join(timeout=5)
+        assert not lock._thread.is_alive() and not renewed(path, timeout=0.3)
+    finally:
+        lock.release()
+    assert json.loads(path.read_text())["token"] == "another run's"  # its lock is not removed
+
+
 def test_unwritable_out_is_refused_before_training(tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "results.csv"
     blocker.write_text("a file, not a folder")
@@ -138,12 +221,33 @@ def test_a_truncated_latest_checkpoint_falls_back_with_a_warning(tmp_path: Path,
     cfg = tiny("epochs=0.6", "checkpoint.every=2", "checkpoint.keep=3")
     train(cfg, tmp_path, max_steps=4)
     newest = latest_checkpoint(tmp_path)
-    os.truncate(newest, newest.stat().st_size // 2)  # as a full disk or an interrupted copy leaves it
+    size = newest.stat().st_size // 2
+    os.truncate(newest, size)  # as a full disk or an interrupted copy leaves it
     record = train(cfg, tmp_path)
     err = " ".join(capsys.readouterr().err.split())
     assert f"{newest}: not a gapless checkpoint" in err and "resuming from" in err and "ckpt_00000002.pt" in err
     assert record["iteration"] == 6 and [p.name for p in list_checkpoints(tmp_path)][-1] == "ckpt_00000006.pt"
     assert torch.load(checkpoint_path(tmp_path, 4), weights_only=True)["iteration"] == 4  # rewritten whole
+    damaged = newest.with_name(newest.name + ".damaged")  # set aside, never deleted
+    assert damaged.stat().st_size == size and f"set aside as {damaged.name}" in err
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written_past_a_damaged_newer_one(tmp_path: Path, capsys) -> None:
+    """Resumed from iteration 2 past a damaged iteration 4 and keeping one checkpoint: the checkpoint of iteration 3
+    is the one kept, the damaged file is set aside, and the next run resumes from 3."""
+    train(tiny("epochs=0.6", "checkpoint.every=2", "checkpoint.keep=2"), tmp_path, max_steps=4)
+    damaged = checkpoint_path(tmp_path, 4)
+    size = damaged.stat().st_size // 2
+    os.truncate(damaged, size)
+    cfg = tiny("epochs=0.6", "checkpoint.every=2", "checkpoint.keep=1")
+    assert train(cfg, tmp_path, max_steps=1)["iteration"] == 3
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000003.pt"]
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 3)
+    aside = damaged.with_name(damaged.name + ".damaged")
+    assert aside.stat().st_size == size  # kept as it was: nothing the user did not ask to drop is lost
+    capsys.readouterr()
+    assert train(cfg, tmp_path, max_steps=1)["iteration"] == 4
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_settings_that_make_every_read_fail_are_refused() -> None:

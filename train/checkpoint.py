@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, the last K kept, exact resume, refusal of foreign configs, backbone export.
+"""Checkpoints: atomic writes, the last K kept, exact resume, refusal of foreign configs, backbone export (timm's
+layout: :mod:`gapless.train.export`).
 
 A checkpoint is a plain dict of tensors and Python scalars (so it loads with ``weights_only=True``): student,
 teacher, optimiser, grad scaler, the loss centring buffers, the iteration (which is also the data position and, since
@@ -6,7 +7,8 @@ every random draw is seeded from (seed, rank, iteration), the RNG state), the re
 
 Writes go to a temporary name through a Python file, so a full disk or an unwritable folder is a one-line error
 naming the file (not PyTorch's internal failure) and leaves no temporary file. A resume takes the newest checkpoint
-that loads and falls back, with a warning, past any that is truncated or damaged.
+that loads and falls back, with a warning, past any that is truncated or damaged, which it sets aside as
+``NAME.damaged``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from gapless.console import console
 from gapless.errors import InputError
-from gapless.io import atomic_output
+from gapless.io import atomic_output, load_tensors
 from gapless.train.config import recipe_fingerprint, recipe_items
 from gapless.train.vit import VisionTransformer, build_vit
 
@@ -55,45 +57,44 @@ def atomic_save(obj: Any, path: Path) -> Path:
     return path
 
 
-def checkpoint_bytes(state: dict[str, Any]) -> int:
-    """The size of a checkpoint holding ``state``'s tensors (within a few kilobytes of pickled metadata)."""
+def checkpoint_bytes(student: nn.Module, teacher: nn.Module) -> int:
+    """The size of a training checkpoint of these models: the student, its two AdamW moments and the teacher (within
+    the loss's small buffers and some kilobytes of metadata)."""
 
-    def size(obj: Any) -> int:
-        if torch.is_tensor(obj):
-            return obj.numel() * obj.element_size()
-        if isinstance(obj, dict):
-            return sum(size(v) for v in obj.values())
-        if isinstance(obj, (list, tuple)):
-            return sum(size(v) for v in obj)
-        return 0
+    def size(model: nn.Module) -> int:
+        return sum(p.numel() * p.element_size() for p in model.parameters())
 
-    return size(state)
+    return 3 * size(student) + size(teacher)
 
 
 def load_resumable(
-    run_dir: str | Path, map_location: str | torch.device = "cpu", warn: bool = True
+    run_dir: str | Path, map_location: str | torch.device = "cpu", main: bool = True
 ) -> tuple[Path, dict] | None:
     """(path, state) of the newest checkpoint of ``run_dir`` that loads; None when there is none.
 
-    A checkpoint that does not load (truncated by a full disk or a bad copy, damaged) is passed over with a warning
-    and the next older one is tried; when none loads, the error names every file.
+    A checkpoint that does not load (truncated by a full disk or a bad copy, damaged, or not a training checkpoint)
+    is passed over and the next older one tried; when none loads, the error names every file and leaves them as they
+    are. When an older one loads, the ``main`` process (rank 0, the one that saves) sets those passed over aside as
+    ``NAME.damaged`` and says so: kept, so nothing is lost, but no longer taken for the run's newest checkpoint,
+    pruned or resumed from.
     """
     found = list_checkpoints(run_dir)
-    problems = []
+    problems, passed_over = [], []
     for path in reversed(found):
         try:
             state = load_file(path, map_location)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise InputError(f"{path}: an exported backbone, not a training checkpoint")
         except InputError as exc:
             problems.append(str(exc))
-            if warn:
+            passed_over.append(path)
+            if main:
                 message = escape(f"{exc}; trying the previous checkpoint")
                 console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
             continue
-        if state.get("format") != CHECKPOINT_FORMAT:
-            problems.append(f"{path}: an exported backbone, not a training checkpoint")
-            continue
-        if problems and warn:
-            message = escape(f"resuming from {path}, the newest checkpoint that loads")
+        if passed_over and main:
+            aside = ", ".join(set_aside(p).name for p in passed_over)
+            message = escape(f"resuming from {path}, the newest checkpoint that loads; set aside as {aside} (kept)")
             console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
         return path, state
     if problems:
@@ -101,9 +102,26 @@ def load_resumable(
     return None
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint that does not load to ``NAME.damaged`` (``NAME.damaged.N`` beside an earlier one)."""
+    aside, n = path.with_name(path.name + ".damaged"), 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.damaged.{n}"), n + 1
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # gone meanwhile: nothing left to set aside
+        pass
+    except OSError as exc:
+        raise InputError(f"{path}: does not load and cannot be set aside ({exc.strerror or exc})") from exc
+    return aside
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as the checkpoint of its iteration, then delete all but the ``keep`` newest of those that sort
+    at or before it (a newer file is never deleted for an older one)."""
     path = atomic_save(state, checkpoint_path(run_dir, state["iteration"]))
-    for old in list_checkpoints(run_dir)[:-keep]:
+    older = [p for p in list_checkpoints(run_dir) if p.name <= path.name]
+    for old in older[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
@@ -138,11 +156,7 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or holding objects weights_only refuses
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a gapless checkpoint ({reason})") from exc
+    obj = load_tensors(path, "not a gapless checkpoint", map_location)
     if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
         raise InputError(f"{path}: not a gapless checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
     return obj
@@ -161,14 +175,14 @@ def resume(
     return the iteration to continue from: 0 when there is none. A checkpoint of another recipe or format is refused,
     and so is any checkpoint when ``allowed`` is false (``--no-resume``); a changed number of processes is a warning.
     """
-    found = load_resumable(run_dir, map_location, warn=verbose)
-    if found is None:
-        return 0
-    path, state = found
-    if not allowed:
+    if not allowed and list_checkpoints(run_dir):  # refused before any file is read or set aside
         raise InputError(
             f"{run_dir}: already holds checkpoints; drop --no-resume to continue it, or pick another --out"
         )
+    found = load_resumable(run_dir, map_location, main=verbose)
+    if found is None:
+        return 0
+    path, state = found
     check_compatible(state, config, path)
     start = restore(state, *parts)
     before = int(state.get("world_size", world_size))
@@ -265,57 +279,3 @@ def backbone_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> tuple[Vi
     except RuntimeError as exc:
         raise InputError(f"{path}: backbone weights do not match its config ({str(exc).splitlines()[0]})") from exc
     return model.eval(), config, int(ckpt["iteration"])
-
-
-TIMM_WIDTHS = {"vit_tiny_test": "vit_tiny", "vit_small": "vit_small", "vit_base": "vit_base", "vit_large": "vit_large"}
-
-
-def timm_name(key: str) -> str:
-    """timm's VisionTransformer name of a gapless ViT weight: only the patch embedding and the MLP are named apart."""
-    if key.startswith("patch_embed."):
-        return "patch_embed.proj." + key[len("patch_embed.") :]
-    return key.replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.2.", ".mlp.fc2.")
-
-
-def timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A gapless backbone's weights under timm's names, shapes unchanged (the training-only mask token left out)."""
-    return {timm_name(k): v.contiguous() for k, v in state.items() if k != "mask_token"}
-
-
-def timm_config(config: dict[str, Any]) -> dict[str, Any]:
-    """config.json of the released-model layout: timm's ``architecture``/``model_args``/``pretrained_cfg``."""
-    import timm
-
-    from gapless.train.vit import ARCH_SIZES
-
-    model, augment = config["model"], config["data"]["augment"]
-    width, depth, heads = ARCH_SIZES[model["arch"]]
-    size, patch = int(augment["global_size"]), int(model["patch_size"])
-    arch = f"{TIMM_WIDTHS[model['arch']]}_patch{patch}_224"
-    arch = arch if timm.is_model(arch) else f"{TIMM_WIDTHS[model['arch']]}_patch16_224"
-    args = {"img_size": size, "patch_size": patch, "embed_dim": width, "depth": depth, "num_heads": heads,
-            "mlp_ratio": 4.0, "init_values": model.get("layerscale") or None, "dynamic_img_size": True}  # fmt: skip
-    mean, std = augment.get("mean", (0.485, 0.456, 0.406)), augment.get("std", (0.229, 0.224, 0.225))
-    pretrained = {"input_size": [3, size, size], "mean": list(mean), "std": list(std), "num_classes": 0,
-                  "interpolation": "bicubic", "crop_pct": 1.0, "fixed_input_size": False}  # fmt: skip
-    return {"architecture": arch, "img_size": size, "num_classes": 0, "num_features": width, "global_pool": "token",
-            "model_args": args, "pretrained_cfg": pretrained}  # fmt: skip
-
-
-def export_timm(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write the teacher backbone as ``out_dir/config.json`` + ``out_dir/model.safetensors`` (timm's layout)."""
-    import json
-
-    from safetensors.torch import save_file
-
-    ckpt = load_file(checkpoint)
-    out_dir = Path(out_dir)
-    if out_dir.is_file():
-        raise InputError(f"{out_dir}: is a file; --format timm writes a folder")
-    config = timm_config(ckpt["config"])
-    meta = {"format": "gapless-timm-export", "iteration": str(ckpt["iteration"]), "source": str(checkpoint)}
-    with atomic_output(out_dir / "model.safetensors") as tmp:
-        save_file(timm_state(teacher_backbone_state(ckpt)), str(tmp), metadata=meta)
-    with atomic_output(out_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps({**config, "gapless": {"iteration": int(ckpt["iteration"])}}, indent=2))
-    return out_dir

@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    import dataclasses
     import os
 
     from gapless.config import load_config
@@ -81,7 +82,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise InputError("--out: the run directory is required to train (only --explain runs without one)")
-    cfg = load_config(PretrainConfig, args.config, [*args.overrides, f"out={args.out}"])
+    # --out is a path as given, never parsed as a value (a folder named 2024 is not a number).
+    cfg = dataclasses.replace(load_config(PretrainConfig, args.config, args.overrides), out=args.out)
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # refuse a held folder before the slow imports
@@ -96,7 +98,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from gapless.console import console
-    from gapless.train.checkpoint import export_backbone, export_timm, load_teacher_backbone
+    from gapless.train.checkpoint import export_backbone, load_teacher_backbone
+    from gapless.train.export import export_timm
 
     if args.format == "timm":
         import json

@@ -74,11 +74,6 @@ def sum_counters(counters: dict[str, int], device: torch.device) -> dict[str, in
     return {k: int(v) for k, v in zip(keys, values.tolist())}
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def all_ok(ok: bool, device: torch.device) -> bool:
     """True on every rank when ``ok`` is true on every rank (a collective)."""
     if not (dist.is_available() and dist.is_initialized()):

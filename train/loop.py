@@ -3,12 +3,14 @@
 Every random draw of iteration ``i`` on rank ``r`` (data, iBOT masks, drop path) is seeded from (seed, r, i), so a
 run resumed from a checkpoint at iteration ``k`` takes exactly the steps an uninterrupted run would have taken.
 
-Before any model is built, rank 0 takes the run folder's lock (:mod:`gapless.train.run_lock`) and checks that the
-folder can take checkpoints (:mod:`gapless.train.run_folder`). A run stops for a stated reason, with a checkpoint
-where one is worth keeping: SIGTERM (:mod:`gapless.train.stopping`), a loader that delivers too many skipped tiles or
-failed reads (:mod:`gapless.train.health`), or a non-finite loss (without saving: the last checkpoint is the good
-one). Every rank learns each of these in a collective, so all ranks stop after the same step; the loader is closed,
-the lock released and the process group left on every way out.
+Before training starts, rank 0 takes the run folder's lock (:mod:`gapless.train.run_lock`) and, once the models are
+built on the host (their size is a checkpoint's), checks that the folder can take checkpoints
+(:mod:`gapless.train.run_folder`), before anything is moved to the device, read or trained. A run stops for a stated
+reason, with a checkpoint where one is worth keeping: SIGTERM (:mod:`gapless.train.stopping`), a loader that delivers
+too many skipped tiles or failed reads (:mod:`gapless.train.health`), or a non-finite loss (without saving: the last
+checkpoint is the good one). Every rank learns each of these in a collective, so all ranks stop after the same step;
+the loader is closed, the lock released and the process group left on every way out, and the run's own reason is
+the one reported (a loader whose workers died of the same signal neither ends the run early nor hides it).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from gapless.train.run_folder import MetricsLog, check_writable
 from gapless.train.run_lock import RunLock
 from gapless.train.schedules import Schedules, build_schedules
 from gapless.train.ssl import DINOv2Objective, SSLModel, build_models, compile_blocks, update_teacher
-from gapless.train.stopping import StopRequests, TrainingStopped
+from gapless.train.stopping import StopRequests, TrainingStopped, closing, stopped_while_starting
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -83,12 +85,10 @@ def train(
     env = init_distributed(cfg.device)
     run_dir, lock = Path(run_dir), RunLock(run_dir)
     try:
-        with StopRequests() as stop:
+        with StopRequests() as stop, closing(loader), stopped_while_starting(stop, run_dir):
             on_main(env, lock.acquire, "lock the run folder")
             return _train(cfg, run_dir, env, stop, resume, max_steps, loader)
     finally:
-        if loader is not None:
-            loader.close()
         lock.release()
         cleanup()
 
@@ -126,12 +126,10 @@ def _train(
     a, o = cfg.data.augment, cfg.optim
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher is never broadcast)
     student, teacher = build_models(cfg)
+    size = ckpt_io.checkpoint_bytes(student, teacher)
+    on_main(env, lambda: check_writable(run_dir, size, cfg.checkpoint.keep), "write in the run folder")
     objective = DINOv2Objective(cfg.loss, cfg.model.head_prototypes, a.global_crops, a.local_crops)
     student, teacher, objective = student.to(env.device), teacher.to(env.device), objective.to(env.device)
-    # A checkpoint holds the student, its two AdamW moments and the teacher.
-    weights = sum(p.numel() * p.element_size() for p in student.parameters())
-    checkpoint_bytes = 3 * weights + sum(p.numel() * p.element_size() for p in teacher.parameters())
-    on_main(env, lambda: check_writable(run_dir, checkpoint_bytes, cfg.checkpoint.keep), "write in the run folder")
     optimizer = build_optimizer(
         student, student.backbone.depth, o.layerwise_decay, o.patch_embed_lr_mult, o.betas, fused=o.fused
     )
@@ -157,10 +155,8 @@ def _train(
     trainee = Trainee(student, teacher, objective, optimizer, scaler, model, env.world_size)
     end = min(cfg.total_iterations, start + max_steps) if max_steps else cfg.total_iterations
     loader = loader if loader is not None else build_loader(cfg.data, env.rank, env.world_size, start)
-    try:
+    with closing(loader):
         return _steps(cfg, run_dir, env, stop, (start, end), loader, trainee, build_schedules(cfg, env.world_size))
-    finally:
-        loader.close()
 
 
 def _steps(
@@ -284,10 +280,16 @@ def _steps(
     except BaseException:
         # A signal can also end a run through its loader (workers that got the same signal): rank 0 keeps the last
         # completed step, whole whenever the failure came between steps (no collective: the other ranks may be gone).
-        if stop.requested and not updating and completed > saved:
-            where = "rank 0 saved a checkpoint"
-            if env.is_main:
-                where = f"saved {ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)}"
+        # With nothing done since the last checkpoint (the first step after a resume, or one just after a checkpoint)
+        # there is nothing to save: the run names the checkpoint it continues from.
+        if stop.requested and not updating:
+            if completed > saved:
+                where = "rank 0 saved a checkpoint"
+                if env.is_main:
+                    where = f"saved {ckpt_io.save_checkpoint(run_dir, t.state(config, completed), cfg.checkpoint.keep)}"
+            else:
+                kept = ckpt_io.latest_checkpoint(run_dir)
+                where = f"nothing new to save, the last checkpoint is {kept}" if kept else "no checkpoint yet"
             raise TrainingStopped(
                 f"stopped by {stop.signal} after iteration {completed} (its loader's workers got the signal too): "
                 f"{where}; rerun the same command to continue"

@@ -1,8 +1,9 @@
 """The run folder before and during training: checked writable and roomy first, and its metrics log.
 
-:func:`check_writable` runs before any model is built: an unwritable ``--out`` (no permission, a read-only file
-system, a path through a file) or one without room for a single checkpoint is a one-line error naming the folder,
-not a failure after hours of training.
+:func:`check_writable` runs before training starts (once the models are built on the host, which gives a checkpoint's
+size, and before anything is read or trained): an unwritable ``--out`` (no permission, a read-only file system, a
+path through a file) or one without room for a single checkpoint is a one-line error naming the folder, not a
+failure after hours of training.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ complete or not at all (written under a temporary name, then hard-linked into pl
 exists). A second run refuses with the holder's name. A lock is stale when its holder is gone: on the same host, no
 process with that id and start time runs any more (a run killed with ``kill -9`` or by the out-of-memory killer);
 on another host (a shared folder), its heartbeat, the file's modification time renewed every ``HEARTBEAT_S`` by a
-background thread, is older than ``STALE_AFTER_S``. A stale lock is moved aside and replaced, with a warning.
+background thread, is older than ``STALE_AFTER_S``. A renewal that fails is retried at the next beat. A stale lock
+is moved aside and replaced, with a warning.
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def describe(holder: dict[str, Any] | None, age_s: float) -> str:
 class RunLock:
     """``with RunLock(run_dir):`` holds the run folder's lock for the block; :meth:`acquire` raises if it is held."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.token = uuid.uuid4().hex
+        self.heartbeat_s = heartbeat_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,11 +170,24 @@ class RunLock:
         aside.unlink(missing_ok=True)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        """Renew the lock's modification time every ``heartbeat_s`` until released. A renewal that fails (a shared
+        folder gone for a moment, the lock moved) is a warning and the next one is tried; the heartbeat ends early only
+        when the lock holds another run's token (that run took the folder over: its lock is not ours to renew)."""
+        failing = False
+        while not self._stop.wait(self.heartbeat_s):
             try:
+                if json.loads(self.path.read_text()).get("token") != self.token:
+                    message = escape(f"{self.path}: another run took over this run's lock; it is no longer renewed")
+                    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+                    return
                 os.utime(self.path)
-            except OSError:
-                return
+                failing = False
+            except (OSError, ValueError, AttributeError) as exc:
+                if not failing:
+                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+                    message = escape(f"{self.path}: cannot renew the lock's heartbeat ({reason}); trying again")
+                    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+                failing = True
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock if it is still this run's."""

@@ -20,6 +20,7 @@ from gapless.errors import InputError
 from gapless.eval.models.backbone import IMAGENET, Backbone, normalisation
 from gapless.eval.models.dinov2 import from_checkpoint, teacher_backbone
 from gapless.eval.models.timm_models import file_identity, from_arch, from_folder, from_hub
+from gapless.io import load_tensors
 
 KINDS = (
     "a gapless checkpoint, timm:ARCH with --weights FILE, a folder with config.json and NAME.safetensors, "
@@ -50,7 +51,7 @@ def load_model(
         return from_folder(path, kwargs, mean_std)
     if not path.is_file():
         raise InputError(f"{spec}: no such model file or folder (a model is {KINDS})")
-    obj = read_checkpoint(path)
+    obj = load_tensors(path, "not a gapless checkpoint")
     from gapless.train.checkpoint import BACKBONE_FORMAT, CHECKPOINT_FORMAT
 
     if isinstance(obj, dict) and obj.get("format") in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
@@ -62,16 +63,6 @@ def load_model(
         f"{path}: not a gapless checkpoint nor a DINOv2 teacher checkpoint (a plain state dict loads with "
         "timm:ARCH --weights FILE)"
     )
-
-
-def read_checkpoint(path: Path) -> Any:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or holding objects weights_only refuses
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(f"{path}: not a gapless checkpoint ({reason})") from exc
 
 
 def from_gapless(path: Path, ckpt: dict[str, Any], mean_std: tuple | None) -> Backbone:
@@ -97,9 +88,12 @@ def model_key(spec: str, weights: str | Path | None, kwargs: dict[str, Any] | No
     """What determines a model's features, found without loading it: names, files' sizes and times, arguments."""
     files = [Path(spec)] if Path(spec).is_file() else sorted(Path(spec).iterdir()) if Path(spec).is_dir() else []
     files += [Path(weights)] if weights else []
-    return {
+    key = {
         "spec": spec,
         "files": [file_identity(p) for p in files if p.is_file()],
         "kwargs": repr(sorted((kwargs or {}).items())),
         "mean_std": repr(mean_std),
     }
+    if spec.startswith("timm:") and mean_std is None:
+        key["default_normalisation"] = "imagenet"  # not timm's config of ARCH (features cached before are stale)
+    return key

@@ -6,8 +6,9 @@ A value naming a layer (``mlp_layer=SwiGLUPacked``, ``act_layer=SiLU``) is looke
 
 A released-model folder (the paper's layout, and what ``gapless export --format timm`` writes) holds ``config.json``
 (``architecture``; optionally ``img_size``, timm's ``model_args`` and ``pretrained_cfg``, or ``mean``/``std``) beside
-``NAME.safetensors``. Normalisation comes from timm's pretrained config of the architecture, from ``config.json``, or
-(for a folder whose ``config.json`` names none) ImageNet statistics, as the paper's evaluation used.
+``NAME.safetensors``. Normalisation comes from ``--mean/--std``, else from ``config.json`` or the hub's config, else
+ImageNet statistics, as the paper's evaluation used (for ``timm:ARCH --weights`` too: timm's pretrained config of the
+architecture describes timm's weights, not the file given).
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def from_arch(arch: str, weights: str | Path, kwargs: dict[str, Any], mean_std: 
     model = create(arch, kwargs, name)
     state, nested = read_state_dict(weights)
     aside = load_strict(model, state, weights, name)
-    source = "--mean/--std" if mean_std else ""
+    # timm's pretrained config of ARCH describes timm's own weights, not these: ImageNet unless --mean/--std say.
+    source = "--mean/--std" if mean_std else f"ImageNet statistics (--weights of {name}; no --mean/--std given)"
+    mean_std = mean_std or IMAGENET
     identity = {"arch": arch, "weights": file_identity(weights), "kwargs": repr(sorted(kwargs.items()))}
     notes = [f"set aside from the weights: {', '.join(aside[:6])}{' ...' if len(aside) > 6 else ''}"] if aside else []
     notes += [f"state dict nested under '{nested}'"] if nested else []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gapless.errors import InputError
+from gapless.io import load_tensors
 
 SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PREFERRED_KEYS = ("teacher", "model", "state_dict", "model_state_dict", "module", "backbone")
@@ -25,24 +26,12 @@ SHOWN = 3  # offending keys named in an error
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, Any], str]:
     """(the state dict in ``path``, the key it was nested under or "")."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
     if path.suffix.lower() not in SUFFIXES:
         raise InputError(f"{path}: weights must be one of {', '.join(SUFFIXES)}")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not the format its name says, or objects weights_only refuses
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise InputError(f"{path}: cannot read weights ({reason})") from exc
-    return unnest(obj, path)
+    return unnest(load_tensors(path, "cannot read weights"), path)
 
 
 def is_tensor_dict(obj: Any) -> bool:

@@ -20,10 +20,11 @@ import numpy as np
 
 from gapless.errors import InputError
 from gapless.eval.folds import assign_folds
-from gapless.eval.sets.file import SetWriter
+from gapless.eval.sets.file import SetWriter, is_set_file
 from gapless.eval.sets.regions import BuildStats, Region, region_images
 from gapless.eval.sets.slide_regions import slide_regions
 from gapless.eval.sets.tiles import RESAMPLINGS, multiscale_tiles
+from gapless.io import replaceable_file
 from gapless.pipeline.sampling.magnifications import EVAL_MPPS
 from gapless.pipeline.slides.inputs import read_labels
 
@@ -42,12 +43,14 @@ def build_set(
     progress=None,
     resampling: str = "paper",
 ) -> tuple[Path, BuildStats]:
-    """Write the set; returns its path and the counts of regions written and items skipped (by reason).
+    """Write the set; returns its path and the counts of regions written and items skipped (by reason). An ``out``
+    that is one of the inputs, the labels or an existing file other than a set is refused before any work.
 
     ``resampling`` names the filter that shrinks the crops (:data:`gapless.eval.sets.tiles.RESAMPLINGS`).
     """
     if resampling not in RESAMPLINGS:
         raise InputError(f"--resampling: '{resampling}' is not one of {', '.join(RESAMPLINGS)}")
+    check_output(out, inputs, labels_csv)
     mpps = sorted(mpps or EVAL_MPPS)
     stats = BuildStats()
     sources: list[Iterator[Region]] = []
@@ -78,8 +81,7 @@ def build_set(
                 progress,
             )
         )
-    writer = SetWriter(out, mpps, tile_px, resampling)
-    try:
+    with SetWriter(out, mpps, tile_px, resampling) as writer:
         for source in sources:
             for region in source:
                 writer.add(
@@ -102,7 +104,13 @@ def build_set(
             folds = assign_folds(codes, np.array(patients), n_folds, seed)
         except ValueError as exc:
             raise InputError(f"{out}: cannot split {len(set(patients))} patients into folds: {exc}") from exc
-        return writer.close(folds, classes, n_folds, seed), stats
-    except BaseException:
-        writer.abort()
-        raise
+        writer.finish(folds, classes, n_folds, seed)
+    return Path(out), stats
+
+
+def check_output(out: str | Path, inputs: list[str], labels_csv: str | None) -> Path:
+    """``out`` as the set file to write: not a folder, not one of the inputs, not an existing file other than a set
+    (a set is replaced); refused before any work (:func:`gapless.io.replaceable_file`)."""
+    read = [("an input", item) for item in inputs] + [("the --labels file", labels_csv)]
+    read += [("an input's regions.csv", Path(item) / "regions.csv") for item in inputs if Path(item).is_dir()]
+    return replaceable_file(out, read, "an evaluation set", is_set_file)

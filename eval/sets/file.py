@@ -13,12 +13,14 @@ Layout of ``set.h5``::
     base_mpp      float [N]     mpp of the pixels the tiles were made from
 
 Row ``i`` is the same region at every mpp. Files are written under a temporary name and renamed when complete.
+:func:`is_set_file` tells a set from any other file: `gapless eval-set` replaces a set, nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import h5py
 import numpy as np
 
 from gapless.errors import InputError
+from gapless.io import atomic_output
 from gapless.pipeline.sampling.magnifications import mpp_key
 
 SET_FORMAT = "gapless-eval-set"
@@ -34,25 +37,39 @@ SET_VERSION = 1
 
 
 class SetWriter:
-    """Appends regions (one tile per mpp) to a new set file; :meth:`close` adds labels, folds, and renames it."""
+    """``with SetWriter(path, mpps) as writer:`` appends regions (one tile per mpp) with :meth:`add`; :meth:`finish`
+    adds labels and folds. The file is written under a temporary name and renamed when the block ends without error
+    (:func:`gapless.io.atomic_output`): an error leaves no file and any earlier one as it was."""
 
     def __init__(self, path: str | Path, mpps: list[float], tile_px: int = 224, resampling: str = "paper") -> None:
         self.path = Path(path)
         self.resampling = resampling
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.mpps = list(mpps)
         self.tile_px = tile_px
-        self.file = h5py.File(self.tmp, "w")
-        shape = (0, tile_px, tile_px, 3)
-        chunk = (1, tile_px, tile_px, 3)
-        self.tiles = [
-            self.file.create_dataset(
-                f"tiles/{mpp_key(m)}", shape, np.uint8, maxshape=(None, *shape[1:]), chunks=chunk, compression="gzip"
-            )
-            for m in self.mpps
-        ]
         self.rows: list[tuple[str, str, str, float, float, float]] = []
+        self._stack = ExitStack()
+
+    def __enter__(self) -> SetWriter:
+        with self._stack as stack:
+            tmp = stack.enter_context(atomic_output(self.path))
+            self.file = stack.enter_context(h5py.File(tmp, "w"))
+            shape, chunk = (0, self.tile_px, self.tile_px, 3), (1, self.tile_px, self.tile_px, 3)
+            self.tiles = [
+                self.file.create_dataset(
+                    f"tiles/{mpp_key(m)}",
+                    shape,
+                    np.uint8,
+                    maxshape=(None, *shape[1:]),
+                    chunks=chunk,
+                    compression="gzip",
+                )  # fmt: skip
+                for m in self.mpps
+            ]
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> bool | None:
+        return self._stack.__exit__(*exc)  # closes the file, then renames it (or removes it after an error)
 
     def add(self, tiles: list[np.ndarray], slide: str, patient: str, label: str, centre, base_mpp: float) -> None:
         n = len(self.rows)
@@ -61,7 +78,8 @@ class SetWriter:
             dataset[n] = tile
         self.rows.append((slide, patient, label, float(centre[0]), float(centre[1]), float(base_mpp)))
 
-    def close(self, folds: np.ndarray, classes: list[str], n_folds: int, seed: int) -> Path:
+    def finish(self, folds: np.ndarray, classes: list[str], n_folds: int, seed: int) -> None:
+        """Write the labels, folds and attributes of the regions added."""
         slides, patients, label_names, cx, cy, base = zip(*self.rows)
         index = {c: i for i, c in enumerate(classes)}
         f = self.file
@@ -82,13 +100,15 @@ class SetWriter:
         f["folds"] = np.asarray(folds, dtype=np.int64)
         f["centres"] = np.stack([cx, cy], axis=1).astype(np.float64)
         f["base_mpp"] = np.asarray(base, dtype=np.float64)
-        f.close()
-        self.tmp.replace(self.path)
-        return self.path
 
-    def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+
+def is_set_file(path: str | Path) -> bool:
+    """Whether ``path`` is an evaluation set (a file `gapless eval-set` wrote)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") in (SET_FORMAT, *LEGACY_FORMATS)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -120,7 +140,7 @@ class EvalSet:
             raise InputError(f"{path}: not an HDF5 file ({exc})") from exc
         with f:
             if f.attrs.get("format") not in (SET_FORMAT, *LEGACY_FORMATS):
-                raise InputError(f"{path}: not a evaluation set (make one with `gapless eval-set`)")
+                raise InputError(f"{path}: not an evaluation set (make one with `gapless eval-set`)")
             for name in ("labels", "folds", "patients", "slides"):
                 if name not in f:
                     raise InputError(f"{path}: the set has no '{name}' (it cannot be evaluated; rebuild it)")

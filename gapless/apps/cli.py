@@ -12,13 +12,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the end-to-end demo on built-in synthetic data",
-        description="Synthetic slides -> index -> short DINOv2 pretraining with continuous sampling through DALI -> "
-        "multi-scale evaluation set -> per-mpp RankMe, k-NN and linear probes; tables, plots, JSON, SUMMARY.md.",
+        description="Synthetic slides -> index -> short DINOv2 pretraining with continuous sampling (DALI on a GPU, "
+        "the DataLoader on a CPU) -> multi-scale evaluation set -> per-mpp RankMe, k-NN and linear probes; tables, "
+        "plots, JSON, SUMMARY.md.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu", help="the shipped config demo_<preset>.yaml")
     p.add_argument("--config", type=Path, help="a demo YAML instead of the preset's")
-    p.add_argument("--fresh", action="store_true", help="delete this demo's earlier outputs in --out and start again")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete this demo's earlier outputs in --out and start again (a folder of another command is refused)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. pretrain.data.sampling.strategy=minmax")
     p.set_defaults(func=_demo)
 
@@ -37,7 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated training seeds, e.g. 0,1,2 (default: the config's)")
     p.add_argument("--gpus", type=int, default=None,
                    help="GPUs (torchrun processes) per training run (default: every visible GPU)")  # fmt: skip
-    p.add_argument("--fresh", action="store_true", help="delete this command's earlier outputs in --out first")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete this command's earlier outputs in --out first (a folder of another command or budget is refused)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. pretrain.epochs=4 slides.count=21")
     p.set_defaults(func=_reproduce)
 

@@ -2,10 +2,11 @@
 
 Stages, each timed and each skipped when a previous run of the same configuration in ``--out`` finished it
 (:class:`~gapless.apps.experiment.Stages`): the sampling analysis; synthetic slides and their index; a short DINOv2
-pretraining with continuous sampling through the DALI pipeline (CPU operators without a GPU); the teacher's export;
-the multi-scale evaluation set; features, RankMe, k-NN and linear probes per mpp under the paper's protocol, for
-the trained teacher and for the untrained network as a control. Everything lands in ``--out`` (default ``runs/demo``): ``SUMMARY.md``,
-``demo.json``, ``eval/`` (``report.json`` and plots), the run and the slides.
+pretraining with continuous sampling through the loader ``data.loader`` names (``auto``: DALI with a GPU, the
+DataLoader without one); the teacher's export; the multi-scale evaluation set; features, RankMe, k-NN and linear
+probes per mpp under the paper's protocol, for the trained teacher and for the untrained network as a control.
+Everything lands in ``--out`` (default ``runs/demo``): ``SUMMARY.md``, ``demo.json``, ``eval/`` (``report.json`` and
+plots), the run and the slides.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gapless.apps.experiment import (
     make_slides,
     markdown_table,
     pretrain,
+    protocol_words,
     untrained_backbone,
 )
 from gapless.config import resolve_config_path
@@ -57,16 +59,6 @@ def per_mpp_rows(run: dict) -> tuple[list[str], list[list[str]]]:
         ba = result["summary"]["balanced_accuracy"]
         rows.append([f"{probe} balanced accuracy", *(f"{ba[m]['mean']:.3f} ± {ba[m]['std']:.3f}" for m in mpps)])
     return mpps, rows
-
-
-def protocol_words(protocol: dict) -> str:
-    """How the report's splits were made, in words."""
-    if protocol["split"] == "nested":
-        how = f"{protocol['nested_folds']} outer folds of the paper's nested patient split"
-    else:
-        how = "the set's patient-disjoint folds"
-    refit = "refitted on train + validation" if protocol["refit"] else "fitted on train only"
-    return f"{how} (protocol {protocol['protocol']}; final probes {refit})"
 
 
 def demo_markdown(cfg: ExperimentConfig, result: dict, out: Path) -> str:

@@ -4,7 +4,8 @@ An experiment is synthetic slides -> pretraining -> an evaluation set -> evaluat
 :class:`ExperimentConfig` (``pretrain.data.index`` is set by the slides stage itself). :class:`Stages` runs named,
 timed stages in an output folder with a manifest, so a rerun of the same configuration skips what is done and a
 run of another configuration is refused; ``fresh`` deletes the experiment's own outputs (:data:`OUTPUTS`, nothing
-else) first.
+else) first. A folder of another kind of experiment (a demo's, a reproduction at another budget) is refused whatever
+``fresh`` says.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def load_experiment(path: str | Path, overrides: list[str]) -> ExperimentConfig:
 
 
 class Stages:
-    """Timed stages with a manifest in ``out``: a rerun of the same config skips what is done, any other refuses."""
+    """Timed stages with a manifest in ``out``: a rerun of the same kind and config skips what is done; another config
+    of the same kind is refused unless ``fresh``; another kind is always refused."""
 
     def __init__(self, out: Path, cfg: Any, fresh: bool, kind: str) -> None:
         from gapless.config import save_config
@@ -77,18 +79,20 @@ class Stages:
         manifest = json.loads(self.path.read_text()) if self.path.is_file() else None
         if manifest is None and out.is_dir() and any(out.iterdir()):
             raise InputError(f"{out}: exists, is not empty and holds no {kind} manifest; choose another --out")
+        if manifest and manifest.get("kind") != kind:  # another experiment's outputs: never deleted, never reused
+            raise InputError(f"{out}: holds a {manifest.get('kind')} run, not a {kind} run; choose another --out")
         if manifest and fresh:
-            for name in OUTPUTS:  # only what this command writes; anything else in the folder stays
+            for name in OUTPUTS:  # only what an experiment writes; anything else in the folder stays
                 target = out / name
                 if target.is_dir():
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
             manifest = None
-        if manifest and (manifest.get("kind") != kind or manifest.get("config") != digest):
+        if manifest and manifest.get("config") != digest:
             raise InputError(
-                f"{out}: holds a {manifest.get('kind')} run of another configuration; rerun with --fresh to start it "
-                "again (deletes only the run's own outputs), or choose another --out"
+                f"{out}: holds a {kind} run of another configuration; rerun with --fresh to start it again (deletes "
+                "only the run's own outputs), or choose another --out"
             )
         self.manifest = manifest or {"kind": kind, "config": digest, "done": {}}
         output_folder(out)
@@ -202,3 +206,13 @@ def make_evalset(cfg: ExperimentConfig, index: Path, out: Path) -> None:
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def protocol_words(protocol: dict) -> str:
+    """How the report's splits were made, in words."""
+    if protocol["split"] == "nested":
+        how = f"{protocol['nested_folds']} outer folds of the paper's nested patient split"
+    else:
+        how = "the set's patient-disjoint folds"
+    refit = "refitted on train + validation" if protocol["refit"] else "fitted on train only"
+    return f"{how} (protocol {protocol['protocol']}; final probes {refit})"

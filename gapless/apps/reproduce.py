@@ -23,8 +23,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-
 from gapless.apps import experiment as xp
 from gapless.apps.reproduce_report import (
     INTERMEDIATE,
@@ -104,6 +102,7 @@ def visible_gpus() -> int:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
+    from gapless.eval.config import protocol_settings
     from gapless.eval.evaluate import evaluate_features
     from gapless.eval.features import FeatureFile, featurise_checkpoint
     from gapless.eval.report import plot_gaps, plot_series, print_tables
@@ -169,7 +168,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
         "estimate": estimate,
         "regions": len(evalset),
         "chance": 1.0 / len(evalset.classes),
-        "folds": int(len(np.unique(evalset.folds))),
+        "mpps": len(evalset.mpps),
+        "protocol": protocol_settings(cfg.eval),
         "verdict": {p: v["main"] for p, v in judged.items()},
         "verdict_per_seed": {p: v["per_seed"] for p, v in judged.items()},
         "balanced_accuracy": {
@@ -202,9 +202,9 @@ def summary_markdown(cfg, result: dict) -> str:
         f"{p.total_iterations} iterations of {p.data.batch_size} tiles per process at {p.data.tile_px} px through "
         f"the `{p.data.loader}` loader, {max(result['gpus'], 1)} process(es) per run; {cfg.slides.count} synthetic "
         f"slides of {cfg.slides.size_mm[0]:g} x {cfg.slides.size_mm[1]:g} mm (regular vs atypia differ in nuclei "
-        f"only, lobular in architecture only); {result['regions']} regions at 7 mpps; probes trained on "
-        f"{', '.join(f'{m:g}' for m in cfg.eval.train_mpps)} mpp, tested at every mpp over {result['folds']} "
-        f"patient-disjoint folds. Strategies: {', '.join(result['strategies'])}; seeds: "
+        f"only, lobular in architecture only); {result['regions']} regions at {result['mpps']} mpps; probes trained "
+        f"on {', '.join(f'{m:g}' for m in cfg.eval.train_mpps)} mpp, tested at every mpp over "
+        f"{xp.protocol_words(result['protocol'])}. Strategies: {', '.join(result['strategies'])}; seeds: "
         f"{', '.join(map(str, seeds))}"
         + (f"; fixed = {p.data.sampling.fixed_mpp:g} mpp" if "fixed" in result["strategies"] else "")
         + ".",  # fmt: skip
