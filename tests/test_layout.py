@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,11 +92,11 @@ def test_imports_follow_the_layers() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("shadow", ["train", "eval", "pipeline", "benchmarks", "configs"])
-def test_a_users_scripts_do_not_shadow_gapless(tmp_path: Path, shadow: str) -> None:
-    (tmp_path / f"{shadow}.py").write_text("raise SystemExit('the user script was imported instead of gapless')\n")
-    (tmp_path / shadow).mkdir()
-    (tmp_path / shadow / "__init__.py").write_text("raise SystemExit('the user package was imported')\n")
+def test_a_users_scripts_do_not_shadow_gapless(tmp_path: Path) -> None:
+    for shadow in ("train", "eval", "pipeline", "benchmarks", "configs"):  # a user's folder holding all of them
+        (tmp_path / f"{shadow}.py").write_text("raise SystemExit('the user script was imported instead of gapless')\n")
+        (tmp_path / shadow).mkdir()
+        (tmp_path / shadow / "__init__.py").write_text("raise SystemExit('the user package was imported')\n")
     code = "import gapless.cli, gapless.train.loop, gapless.eval.evaluate, gapless.pipeline.loader; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
