@@ -4,9 +4,9 @@ The slides here are Aperio-like SVS files as scanners write them: abbreviated JP
 the JPEGTables tag, tiles encoded as RGB (PhotometricInterpretation RGB, no Adobe marker, component ids 1, 2, 3:
 libjpeg alone would take them for YCbCr) or as YCbCr, level sizes that are no multiple of the tile (edge tiles)
 nor of each other (downsamples that are not whole numbers). cuCIM, OpenSlide, tifffile's own decoder and gapless's
-tifffile reader must return the same pixels, exactly, at every level (OpenSlide for whole levels: where a level
-pixel starts between level-0 pixels it interpolates); the tile source must make the same tile whichever reader
-opened the slide.
+tifffile reader (and the batched reader of the GPU path, on its CPU backend) must return the same pixels, exactly,
+at every level (OpenSlide for whole levels: where a level pixel starts between level-0 pixels it interpolates); the
+tile source must make the same tile whichever reader opened the slide.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from gapless.errors import SlideError
 from gapless.pipeline.sampling import SamplingConfig, build_distribution
 from gapless.pipeline.slides import SlideCache, open_slide
 from gapless.pipeline.slides.formats import detect_format
+from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader
 from gapless.pipeline.slides.tissue import tissue_mask_for_slide
 from gapless.pipeline.source import SlideEntry, TileSource
 from gapless.pipeline.synth.render import SlideSpec
@@ -104,6 +105,14 @@ def test_every_reader_returns_the_same_pixels_of_shared_table_tiles(aperio, kind
                     continue
                 edge = slide.read_region((round((level.width - 50) * level.downsample), 0), level.index, (50, 40))
                 np.testing.assert_array_equal(edge, expected[:40, -50:], err_msg=f"{reader} edge {level}")
+            levels = slide.levels
+    # The batched reader (the CPU twin of the GPU one) decodes the same streams in one call.
+    batched = TiledJpegReader("cpu")
+    requests = [RegionRequest(str(path), (0, 0), lv.index, (lv.width, lv.height), lv.downsample, (lv.width, lv.height))
+                for lv in levels]  # fmt: skip
+    for region, expected in zip(batched.read(requests), reference):
+        np.testing.assert_array_equal(np.asarray(region), expected)
+    batched.close()
 
 
 def test_host_reads_pick_the_strict_reader_and_gpu_reads_cucim(aperio, tmp_path) -> None:
