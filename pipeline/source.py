@@ -38,6 +38,7 @@ from gapless.pipeline.augparams import ParamSampler
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.resize import resize_square
 from gapless.pipeline.slides import Level, RegionPlan, SlideCache, SlideIndex, TissueMask, plan_region
+from gapless.pipeline.slides.planning import level_origin
 from gapless.pipeline.slides.slide import RegionOutsideError
 from gapless.seeding import generator
 from gapless.workers import ParentBound
@@ -214,11 +215,14 @@ class TileSource(ParentBound):
         return entry.tissue if entry.tissue is not None else self.index.tissue_mask(entry.row)
 
     def read_spec(self, spec: TileSpec, device: str = "cpu") -> Any:
-        """Read the planned region (raises on failure)."""
+        """Read the planned region (raises on failure), decoded on ``device``: the slide is opened with the reader
+        for it (:meth:`SlideCache.get`), and read from the level pixel the plan was made at (the index's levels),
+        so the tile is the same whichever reader opened the slide."""
         entry = self.slides[spec.slide]
-        slide = self.cache.get(entry.path, mpp=entry.mpp)
+        slide = self.cache.get(entry.path, mpp=entry.mpp, device=device)
         size = (spec.plan.read_size, spec.plan.read_size)
-        region = slide.read_region(location=spec.plan.location, level=spec.plan.level, size=size, device=device)
+        origin = level_origin(spec.plan.location, entry.levels[spec.plan.level].downsample)
+        region = slide.read_pixels(origin, spec.plan.level, size, device=device)
         if tuple(region.shape) != (size[1], size[0], 3):
             raise OSError(f"{entry.path}: region of shape {tuple(region.shape)}, expected {size[1]}x{size[0]}x3")
         return region

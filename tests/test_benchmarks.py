@@ -312,6 +312,18 @@ def test_reads_script_runs_to_the_end(capsys: pytest.CaptureFixture[str]) -> Non
     assert rows == [[pyramid, backend] for pyramid in ("4x", "2x") for backend in backends]
 
 
+def test_tile_check_script_prints_every_reader_and_the_one_host_reads_get(capsys: pytest.CaptureFixture[str]) -> None:
+    """``reads --tile-check``: a row per reader and mpp, warm and cold, and the reader auto picks for a host read of
+    a JPEG SVS (the strict tifffile reader)."""
+    from gapless.benchmarks import reads
+
+    reads.main(["--tile-check", "--size-mm", "0.5", "--reads", "3"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:]]
+    names = ["cucim", "openslide", "tifffile", "auto (tifffile)"]
+    assert [" ".join(row[:-8]) for row in rows] == [name for name in names for _ in range(3)]
+    assert all(float(value.rstrip("%")) == float(value.rstrip("%")) for row in rows for value in row[-8:])
+
+
 def test_stage_breakdown_opens_only_the_slides_its_tiles_read(synthetic_slides) -> None:
     """With an index of many slides, the stage table opens the few its tiles come from, not every slide."""
     from gapless.benchmarks.stages import _StageRun

@@ -27,10 +27,10 @@ from gapless.pipeline.synth.writer import write_slide
 MPP = 0.2527  # not a round number: each format must carry it exactly
 SPEC = SlideSpec(400.0, 300.0, MPP, "regular", seed=7)
 NAMES = {"tiff": "g.tiff", "svs": "a.svs", "philips": "p.tiff", "ome-tiff": "o.ome.tiff", "dicom": "d"}
-READERS = {  # format: (format name, the readers that must read it, the one auto picks)
-    "tiff": ("generic-tiff", ("cucim", "openslide", "tifffile"), "cucim"),
-    "svs": ("aperio-svs", ("cucim", "openslide", "tifffile"), "cucim"),
-    "philips": ("philips-tiff", ("cucim", "openslide", "tifffile"), "cucim"),
+READERS = {  # format: (format name, the readers that must read it, the one auto picks for host reads)
+    "tiff": ("generic-tiff", ("cucim", "openslide", "tifffile"), "tifffile"),
+    "svs": ("aperio-svs", ("cucim", "openslide", "tifffile"), "tifffile"),
+    "philips": ("philips-tiff", ("cucim", "openslide", "tifffile"), "tifffile"),
     "ome-tiff": ("ome-tiff", ("tifffile",), "tifffile"),
     "dicom": ("dicom", ("wsidicom", "openslide"), "wsidicom"),
 }

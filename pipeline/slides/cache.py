@@ -2,7 +2,9 @@
 
 Native handles (cuCIM's ``CuImage``, OpenSlide) cannot be pickled, and opening thousands of slides without closing
 them grows memory without bound. The cache opens slides lazily on first use, closes the least recently used one
-beyond ``max_open``, and pickles as an empty cache: each worker process fills its own.
+beyond ``max_open``, and pickles as an empty cache: each worker process fills its own. A slide is opened for the
+device its regions are decoded on (``get(..., device=)``, :func:`~gapless.pipeline.slides.slide.open_slide`): the
+host reads of a JPEG pyramid go to the reader that decodes each tile once, GPU reads to cuCIM.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ class SlideCache:
             raise ValueError(f"max_open must be >= 1, got {max_open}")
         self.max_open = max_open
         self.backend = backend
-        self._open: OrderedDict[tuple[str, float | None], Slide] = OrderedDict()
+        self._open: OrderedDict[tuple[str, float | None, str], Slide] = OrderedDict()
         self.opened = 0  # total opens, for tests and statistics
 
-    def get(self, path: str | Path, mpp: float | None = None) -> Slide:
-        key = (str(path), mpp)
+    def get(self, path: str | Path, mpp: float | None = None, device: str = "cpu") -> Slide:
+        """The open slide at ``path`` for regions decoded on ``device`` ("cpu" or "cuda")."""
+        key = (str(path), mpp, device)
         slide = self._open.get(key)
         if slide is not None:
             self._open.move_to_end(key)
             return slide
-        slide = open_slide(path, mpp=mpp, backend=self.backend)
+        slide = open_slide(path, mpp=mpp, backend=self.backend, device=device)
         self.opened += 1
         self._open[key] = slide
         while len(self._open) > self.max_open:

@@ -35,11 +35,25 @@ def set_tile_check(enabled: bool) -> None:
     os.environ[ENV_SWITCH] = "1" if enabled else "0"
 
 
-def complete_stream(data: bytes, tables: bytes | None) -> bytes:
+# An Adobe APP14 segment with transform 0: "the three components are R, G, B, not YCbCr" for libjpeg.
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+_JFIF = b"\xff\xe0"  # an APP0 (JFIF) segment right after the start of image: the data is YCbCr whatever else
+
+
+def complete_stream(data: bytes, tables: bytes | None, rgb: bool = False) -> bytes:
     """A tile's complete JPEG stream: an abbreviated tile gets the shared tables (the TIFF JPEGTables tag, as SVS
-    files use) spliced in after its start-of-image marker."""
-    if tables and len(tables) > 4 and data.startswith(b"\xff\xd8"):
-        return tables[:-2] + data[2:]
+    files use) spliced in after its start-of-image marker.
+
+    ``rgb``: the page's PhotometricInterpretation is RGB, so its components are R, G, B as stored (libtiff, cuCIM,
+    OpenSlide and tifffile decode them so). A stream that does not say so itself (Aperio's RGB tiles have neither an
+    Adobe marker nor R, G, B component ids) would be taken for YCbCr by libjpeg: it gets an Adobe marker that says
+    so, unless it starts with a JFIF marker (JFIF data is YCbCr; the TIFF readers agree)."""
+    if not data.startswith(b"\xff\xd8"):
+        return data
+    if tables and len(tables) > 4:
+        data = tables[:-2] + data[2:]
+    if rgb and data[2:4] != _JFIF:
+        data = data[:2] + _ADOBE_RGB + data[2:]
     return data
 
 

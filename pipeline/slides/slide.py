@@ -22,6 +22,7 @@ from gapless.pipeline.slides.formats import SlideFormat, detect_format, slide_ta
 from gapless.pipeline.slides.planning import level0_location, level_origin
 
 BACKENDS = ("auto", "cucim", "openslide", "tifffile", "wsidicom")
+DEVICES = ("cpu", "cuda")
 
 
 class RegionOutsideError(ValueError):
@@ -76,19 +77,31 @@ class Slide:
         """
         if not 0 <= level < len(self.levels):
             raise ValueError(f"{self.path}: level {level} does not exist (the slide has {len(self.levels)})")
-        lv = self.levels[level]
         x, y = int(location[0]), int(location[1])
+        if x < 0 or y < 0:
+            raise RegionOutsideError(f"{self.path}: region at level-0 ({x}, {y}) lies outside the slide")
+        return self.read_pixels(level_origin((x, y), self.levels[level].downsample), level, size, device)
+
+    def read_pixels(self, origin: tuple[int, int], level: int, size: tuple[int, int], device: str = "cpu") -> Any:
+        """:meth:`read_region` from level pixel ``origin`` (x, y) of ``level``: the region is then the same
+        whichever reader opened the slide (readers differ in the last bits of a level's downsample: cuCIM keeps it
+        in single precision), so a caller that knows the level pixel it planned (the tile source, from its index's
+        levels) passes it here."""
+        if not 0 <= level < len(self.levels):
+            raise ValueError(f"{self.path}: level {level} does not exist (the slide has {len(self.levels)})")
+        lv = self.levels[level]
+        lx, ly = int(origin[0]), int(origin[1])
         w, h = int(size[0]), int(size[1])
-        lx, ly = level_origin((x, y), lv.downsample)  # the level pixel every reader starts at
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or lx + w > lv.width or ly + h > lv.height:
+        x, y = level0_location((lx, ly), lv.downsample)
+        if w <= 0 or h <= 0 or lx < 0 or ly < 0 or lx + w > lv.width or ly + h > lv.height:
             raise RegionOutsideError(
-                f"{self.path}: region {w}x{h} at level-0 ({x}, {y}) (level pixel ({lx}, {ly})) lies outside level "
+                f"{self.path}: region {w}x{h} at level pixel ({lx}, {ly}) (level-0 ({x}, {y})) lies outside level "
                 f"{level} ({lv.width}x{lv.height})"
             )
         # The reader gets the level-0 location of that level pixel (planning's own for regions it planned): cuCIM
         # divides by the downsample with no tolerance, and from any other location could start a pixel earlier.
         try:
-            return self._backend.read(self.path, level0_location((lx, ly), lv.downsample), level, (w, h), device)
+            return self._backend.read(self.path, (x, y), level, (w, h), device)
         except SlideError:
             raise
         except InputError as exc:
@@ -126,7 +139,7 @@ def _reader(name: str, path: Path, fmt: SlideFormat) -> Any:
     if name == "tifffile":
         from gapless.pipeline.slides.tiled import TifffileBackend
 
-        return TifffileBackend(path)
+        return TifffileBackend(path, fmt.jpeg_levels)
     from gapless.pipeline.slides.dicom import WsidicomBackend
 
     return WsidicomBackend(path)
@@ -146,10 +159,11 @@ def _probe(path: Path, handle: Any, fmt: SlideFormat) -> str | None:
     return None
 
 
-def _open_reader(path: Path, fmt: SlideFormat, backend: str) -> Any:
-    """The first reader of the format's order (or the one asked for) that opens the whole pyramid and decodes it."""
+def _open_reader(path: Path, fmt: SlideFormat, backend: str, device: str) -> Any:
+    """The first reader of the format's order for ``device`` (or the one asked for) that opens the whole pyramid
+    and decodes it."""
     errors = []
-    for name in fmt.readers if backend == "auto" else (backend,):
+    for name in fmt.readers_for(device) if backend == "auto" else (backend,):
         try:
             handle = _reader(name, path, fmt)
         except Exception as exc:
@@ -163,19 +177,22 @@ def _open_reader(path: Path, fmt: SlideFormat, backend: str) -> Any:
     raise SlideError(f"{path}: not a readable whole-slide image ({fmt.name}; {'; '.join(errors)})")
 
 
-def open_slide(path: str | Path, mpp: float | None = None, backend: str = "auto") -> Slide:
+def open_slide(path: str | Path, mpp: float | None = None, backend: str = "auto", device: str = "cpu") -> Slide:
     """Open a slide file or DICOM folder. ``mpp`` overrides the file's metadata; ``backend`` is auto (the format's
-    readers in order, :mod:`gapless.pipeline.slides.formats`) or one of cucim, openslide, tifffile, wsidicom.
-    Raises :class:`SlideError` / :class:`~gapless.errors.MppError` naming the file."""
+    readers in order, :mod:`gapless.pipeline.slides.formats`) or one of cucim, openslide, tifffile, wsidicom;
+    ``device`` says where the slide's regions will be decoded ("cpu", or "cuda" to keep cuCIM's GPU decode first):
+    auto picks its order by it. Raises :class:`SlideError` / :class:`~gapless.errors.MppError` naming the file."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: '{backend}' is not one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise ValueError(f"device: '{device}' is not one of {', '.join(DEVICES)}")
     path = slide_target(Path(path))
     if not path.exists():
         raise SlideError(f"{path}: no such slide file")
     if path.is_file() and path.stat().st_size == 0:
         raise SlideError(f"{path}: the file is empty")
     fmt = detect_format(path)
-    handle = _open_reader(path, fmt, backend)
+    handle = _open_reader(path, fmt, backend, device)
     try:
         if not handle.dimensions or min(min(d) for d in handle.dimensions) <= 0:
             raise SlideError(f"{path}: the image has no pixels")

@@ -3,7 +3,9 @@
 - :func:`tiff_layout`: the tile layout (offsets, byte counts, JPEG tables) of every tiled page, SubIFDs included;
   it raises :class:`~gapless.errors.SlideError` when image data runs past the end of the file (truncation).
 - :func:`tiff_pyramid`: the kind (Aperio SVS, OME-TIFF, Philips, NDPI, generic, ...), the pyramid's pages from
-  largest to smallest, and the texts that hold the mpp (ImageDescription, OME-XML, resolution tags).
+  largest to smallest, and the texts that hold the mpp (ImageDescription, OME-XML, resolution tags); whether every
+  level is JPEG that gapless decodes itself (:func:`gapless_decodes`: the tifffile reader then needs no more than
+  the levels' tile layouts, which :func:`inspect_tiff` reads once).
 
 Readers compare the number of levels they see with the pyramid found here, so a reader that misses a pyramid kept
 in SubIFDs (OME-TIFF) is noticed and the next reader tried.
@@ -11,7 +13,7 @@ in SubIFDs (OME-TIFF) is noticed and the next reader tried.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import numpy as np
 from gapless.errors import SlideError
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+JPEG = 7  # the TIFF Compression value of JPEG ("new-style", tiles with optional shared JPEGTables)
+_RGB, _YCBCR = 2, 6  # PhotometricInterpretation values
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class PageLayout:
     offsets: np.ndarray
     counts: np.ndarray
     jpeg_tables: bytes | None = None  # shared quantisation/Huffman tables (JPEGTables tag), as SVS files use
+    rgb: bool = False  # JPEG tiles of a page whose PhotometricInterpretation is RGB: components stored untransformed
 
     def tiles_touched(self, lx: int, ly: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(columns, rows, tile indices in row-major order) of the tiles a level-pixel box (lx, ly, w, h) touches."""
@@ -70,6 +75,8 @@ class TiffPyramid:
     description: str = ""
     ome_xml: str = ""
     resolution: tuple[float, int] | None = None  # (XResolution in pixels per unit, ResolutionUnit) of level 0
+    jpeg: bool = False  # every level is JPEG-tiled in a way gapless decodes itself (:func:`gapless_decodes`)
+    layouts: list[PageLayout] | None = field(default=None, repr=False)  # per level; set by :func:`inspect_tiff`
 
     @property
     def levels(self) -> int:
@@ -82,9 +89,16 @@ def is_tiff(path: Path) -> bool:
 
 
 def page_layout(page: Any) -> PageLayout:
-    return PageLayout(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength, page.compression == 7,
+    jpeg = page.compression == JPEG
+    return PageLayout(page.imagewidth, page.imagelength, page.tilewidth, page.tilelength, jpeg,
                       np.asarray(page.dataoffsets, np.int64), np.asarray(page.databytecounts, np.int64),
-                      page.jpegtables or None)  # fmt: skip
+                      page.jpegtables or None, jpeg and page.photometric == _RGB)  # fmt: skip
+
+
+def gapless_decodes(page: Any) -> bool:
+    """Whether gapless's own strict JPEG decoding reads ``page``: tiled, JPEG, 8-bit RGB or YCbCr, interleaved."""
+    return (page.is_tiled and page.compression == JPEG and page.photometric in (_RGB, _YCBCR)
+            and page.samplesperpixel == 3 and page.bitspersample == 8 and page.planarconfig == 1)  # fmt: skip
 
 
 def _check_extent(path: Path, page: Any, size: int) -> None:
@@ -118,7 +132,10 @@ def inspect_tiff(path: Path) -> tuple[list[PageLayout], TiffPyramid]:
             pages = _all_pages(tif)
             for page in pages:
                 _check_extent(path, page, size)
-            return [page_layout(page) for page in pages if page.is_tiled], tiff_pyramid(tif)
+            layouts = {id(page): page_layout(page) for page in pages if page.is_tiled}
+            pyramid = tiff_pyramid(tif)
+            levels = [layouts.get(id(page)) or page_layout(page) for page in pyramid.pages]
+            return list(layouts.values()), replace(pyramid, layouts=levels)
     except SlideError:
         raise
     except Exception as exc:
@@ -163,4 +180,5 @@ def tiff_pyramid(tif: Any) -> TiffPyramid:
         num, den = x_res.value if isinstance(x_res.value, tuple) else (x_res.value, 1)
         resolution = (num / den if den else 0.0, int(unit.value))
     return TiffPyramid(kind, pages, [(p.imagewidth, p.imagelength) for p in pages], first.description or "",
-                       tif.ome_metadata or "" if kind == "ome" else "", resolution)  # fmt: skip
+                       tif.ome_metadata or "" if kind == "ome" else "", resolution,
+                       bool(pages) and all(gapless_decodes(p) for p in pages))  # fmt: skip

@@ -64,32 +64,41 @@ def to_device(pixels: np.ndarray, device: str) -> Any:
 
 
 class TifffileBackend:
-    """Any tiled TIFF pyramid tifffile understands (generic, SVS, Philips, OME-TIFF with SubIFDs), decoded here."""
+    """Any tiled TIFF pyramid tifffile understands (generic, SVS, Philips, OME-TIFF with SubIFDs), decoded here.
+
+    ``jpeg_levels``: the tile layout of each level of a pyramid that is JPEG throughout
+    (:attr:`gapless.pipeline.slides.formats.SlideFormat.jpeg_levels`): the tiles are then read and decoded from the
+    layouts alone, without parsing the file a second time; other pyramids are decoded by tifffile's codecs."""
 
     name = "tifffile"
 
-    def __init__(self, path: Path) -> None:
-        import tifffile
+    def __init__(self, path: Path, jpeg_levels: list[PageLayout] | None = None) -> None:
+        self._tif: Any = None
+        self._pages: list[Any] = []
+        if jpeg_levels:
+            self._layouts = list(jpeg_levels)
+        else:
+            import tifffile
 
-        self._tif = tifffile.TiffFile(path)
-        try:
-            pyramid = tiff_pyramid(self._tif)
-            if not pyramid.levels or not all(page.is_tiled for page in pyramid.pages):
-                raise SlideError(f"{path}: tifffile reads tiled pyramids only (this one has untiled levels)")
-            self._pages = pyramid.pages
-            self._layouts = [page_layout(page) for page in pyramid.pages]
-        except Exception:
-            self._tif.close()
-            raise
-        self._fd = os.open(path, os.O_RDONLY)
-        self.dimensions = pyramid.sizes
-        self.downsamples = level_downsamples(pyramid.sizes)
+            self._tif = tifffile.TiffFile(path)
+            try:
+                pyramid = tiff_pyramid(self._tif)
+                if not pyramid.levels or not all(page.is_tiled for page in pyramid.pages):
+                    raise SlideError(f"{path}: tifffile reads tiled pyramids only (this one has untiled levels)")
+                self._pages = pyramid.pages
+                self._layouts = [page_layout(page) for page in pyramid.pages]
+            except Exception:
+                self._tif.close()
+                raise
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+        self.dimensions = [(layout.width, layout.height) for layout in self._layouts]
+        self.downsamples = level_downsamples(self.dimensions)
 
     def properties(self) -> None:
         return None  # mpp comes from the TIFF structure (pipeline.slides.formats)
 
     def read(self, path: Path, location: tuple[int, int], level: int, size: tuple[int, int], device: str) -> Any:
-        layout, page, strict = self._layouts[level], self._pages[level], tile_check_enabled()
+        layout, strict = self._layouts[level], tile_check_enabled()
         columns = -(-layout.width // layout.tile_width)
 
         def decode(col: int, row: int) -> np.ndarray:
@@ -98,7 +107,8 @@ class TifffileBackend:
             data = os.pread(self._fd, int(layout.counts[index]), int(layout.offsets[index]))
             try:
                 if layout.jpeg:
-                    return decode_jpeg(complete_stream(data, layout.jpeg_tables), strict)
+                    return decode_jpeg(complete_stream(data, layout.jpeg_tables, layout.rgb), strict)
+                page = self._pages[level]
                 segment = page.decode(data, index, jpegtables=page.jpegtables)[0]
                 return segment.reshape(segment.shape[-3:])
             except Exception as exc:
@@ -111,15 +121,17 @@ class TifffileBackend:
     def close(self) -> None:
         if self._tif is not None:
             self._tif.close()
-            os.close(self._fd)
             self._tif = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def jpeg_stream(page: PageLayout, data: bytes) -> bytes:
     """A tile's complete JPEG stream (the page's shared tables spliced in); ValueError without a start marker."""
     if not data.startswith(b"\xff\xd8"):
         raise ValueError("no JPEG start-of-image marker")
-    return complete_stream(data, page.jpeg_tables)
+    return complete_stream(data, page.jpeg_tables, page.rgb)
 
 
 def tile_bytes(fd: int, page: PageLayout, tile: int, path: Any, level: int) -> bytes:
