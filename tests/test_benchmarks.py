@@ -43,6 +43,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]
         batches_per_repeat=1,
         repeats=2,
         passes=2,  # DU CU then CU DU, one window each, pooled
+        min_window_s=0.05,  # the wiring, not the figures: windows of a batch or two
         scaling_workers=[0],
         scaling_loaders=["baseline"],
         scaling_repeats=1,
