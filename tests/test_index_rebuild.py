@@ -50,6 +50,8 @@ def test_changed_settings_re_read_the_slides_they_shape(data) -> None:
     third = build_index([folder], out, labels, mpp=0.5)
     assert (third.indexed, third.reasons) == (1, {"changed mpp": 1})
     assert sorted(_mpps(out).values()) == [0.3, 0.5, 0.5]
+    kept = build_index([folder], out)  # neither --labels nor --mpp: the stored overrides stay, nothing is read
+    assert (kept.indexed, sorted(_mpps(out).values())) == (0, [0.3, 0.5, 0.5])
     fourth = build_index([folder], out, labels, mpp=0.5, mask_mpp=16.0)
     assert fourth.reasons == {"changed mask mpp": 3}
     assert SlideIndex.load(out).records[0].tissue_mask().mask_mpp == 16.0

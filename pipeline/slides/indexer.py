@@ -7,7 +7,8 @@
   changed (``--mpp``, its labels ``mpp``, ``--mask-mpp``) or its record in the previous index is damaged.
 - Every slide read is appended to a journal at once (:mod:`gapless.pipeline.slides.journal`): a killed run resumes.
 - Nothing the user did not ask to drop is lost: slides of the previous index that are not among the inputs are
-  kept (``prune=True`` drops them), and without a labels file the stored labels are kept.
+  kept (``prune=True`` drops them), and without a labels file the stored labels are kept (with neither a labels
+  file nor ``--mpp``, each slide's mpp override as stored, too).
 - ``shard=(i, n)`` indexes the slides whose path hashes to part ``i`` of ``n``
   (:func:`gapless.pipeline.slides.merge.merge_indexes` joins the parts).
 - ``--out`` is checked before any work: it must be writable and, if it exists, a gapless index.
@@ -130,6 +131,15 @@ def _why_read(old: dict[str, Any] | None, size: int, mtime: float, override: flo
     return ""
 
 
+def _stored_override(entries: list[dict[str, Any]]) -> float | None:
+    """The mpp override a slide was indexed with (from ``--mpp`` or its labels ``mpp``), or None."""
+    for entry in entries:
+        value = float(entry.get("mpp_override", math.nan))
+        if not math.isnan(value):
+            return value
+    return None
+
+
 def _kept(entry: dict[str, Any]) -> dict[str, Any]:
     """A previous entry kept though its slide is not among the inputs; a damaged one keeps only its name."""
     if not entry.get("damaged"):
@@ -193,6 +203,8 @@ def build_index(
             override = float(row_mpp) if row_mpp else mpp
             size, mtime = slide_stat(slide)
             candidates = [e for e in (resumed.get(path), previous.get(path)) if e is not None]
+            if labels is None and mpp is None:  # neither given: the stored override (a labels mpp) stays
+                override = _stored_override(candidates)
             why = [_why_read(e, size, mtime, override, mask_mpp) for e in candidates] or ["new"]
             if "" in why:
                 entries[path] = candidates[why.index("")]
