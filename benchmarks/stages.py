@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from gapless.pipeline.config import DataConfig
-from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 from gapless.pipeline.slides.decoding import set_tile_check
 from gapless.pipeline.slides.planning import level_origin
+from gapless.pipeline.slides.tiff import PageLayout, tiff_layout
 
 STAGES = ("plan", "read", "check", "resize", "augment", "transfer")
 

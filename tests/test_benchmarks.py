@@ -187,7 +187,7 @@ def test_cost_arithmetic_on_hand_made_numbers() -> None:
 
 
 def test_tile_aligned_area() -> None:
-    from gapless.pipeline.slides.backends import PageLayout
+    from gapless.pipeline.slides.tiff import PageLayout
 
     def spec(x: int, y: int, size: int) -> SimpleNamespace:
         return SimpleNamespace(plan=SimpleNamespace(location=(x, y), read_size=size))

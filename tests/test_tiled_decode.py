@@ -17,7 +17,7 @@ from gapless.pipeline.batch_read import PlanPrefetcher, PlanVetter, first_plans,
 from gapless.pipeline.config import DataConfig
 from gapless.pipeline.loader import build_source
 from gapless.pipeline.slides import open_slide
-from gapless.pipeline.slides.backends import PageLayout
+from gapless.pipeline.slides.tiff import PageLayout
 from gapless.pipeline.slides.tile_files import TileFiles
 from gapless.pipeline.slides.tiled import jpeg_stream
 from gapless.pipeline.slides.tiled_decode import RegionRequest, TiledJpegReader

@@ -18,11 +18,12 @@ import numpy as np
 
 from gapless.errors import SlideError
 from gapless.pipeline.slides.decoding import tile_check_enabled
+from gapless.pipeline.slides.dicom import dicom_files
 from gapless.pipeline.slides.planning import level0_pixel_at_or_before, level_origin
-from gapless.pipeline.slides.tiff import PageLayout, is_tiff, tiff_layout
+from gapless.pipeline.slides.tiff import PageLayout
 from gapless.pipeline.slides.tiled import TileVetter
 
-__all__ = ["CucimBackend", "OpenSlideBackend", "PageLayout", "is_tiff", "tiff_layout"]
+__all__ = ["CucimBackend", "OpenSlideBackend"]
 
 
 class CucimBackend:
@@ -113,10 +114,7 @@ class OpenSlideBackend:
 
 def _dicom_instance(folder: Path) -> Path:
     """One instance file of a DICOM slide folder: OpenSlide opens it and finds the rest of the series."""
-    for child in sorted(folder.iterdir()):
-        if child.is_file() and child.stat().st_size > 132:
-            with open(child, "rb") as f:
-                f.seek(128)
-                if f.read(4) == b"DICM":
-                    return child
-    raise SlideError(f"{folder}: a folder without DICOM files")
+    files = dicom_files(folder)
+    if not files:
+        raise SlideError(f"{folder}: a folder without DICOM files")
+    return files[0]

@@ -35,7 +35,7 @@ def _index(args: argparse.Namespace) -> int:
         return _merge(args)
     if args.allow_missing:
         raise InputError("--allow-missing belongs to `gapless index merge`")
-    if args.workers < 1 or (args.mask_mpp is not None and not args.mask_mpp > 0):
+    if args.workers < 1 or not args.mask_mpp > 0:
         raise InputError("index: need --workers >= 1 and a positive --mask-mpp")
     from gapless.console import console, progress
     from gapless.pipeline.slides.indexer import build_index, parse_shard

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from gapless.errors import RunError, SlideError
-from gapless.pipeline.slides.backends import is_tiff
 from gapless.pipeline.slides.planning import level0_location
+from gapless.pipeline.slides.tiff import is_tiff
 from gapless.pipeline.slides.tile_files import RegionRequest
 
 PLUGIN = "cucim.kit.cuslide2"

@@ -50,7 +50,7 @@ def _check_shards(indexes: list[SlideIndex], allow_missing: bool) -> str:
     counts = {n for _, (_, n) in sharded}
     if len(counts) > 1 or len(sharded) != len(parts):
         raise InputError(f"{sharded[0][0]}: the indexes are not parts of one split (shards: "
-                         f"{', '.join(str(s) or 'none' for _, s in parts)})")  # fmt: skip
+                         f"{', '.join(s or 'none' for _, s in parts)})")  # fmt: skip
     n = counts.pop()
     seen: dict[int, Path] = {}
     for path, (i, _) in sharded:

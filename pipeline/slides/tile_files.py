@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import SlideError
-from gapless.pipeline.slides.backends import PageLayout, tiff_layout
 from gapless.pipeline.slides.planning import level_origin
+from gapless.pipeline.slides.tiff import PageLayout, tiff_layout
 from gapless.pipeline.slides.tiled import vet_tiles, vetted_stream
 
 
@@ -116,7 +116,11 @@ class TileFiles:
                                            vetted)  # fmt: skip
 
     def _vetted(self, path: str, page: PageLayout) -> np.ndarray:
-        return self._open(path).vetted.setdefault((page.width, page.height), np.zeros(len(page.offsets), bool))
+        """Which tiles of ``page`` passed the check (a flag per tile, made on the page's first use)."""
+        vetted, key = self._open(path).vetted, (page.width, page.height)
+        if key not in vetted:
+            vetted[key] = np.zeros(len(page.offsets), bool)
+        return vetted[key]
 
     def _open(self, path: str) -> _OpenFile:
         entry = self._files.get(path)

@@ -103,8 +103,7 @@ class TifffileBackend:
 
         def decode(col: int, row: int) -> np.ndarray:
             index = row * columns + col
-            layout.check_data(path, level, [index])
-            data = os.pread(self._fd, int(layout.counts[index]), int(layout.offsets[index]))
+            data = tile_bytes(self._fd, layout, index, path, level)
             try:
                 if layout.jpeg:
                     return decode_jpeg(complete_stream(data, layout.jpeg_tables, layout.rgb), strict)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import SlideError
-from gapless.pipeline.slides.backends import PageLayout
+from gapless.pipeline.slides.tiff import PageLayout
 from gapless.pipeline.slides.tile_files import RegionRequest, TileFiles, tile_pastes
 
 __all__ = ["GPU_BACKENDS", "RegionRequest", "TiledJpegReader", "array_module"]

@@ -51,10 +51,10 @@ class TissueMask:
     ) -> tuple[int, int] | None:
         """A level-0 (x, y) centre whose ``side_um`` square is at least ``threshold`` tissue, or None.
 
-        Candidates are uniform over tissue pixels (uniform pixels of the mask, kept where it is tissue: no pass over
-        the whole mask), each jittered inside its pixel; the first whose square passes is returned, its tissue
-        counted on the mask itself (:meth:`box_fraction`). So a mask that has just been loaded costs a few
-        candidates, not a pass over it: what a loader drawing from thousands of slides pays for every tile.
+        Candidates are uniform over tissue pixels (uniform pixels of the mask, kept where it is tissue), each
+        jittered inside its pixel; the first whose square passes is returned, its tissue counted on the mask itself
+        (:meth:`box_fraction`). A mask that has just been loaded costs one count of its tissue pixels and a few
+        candidates, not a table built over it: what a loader drawing from thousands of slides pays for every tile.
         """
         base = base_mpp or self.base_mpp
         if base is None:
