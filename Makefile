@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs:  `make demo` (main job on built-in synthetic data) and `make test`.
 # Both create or refresh the virtual environment in .venv first.
-#   GPU=1 make ...   installs PyTorch's default (CUDA) build and the `gpu` extra (CuPy, xFormers) instead of the
-#                    pinned torch build that runs on the CPU.
+#   GPU=1 make ...   installs PyTorch's default build and the `gpu` extra (CuPy, xFormers) instead of the pinned
+#                    pair torch==2.14.1 + torchvision==0.29.1 (CUDA builds that also run on a CPU).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned, so that nothing else fetches another build. cuCIM's CuPy extra then asks for CUDA 12
 	# toolkits, which torch 2.14's CUDA 13 libraries exclude, and pip resolves that by swapping torch for an older
-	# build: the pinned pair goes in again last (neither toolkit is used on a CPU).
+	# build: the pinned pair goes in again last (neither toolkit is used on a CPU). With GPU=1 the spec is not
+	# pinned, so that last step keeps whatever build pip resolved.
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
