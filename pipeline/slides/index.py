@@ -183,23 +183,28 @@ class SlideIndex:
                            "replaced); restart the run to use the new one")  # fmt: skip
         self.__dict__.update(loaded.__dict__)
 
-    def packed_mask(self, row: int) -> np.ndarray:
-        """The bit-packed tissue mask of the slide in file row ``row``; a damaged one names the index."""
+    def mask_dataset(self) -> Any:
+        """The masks dataset of the file the columns came from (opened again if the index was closed; a file
+        replaced since is refused)."""
         import h5py
 
+        if self._file is None:  # closed: open the file again, if it is still the one the columns came from
+            self._file = h5py.File(self.path, "r")
+            identity = _identity(os.fstat(self._file.id.get_vfd_handle()))
+            if self.identity not in (None, identity):
+                self.close()
+                raise RunError(f"{self.path}: the slide index changed since it was loaded (rebuilt or "
+                               "replaced); load it again")  # fmt: skip
+            self.identity = identity
+        if self._mask_data is None:
+            self._mask_data = self._file["masks"]  # looking a dataset up costs more than reading a mask
+        return self._mask_data
+
+    def packed_mask(self, row: int) -> np.ndarray:
+        """The bit-packed tissue mask of the slide in file row ``row``; a damaged one names the index."""
         start, stop = int(self.columns["mask_start"][row]), int(self.columns["mask_start"][row + 1])
         try:
-            if self._file is None:  # closed: open the file again, if it is still the one the columns came from
-                self._file = h5py.File(self.path, "r")
-                identity = _identity(os.fstat(self._file.id.get_vfd_handle()))
-                if self.identity not in (None, identity):
-                    self.close()
-                    raise RunError(f"{self.path}: the slide index changed since it was loaded (rebuilt or "
-                                   "replaced); load it again")  # fmt: skip
-                self.identity = identity
-            if self._mask_data is None:
-                self._mask_data = self._file["masks"]  # looking a dataset up costs more than reading a mask
-            return self._mask_data[start:stop]
+            return self.mask_dataset()[start:stop]
         except (OSError, KeyError, ValueError) as exc:
             problem = f"the tissue mask of {self.columns['path'][row]} cannot be read: {str(exc).splitlines()[0]}"
             raise damaged(self.path, problem) from exc

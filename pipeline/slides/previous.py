@@ -20,24 +20,25 @@ _BLOCK_CHUNKS = 64
 
 
 def damaged_mask_rows(index: SlideIndex) -> np.ndarray:
-    """Rows whose tissue mask lies (partly) in a chunk of the masks dataset that cannot be read."""
-    import h5py
-
+    """Rows whose tissue mask lies (partly) in a chunk of the masks dataset that cannot be read (read through the
+    index's own open file)."""
     starts = np.asarray(index.columns["mask_start"])
     bad: list[tuple[int, int]] = []
-    with h5py.File(index.path, "r") as f:
-        masks = f["masks"]
-        chunk = masks.chunks[0] if masks.chunks else max(masks.shape[0], 1)
-        block = chunk * _BLOCK_CHUNKS
-        for start in range(0, masks.shape[0], block):
-            try:
-                masks[start : start + block]
-            except OSError:
-                for first in range(start, min(start + block, masks.shape[0]), chunk):
-                    try:
-                        masks[first : first + chunk]
-                    except OSError:
-                        bad.append((first, first + chunk))
+    try:
+        masks = index.mask_dataset()
+    except (OSError, KeyError) as exc:
+        raise InputError(f"{index.path}: the tissue masks cannot be read ({str(exc).splitlines()[0]})") from exc
+    chunk = masks.chunks[0] if masks.chunks else max(masks.shape[0], 1)
+    block = chunk * _BLOCK_CHUNKS
+    for start in range(0, masks.shape[0], block):
+        try:
+            masks[start : start + block]
+        except OSError:
+            for first in range(start, min(start + block, masks.shape[0]), chunk):
+                try:
+                    masks[first : first + chunk]
+                except OSError:
+                    bad.append((first, first + chunk))
     rows = [np.flatnonzero((starts[:-1] < stop) & (starts[1:] > begin)) for begin, stop in bad]
     return np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 
