@@ -170,8 +170,7 @@ def test_adding_a_model_computes_only_its_features(bench_path: Path, checkpoint:
     cached = out / "features" / "a.h5"
     before = cached.stat().st_mtime_ns
     exported = export_timm(checkpoint, tmp_path / "timm")  # the same weights as a released timm folder
-    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast,
-            "model.depth=3"]  # timm arguments go to timm: and hf-hub: models only: the folder describes itself  # fmt: skip
+    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast]
     assert main([*args, "--name", "a", "b"]) == 0
     assert cached.stat().st_mtime_ns == before and (out / "features" / "b.h5").is_file()
     runs = json.loads((out / "report.json").read_text())["runs"]
@@ -210,6 +209,9 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
     torch.save({"state_dict": {}}, foreign)
     code = main(["evaluate", str(foreign), "--set", str(bench_path), "--out", str(tmp_path / "r")])
     assert code == 2 and "foreign.pt: not a gapless checkpoint" in " ".join(capsys.readouterr().err.split())
+    for command, out in (("evaluate", tmp_path / "r"), ("features", tmp_path / "g.h5")):  # timm builds take them
+        code = main([command, str(checkpoint), "--set", str(bench_path), "--out", str(out), "model.depth=3"])
+        assert code == 2 and "model.KEY=VALUE given but" in " ".join(capsys.readouterr().err.split())
 
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("name,class\nx,y\n")
