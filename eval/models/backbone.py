@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import InputError
+from gapless.pipeline.config import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # the statistics the paper and UNI2-h normalise with
 
 
 @dataclass
