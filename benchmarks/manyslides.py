@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapless.io import atomic_output
+from gapless.io import atomic_output, write_bytes
 
 TILE = 256
 _SHORT, _LONG, _ASCII, _RATIONAL = 3, 4, 2, 5
@@ -134,10 +134,7 @@ def write_clone(path: Path, pools: list[Pool], shape: tuple[int, int], seed: int
         ]
         out += _ifd(len(out), entries, last=level == len(pages) - 1)
     struct.pack_into("<I", out, 4, header + len(payload))  # the first IFD follows the tile data
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(out)
-    tmp.replace(path)
-    return path
+    return write_bytes(out, path)
 
 
 def _ifd(at: int, entries: list[tuple[int, int, int, bytes]], last: bool) -> bytes:
