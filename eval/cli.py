@@ -180,7 +180,7 @@ def _warn_if_too_small_for_the_paper(path, console) -> None:
 
 def _features(args: argparse.Namespace) -> int:
     from gapless.console import console, progress
-    from gapless.eval.features import FeatureFile, featurise, is_features_file
+    from gapless.eval.features import featurise, is_features_file, stored_model
     from gapless.eval.sets.file import EvalSet
     from gapless.io import replaceable_file
 
@@ -192,7 +192,7 @@ def _features(args: argparse.Namespace) -> int:
     with progress() as bar:
         out = featurise(args.model, evalset, args.out, args.weights, kwargs, mean_std,
                         batch_size=args.batch_size, device=args.device, progress=bar)  # fmt: skip
-    model = FeatureFile.load(out, evalset).model
+    model = stored_model(out)
     console.print(
         f"wrote {out}: {len(evalset)} regions x {len(evalset.mpps)} mpps ({model['kind']} model, "
         f"{model['prefix_tokens']} prefix tokens, patch {model['patch_size']}, normalisation from "

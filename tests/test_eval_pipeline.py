@@ -13,7 +13,7 @@ import torch
 
 from gapless.cli import main
 from gapless.errors import InputError
-from gapless.eval.features import FeatureFile, featurise_checkpoint
+from gapless.eval.features import FeatureFile, featurise_checkpoint, stored_model
 from gapless.eval.sets.file import EvalSet
 
 TILE = 64  # small tiles keep the tests fast; the coarsest footprint is then 64 * 2.0 / 0.25 = 512 px
@@ -113,12 +113,15 @@ def test_every_mpp_shows_the_same_tissue(bench_path: Path) -> None:
         assert psnr(fine, coarse) < 25
 
 
-def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoint: Path, tmp_path: Path,
+                                                     capsys) -> None:  # fmt: skip
     evalset = EvalSet.load(bench_path)
     out = tmp_path / "feats.h5"
     args = ["features", str(checkpoint), "--set", str(bench_path), "--out", str(out), "--batch-size", "10"]
     assert main([*args, "--device", "cpu"]) == 0
     feats = FeatureFile.load(out, evalset)
+    assert stored_model(out) == feats.model and feats.model["kind"] == "gapless"
+    assert "(gapless model, 1 prefix tokens, patch" in " ".join(capsys.readouterr().err.split())
     assert feats.dim == 64 and feats.step == 7 and feats.config["model"]["arch"] == "vit_tiny_test"
     x = feats.features["0.75"]
     np.testing.assert_allclose(np.linalg.norm(x[:, :32], axis=1), 1, atol=1e-5)
