@@ -120,8 +120,10 @@ def write_clone(path: Path, pools: list[Pool], shape: tuple[int, int], seed: int
             _entry(262, _SHORT, [6]),
         ]
         if level == 0:
-            text = (f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
-                    f"JPEG/RGB Q=90|AppMag = {40 * 0.25 / mpp:g}|MPP = {mpp:g}|Generator = gapless manyslides\0")  # fmt: skip
+            text = (
+                f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
+                f"JPEG/RGB Q=90|AppMag = {40 * 0.25 / mpp:g}|MPP = {mpp:g}|Generator = gapless manyslides\0"
+            )
             entries.append(_entry(270, _ASCII, text.encode()))
         entries += [
             _entry(277, _SHORT, [3]),

@@ -92,8 +92,11 @@ MODELS = (
 
 
 def _model_options(p: argparse.ArgumentParser, many: bool) -> None:
-    p.add_argument("--weights", action="append" if many else "store",
-                   help="weights of a timm:ARCH model" + (" (once per timm: model, in order)" if many else ""))  # fmt: skip
+    p.add_argument(
+        "--weights",
+        action="append" if many else "store",
+        help="weights of a timm:ARCH model" + (" (once per timm: model, in order)" if many else ""),
+    )
     p.add_argument("--model-args", help="YAML/JSON file of timm keyword arguments (model.KEY=VALUE words win)")
     p.add_argument("--mean", type=_triple, help="normalisation mean, e.g. 0.485,0.456,0.406 (default: the model's)")
     p.add_argument("--std", type=_triple, help="normalisation std (with --mean)")
