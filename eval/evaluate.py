@@ -143,7 +143,7 @@ def evaluate(
     from gapless.io import write_json
 
     if model_kwargs and not any(path.startswith(TIMM_BUILT) for path in inputs):
-        raise InputError("model.KEY=VALUE given but no timm:/hf-hub: model takes them")
+        raise InputError("model.KEY=VALUE or --model-args given but no timm:/hf-hub: model takes them")
     evalset = EvalSet.load(set_path)
     protocol_splits(cfg, evalset)  # refuse a set the protocol cannot split before any model is loaded
     out_dir = Path(out_dir)

@@ -214,7 +214,7 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
     assert code == 2 and "foreign.pt: not a gapless checkpoint" in " ".join(capsys.readouterr().err.split())
     for command, out in (("evaluate", tmp_path / "r"), ("features", tmp_path / "g.h5")):  # timm builds take them
         code = main([command, str(checkpoint), "--set", str(bench_path), "--out", str(out), "model.depth=3"])
-        assert code == 2 and "model.KEY=VALUE given but" in " ".join(capsys.readouterr().err.split())
+        assert code == 2 and "model.KEY=VALUE or --model-args given but" in " ".join(capsys.readouterr().err.split())
 
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("name,class\nx,y\n")
