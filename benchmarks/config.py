@@ -114,8 +114,18 @@ class BenchConfig:
 
 def plain_augment(aug: AugmentConfig) -> AugmentConfig:
     """The ``plain`` mode's recipe: one view, the whole base tile at its own size, nothing random applied."""
-    return dataclasses.replace(aug, global_crops=1, local_crops=0, global_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
-                               grayscale_p=0.0, blur_p_global1=0.0, blur_p_global2=0.0, solarize_p_global2=0.0)  # fmt: skip
+    return dataclasses.replace(
+        aug,
+        global_crops=1,
+        local_crops=0,
+        global_scale=(1.0, 1.0),
+        flip_p=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        blur_p_global1=0.0,
+        blur_p_global2=0.0,
+        solarize_p_global2=0.0,
+    )
 
 
 def quick(cfg: BenchConfig | None = None) -> BenchConfig:

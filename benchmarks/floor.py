@@ -1,12 +1,12 @@
 """The floor every loader is measured against: a bare plan + read + resize loop in one process, no loader around it.
 
 :class:`BareLoop` makes the same tiles as the loaders (the same slides, seed and sampling strategy, through
-``TileSource.read``: target mpp, slide and tissue location, the cuCIM read, retries) and resizes each region to its
-base tile with :func:`gapless.pipeline.resize.resize_square`, with OpenCV on one thread as in a loader worker. It
-keeps nothing and delivers nothing: what it costs per tile is the work that makes the pixels, and what a loader
-costs beyond it (worker processes, hand-offs, batching, normalisation, its augmentation) is that loader's
-overhead. It offers the loaders' ``next_batch`` / ``stats`` / ``close`` so the throughput harness measures it like
-one (the ``reference`` row of ``gapless bench``).
+``TileSource.read``: target mpp, slide and tissue location, the slide reader's read (the tifffile reader for JPEG
+pyramids), retries) and resizes each region to its base tile with :func:`gapless.pipeline.resize.resize_square`, with
+OpenCV on one thread as in a loader worker. It keeps nothing and delivers nothing: what it costs per tile is the work
+that makes the pixels, and what a loader costs beyond it (worker processes, hand-offs, batching, normalisation, its
+augmentation) is that loader's overhead. It offers the loaders' ``next_batch`` / ``stats`` / ``close`` so the throughput
+harness measures it like one (the ``reference`` row of ``gapless bench``).
 """
 
 from __future__ import annotations

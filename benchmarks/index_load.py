@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import pickle
+import queue as queues
 import tempfile
 import time
 from pathlib import Path
@@ -96,12 +97,25 @@ def _worker(payload: bytes, barrier: Any, queue: multiprocessing.Queue) -> None:
                    uss_mb=_mb(after.uss - before.uss)))  # fmt: skip
 
 
+def _results(queue: multiprocessing.Queue, procs: list) -> list[dict]:
+    """One result per process in ``procs``; a process that ends without sending its result stops the benchmark."""
+    results: list[dict] = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=5))
+        except queues.Empty:
+            ended = [p.exitcode for p in procs if p.exitcode is not None]
+            if any(ended) or len(ended) == len(procs):
+                raise SystemExit(f"index_load: a process ended (exit codes {ended}) without its figures") from None
+    return results
+
+
 def _run(target, args: tuple) -> dict:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
+    proc = ctx.Process(target=target, args=(*args, queue), daemon=True)
     proc.start()
-    result = queue.get()
+    (result,) = _results(queue, [proc])
     proc.join()
     return result
 
@@ -130,10 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
         barrier = ctx.Barrier(args.workers)
-        workers = [ctx.Process(target=_worker, args=(payload, barrier, queue)) for _ in range(args.workers)]
+        workers = [
+            ctx.Process(target=_worker, args=(payload, barrier, queue), daemon=True) for _ in range(args.workers)
+        ]
         for w in workers:
             w.start()
-        results = [queue.get() for _ in workers]
+        results = _results(queue, workers)  # daemons: the others, waiting at the barrier, end with the benchmark
         for w in workers:
             w.join()
         for key, label in (("unpickle_s", "unpickle (s)"), ("access_s", "10k records + 1k masks (CPU-s)"),

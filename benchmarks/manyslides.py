@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gapless.io import atomic_output
+from gapless.io import atomic_output, write_bytes
 
 TILE = 256
 _SHORT, _LONG, _ASCII, _RATIONAL = 3, 4, 2, 5
@@ -120,8 +120,10 @@ def write_clone(path: Path, pools: list[Pool], shape: tuple[int, int], seed: int
             _entry(262, _SHORT, [6]),
         ]
         if level == 0:
-            text = (f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
-                    f"JPEG/RGB Q=90|AppMag = {40 * 0.25 / mpp:g}|MPP = {mpp:g}|Generator = gapless manyslides\0")  # fmt: skip
+            text = (
+                f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
+                f"JPEG/RGB Q=90|AppMag = {40 * 0.25 / mpp:g}|MPP = {mpp:g}|Generator = gapless manyslides\0"
+            )
             entries.append(_entry(270, _ASCII, text.encode()))
         entries += [
             _entry(277, _SHORT, [3]),
@@ -134,10 +136,7 @@ def write_clone(path: Path, pools: list[Pool], shape: tuple[int, int], seed: int
         ]
         out += _ifd(len(out), entries, last=level == len(pages) - 1)
     struct.pack_into("<I", out, 4, header + len(payload))  # the first IFD follows the tile data
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(out)
-    tmp.replace(path)
-    return path
+    return write_bytes(out, path)
 
 
 def _ifd(at: int, entries: list[tuple[int, int, int, bytes]], last: bool) -> bytes:

@@ -57,7 +57,8 @@ def print_report(result: dict[str, Any]) -> None:
             "RSS MiB", "worker USS", "GPU MiB", "vs DU"]  # fmt: skip
     title = ("Loader throughput, tiles/s (a tile = its whole multi-crop output; plain: one un-augmented tile); CPU ms "
              "per tile of process + workers, × the floor's (reference: bare plan + read + resize; + augmentation "
-             "for multi-crop); cores one GPU needs at the trainer's rate; peak memory: RSS of all processes, unique memory of the largest worker")  # fmt: skip
+             "for multi-crop); cores one GPU needs at the trainer's rate; peak memory: RSS of all processes, "
+             "unique memory of the largest worker")  # fmt: skip
     _print(table(title, cols, throughput_rows(result)))
     if result.get("stages"):
         rows = []

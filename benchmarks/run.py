@@ -44,8 +44,16 @@ def _measure(data: DataConfig, cfg: BenchConfig, repeats: int, device: str, labe
              mode: str = "multicrop") -> dict[str, Any]:  # fmt: skip
     """One loader configuration's throughput record; ``label`` names the loader in it (default ``data.loader``)."""
     warmup = cfg.warmup(data.workers, data.prefetch)
-    result: Throughput = measure_loader(data, warmup, cfg.batches_per_repeat, repeats, device,
-                                        min_window_s=cfg.min_window_s, name=label or data.loader, mode=mode)  # fmt: skip
+    result: Throughput = measure_loader(
+        data,
+        warmup,
+        cfg.batches_per_repeat,
+        repeats,
+        device,
+        min_window_s=cfg.min_window_s,
+        name=label or data.loader,
+        mode=mode,
+    )
     name = f"{series_name(result.loader, mode)}/{data.sampling.strategy} ×{data.workers}"
     if result.error:
         console.print(f"[bold red]bench:[/] {name}: {result.error}")

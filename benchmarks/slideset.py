@@ -1,10 +1,10 @@
 """The benchmark's slides: a synthetic SVS-like set written once into a cache directory, or a user's index.
 
-Without ``--index`` the benchmark writes ``slides`` JPEG-tiled pyramidal slides (256 px tiles, Q 90, real H&E
-texture, levels 0.25 / 1.0 / 4.0 mpp for the default 4x step) with ``gapless.pipeline.synth.writer.make_dataset`` and
-indexes them with ``gapless.pipeline.slides.indexer.build_index`` (what ``gapless synth`` and ``gapless index`` run). The
-directory is keyed by the slide-set parameters and marked complete only after the index is written, so an
-interrupted run rebuilds it and a finished one is reused.
+Without ``--index`` the benchmark writes ``slides`` JPEG-tiled pyramidal slides (256 px tiles, Q 90, real H&E texture,
+levels 0.25 / 1.0 / 4.0 mpp for the default 4x step) with ``gapless.pipeline.synth.writer.make_dataset`` and indexes
+them with ``gapless.pipeline.slides.indexer.build_index`` (what ``gapless synth`` and ``gapless index`` run). The
+directory is keyed by the slide-set parameters and marked complete only after the index is written, so an interrupted
+run rebuilds it and a finished one is reused.
 """
 
 from __future__ import annotations

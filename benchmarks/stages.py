@@ -3,8 +3,8 @@
 Each tile of a strategy goes through the baseline loader's own functions, one at a time, each timed:
 
 - plan: the target mpp draw, tissue-aware location and region plan (``TileSource.plan``);
-- read: cuCIM ``read_region`` of the planned region (JPEG tile decode and assembly) (``TileSource.read_spec``),
-  with the slide readers' damaged-tile check switched off;
+- read: the slide reader's read of the planned region (the tifffile reader for JPEG pyramids: JPEG tile decode and
+  assembly) (``TileSource.read_spec``), with the slide readers' damaged-tile check switched off;
 - check: what the damaged-tile check adds to the read (the same region read with the check on and off, in
   alternating order);
 - resize: crop-and-resize to ``tile_px`` (:func:`gapless.pipeline.resize.resize_square`, antialiased);
@@ -17,7 +17,7 @@ Each tile of a strategy goes through the baseline loader's own functions, one at
 OpenCV and torch use one thread, as in a loader worker, and times are CPU time of the process, so the figures are
 per worker and hardly move when other programs load the machine. Alongside the times, the
 region plans give the decoded pixels per output pixel: ``read_size² / tile_px²`` and the JPEG-tile-aligned area
-(whole 256 px tiles, which is what cuCIM decodes), and the share of tiles read from each level.
+(whole 256 px tiles, which is what the slide reader decodes), and the share of tiles read from each level.
 """
 
 from __future__ import annotations
@@ -145,8 +145,11 @@ class _StageRun:
         packed = torch.empty(self.layout.nbytes, dtype=torch.uint8)
         _, globals_, locals_ = (t.numpy() for t in self.layout.unpack(packed))
         B, aug = self.batch, self.cfg.augment
-        views = [[globals_[c * B + k] for c in range(aug.global_crops)] + [locals_[c * B + k] for c in range(aug.local_crops)]
-                 for k in range(B)]  # fmt: skip
+        views = [
+            [globals_[c * B + k] for c in range(aug.global_crops)]
+            + [locals_[c * B + k] for c in range(aug.local_crops)]
+            for k in range(B)
+        ]
         return packed, views
 
     def step(self, k: int) -> None:

@@ -1,9 +1,10 @@
 """Loader throughput: tiles per second, warmed up, measured in repeated windows (median, min, max).
 
-One tile is one sample's whole multi-crop output (2 global + N local crops). A loader is built once per
-(loader, strategy, workers); its first ``warmup_batches`` batches absorb worker start-up and queue filling; then
-``repeats`` windows of at least ``batches_per_repeat`` batches and ``min_window_s`` seconds each are timed back to
-back. On a GPU every window ends with ``torch.cuda.synchronize()`` so that queued device work is counted. Memory peaks cover the loader's whole life.
+One tile is one sample's whole multi-crop output (2 global + N local crops). A loader is built once per (loader,
+strategy, workers); its first ``warmup_batches`` batches absorb worker start-up and queue filling; then ``repeats``
+windows of at least ``batches_per_repeat`` batches and ``min_window_s`` seconds each are timed back to back. On a GPU
+every window ends with ``torch.cuda.synchronize()`` so that queued device work is counted. Memory peaks cover the
+loader's whole life.
 """
 
 from __future__ import annotations

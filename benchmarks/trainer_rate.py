@@ -1,9 +1,9 @@
 """The trainer's consumption rate (tiles/s) from the trainer step benchmark, for the "does the loader keep up" verdict.
 
-Runs ``gapless.benchmarks.train_step.measure``: the real training loop on its synthetic, no-I/O source, so the figure is what
-the model alone can consume. ``vits16`` is ViT-S/16 with DINOv2's 2 x 224 + 8 x 96 crops, the same multi-crop
-the loaders make. On a CPU a ViT-S step takes tens of seconds, so the batch is small and one step is timed; on a
-GPU the config's batch and precision are used. When the trainer cannot run the result says why instead.
+Runs ``gapless.benchmarks.train_step.measure``: the real training loop on its synthetic, no-I/O source, so the figure is
+what the model alone can consume. ``vits16`` is ViT-S/16 with DINOv2's 2 x 224 + 8 x 96 crops, the same multi-crop the
+loaders make. On a CPU a ViT-S step takes tens of seconds, so the batch is small and one step is timed; on a GPU the
+config's batch and precision are used. When the trainer cannot run the result says why instead.
 """
 
 from __future__ import annotations

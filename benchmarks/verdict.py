@@ -25,7 +25,7 @@ from typing import Any
 from gapless.benchmarks.config import REFERENCE
 from gapless.pipeline.sampling.config import STRATEGY_LABELS
 
-TARGET_RATIO = 0.98  # the target: CU throughput >= 0.98x DU in the same pipeline
+TARGET_RATIO = 0.98  # the target: CU throughput >= 0.98x DU in the same pipeline
 TARGET_SPEEDUP = 3.0  # DALI on a GPU >= 3x the DataLoader baselines
 TARGET_FLOOR = 1.15  # a loader's CPU time per tile within 1.15x of the floor (+ augmentation, for multi-crop)
 
@@ -198,7 +198,8 @@ def floor_sentences(results: list[dict[str, Any]]) -> list[str]:
         plus = " + augmentation" if r.get("mode", "multicrop") == "multicrop" else ""
         met = "met" if r["cpu_vs_floor"] <= TARGET_FLOOR else "not met"
         out.append(f"{series(r)} ×{r['workers']} under {STRATEGY_LABELS.get(r['strategy'], r['strategy'])}: "
-                   f"{r['cpu_vs_floor']:.2f}× the floor's CPU time per tile{plus} (target ≤ {TARGET_FLOOR}×: {met})")  # fmt: skip
+                   f"{r['cpu_vs_floor']:.2f}× the floor's CPU time per tile{plus} "
+                   f"(target ≤ {TARGET_FLOOR}×: {met})")  # fmt: skip
     return out
 
 
@@ -224,8 +225,10 @@ def loader_verdict(main: list[dict[str, Any]], trainer: dict[str, Any], stages: 
     if trainer.get("tiles_per_s"):
         for r in main:  # the trainer consumes multi-crop tiles
             if r["rates"] and r["loader"] not in ("synthetic", REFERENCE) and r.get("mode", "multicrop") == "multicrop":
-                keep[f"{r['loader']}/{r['strategy']}"] = {**keeps_up(r["median"], trainer["tiles_per_s"]),
-                                                          "cores_at_trainer_rate": r.get("cores_at_trainer_rate")}  # fmt: skip
+                keep[f"{r['loader']}/{r['strategy']}"] = {
+                    **keeps_up(r["median"], trainer["tiles_per_s"]),
+                    "cores_at_trainer_rate": r.get("cores_at_trainer_rate"),
+                }
         for name, k in keep.items():
             if k["cores_at_trainer_rate"] is not None:
                 sentences.append(f"{name}: one GPU consuming {k['trainer_tiles_per_s']:.1f} tiles/s needs "

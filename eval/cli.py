@@ -92,8 +92,11 @@ MODELS = (
 
 
 def _model_options(p: argparse.ArgumentParser, many: bool) -> None:
-    p.add_argument("--weights", action="append" if many else "store",
-                   help="weights of a timm:ARCH model" + (" (once per timm: model, in order)" if many else ""))  # fmt: skip
+    p.add_argument(
+        "--weights",
+        action="append" if many else "store",
+        help="weights of a timm:ARCH model" + (" (once per timm: model, in order)" if many else ""),
+    )
     p.add_argument("--model-args", help="YAML/JSON file of timm keyword arguments (model.KEY=VALUE words win)")
     p.add_argument("--mean", type=_triple, help="normalisation mean, e.g. 0.485,0.456,0.406 (default: the model's)")
     p.add_argument("--std", type=_triple, help="normalisation std (with --mean)")
@@ -180,7 +183,7 @@ def _warn_if_too_small_for_the_paper(path, console) -> None:
 
 def _features(args: argparse.Namespace) -> int:
     from gapless.console import console, progress
-    from gapless.eval.features import FeatureFile, featurise, is_features_file
+    from gapless.eval.features import featurise, is_features_file, stored_model
     from gapless.eval.sets.file import EvalSet
     from gapless.io import replaceable_file
 
@@ -192,7 +195,7 @@ def _features(args: argparse.Namespace) -> int:
     with progress() as bar:
         out = featurise(args.model, evalset, args.out, args.weights, kwargs, mean_std,
                         batch_size=args.batch_size, device=args.device, progress=bar)  # fmt: skip
-    model = FeatureFile.load(out, evalset).model
+    model = stored_model(out)
     console.print(
         f"wrote {out}: {len(evalset)} regions x {len(evalset.mpps)} mpps ({model['kind']} model, "
         f"{model['prefix_tokens']} prefix tokens, patch {model['patch_size']}, normalisation from "

@@ -142,6 +142,8 @@ def evaluate(
     """Evaluate every input; writes ``report.json``, the plots and (for models) cached features; returns the report."""
     from gapless.io import write_json
 
+    if model_kwargs and not any(path.startswith(TIMM_BUILT) for path in inputs):
+        raise InputError("model.KEY=VALUE or --model-args given but no timm:/hf-hub: model takes them")
     evalset = EvalSet.load(set_path)
     protocol_splits(cfg, evalset)  # refuse a set the protocol cannot split before any model is loaded
     out_dir = Path(out_dir)

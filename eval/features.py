@@ -132,6 +132,12 @@ def cached_key(path: str | Path) -> str | None:
         return json.loads(f.attrs.get("model_key", "{}")).get("fingerprint")
 
 
+def stored_model(path: str | Path) -> dict:
+    """The description of the model a features file was computed with (its ``model`` attribute), features unread."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs.get("model", "{}"))
+
+
 def is_features_file(path: str | Path) -> bool:
     try:
         with h5py.File(path, "r") as f:

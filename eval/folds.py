@@ -5,11 +5,11 @@ patient share a fold, and each fold's label distribution is as close to the whol
 (scikit-learn's ``StratifiedGroupKFold``). For test fold ``f``, the validation fold is ``(f + 1) % k`` and the
 remaining ``k - 2`` folds train.
 
-Nested split (the ``paper`` protocol, as the paper's public evaluation code does it): over the *sorted* patient ids, each with one label (its
-first region's, as the paper's code takes its first slide's), an outer ``StratifiedKFold(k, shuffle=True,
-random_state=seed)`` gives each fold's test patients; an inner one with the same arguments over the remaining
-patients gives, from its first split, train and validation. Each inner split needs ``k`` patients of every class
-among the outer-training ones; :func:`nested_splits` refuses a set that has fewer, saying which class falls short.
+Nested split (the ``paper`` protocol, as the paper's public evaluation code does it): over the *sorted* patient ids,
+each with one label (its first region's, as the paper's code takes its first slide's), an outer ``StratifiedKFold(k,
+shuffle=True, random_state=seed)`` gives each fold's test patients; an inner one with the same arguments over the
+remaining patients gives, from its first split, train and validation. Each inner split needs ``k`` patients of every
+class among the outer-training ones; :func:`nested_splits` refuses a set that has fewer, saying which class falls short.
 
 Either way validation and test are patient-disjoint from training, and every patient is tested exactly once.
 """

@@ -1,9 +1,8 @@
 """One thread for small work: the CPU thread pools (torch's, and BLAS's under scikit-learn) shrunk for a block.
 
 The evaluation's work is often tiny per operation (a 32-wide ViT, a logistic regression on a thousand embeddings).
-Split across threads, such operations spend their time waiting for each other, and on a busy machine far more: a
-small model's features and a small probe's fits ran 10-20 times slower with two threads than with one on a shared
-2-core machine. Results do not depend on the thread count; large work keeps every thread.
+Split across threads, such operations spend their time waiting for each other, and on a busy machine far more.
+Results hardly depend on the thread count; large work keeps every thread.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -15,6 +17,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def dev_full() -> str:
+    """``/dev/full``, on which every write fails for want of space (ENOSPC); the test skips where it is missing."""
+    if not os.access("/dev/full", os.W_OK):
+        pytest.skip("needs /dev/full (a device on which every write fails for want of space)")
+    return "/dev/full"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from gapless.cli import main
 from gapless.errors import InputError
-from gapless.eval.features import FeatureFile, featurise_checkpoint
+from gapless.eval.features import FeatureFile, featurise_checkpoint, stored_model
 from gapless.eval.sets.file import EvalSet
 
 TILE = 64  # small tiles keep the tests fast; the coarsest footprint is then 64 * 2.0 / 0.25 = 512 px
@@ -113,12 +113,15 @@ def test_every_mpp_shows_the_same_tissue(bench_path: Path) -> None:
         assert psnr(fine, coarse) < 25
 
 
-def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_features_are_two_unit_halves_stored_per_mpp(bench_path: Path, checkpoint: Path, tmp_path: Path,
+                                                     capsys) -> None:  # fmt: skip
     evalset = EvalSet.load(bench_path)
     out = tmp_path / "feats.h5"
     args = ["features", str(checkpoint), "--set", str(bench_path), "--out", str(out), "--batch-size", "10"]
     assert main([*args, "--device", "cpu"]) == 0
     feats = FeatureFile.load(out, evalset)
+    assert stored_model(out) == feats.model and feats.model["kind"] == "gapless"
+    assert "(gapless model, 1 prefix tokens, patch" in " ".join(capsys.readouterr().err.split())
     assert feats.dim == 64 and feats.step == 7 and feats.config["model"]["arch"] == "vit_tiny_test"
     x = feats.features["0.75"]
     np.testing.assert_allclose(np.linalg.norm(x[:, :32], axis=1), 1, atol=1e-5)
@@ -170,8 +173,7 @@ def test_adding_a_model_computes_only_its_features(bench_path: Path, checkpoint:
     cached = out / "features" / "a.h5"
     before = cached.stat().st_mtime_ns
     exported = export_timm(checkpoint, tmp_path / "timm")  # the same weights as a released timm folder
-    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast,
-            "model.depth=3"]  # timm arguments go to timm: and hf-hub: models only: the folder describes itself  # fmt: skip
+    args = ["evaluate", str(checkpoint), str(exported), "--set", str(bench_path), "--out", str(out), *fast]
     assert main([*args, "--name", "a", "b"]) == 0
     assert cached.stat().st_mtime_ns == before and (out / "features" / "b.h5").is_file()
     runs = json.loads((out / "report.json").read_text())["runs"]
@@ -210,6 +212,9 @@ def test_bad_inputs_give_clear_errors(bench_path: Path, checkpoint: Path, tmp_pa
     torch.save({"state_dict": {}}, foreign)
     code = main(["evaluate", str(foreign), "--set", str(bench_path), "--out", str(tmp_path / "r")])
     assert code == 2 and "foreign.pt: not a gapless checkpoint" in " ".join(capsys.readouterr().err.split())
+    for command, out in (("evaluate", tmp_path / "r"), ("features", tmp_path / "g.h5")):  # timm builds take them
+        code = main([command, str(checkpoint), "--set", str(bench_path), "--out", str(out), "model.depth=3"])
+        assert code == 2 and "model.KEY=VALUE or --model-args given but" in " ".join(capsys.readouterr().err.split())
 
     bad_csv = tmp_path / "labels.csv"
     bad_csv.write_text("name,class\nx,y\n")

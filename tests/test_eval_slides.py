@@ -81,3 +81,10 @@ def test_downsample_halves_exactly_then_finishes_with_one_area_step() -> None:
 def test_slides_without_labels_are_refused(slides, tmp_path: Path, capsys) -> None:
     code = main(["eval-set", str(slides.paths[0]), "--out", str(tmp_path / "s.h5")])
     assert code == 2 and "slides need labels" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_resampling_choices_of_the_cli_are_the_filters_the_set_builder_knows() -> None:
+    from gapless.eval.cli import RESAMPLING_CHOICES
+    from gapless.eval.sets.tiles import RESAMPLINGS
+
+    assert RESAMPLING_CHOICES == RESAMPLINGS  # the CLI names them itself so that --help imports no image library

@@ -70,7 +70,7 @@ def _expected(source: TileSource, shard: Shard, iterations: int, augment=None):
 def assert_same_columns(got: tuple, expected: list[tuple]) -> None:
     """A reader's batch columns against the host callback's per-sample outputs."""
     for b, want in enumerate(expected):
-        for column, w in zip(got, want):
+        for column, w in zip(got, want, strict=True):
             g = np.asarray(column[b])
             assert g.dtype == w.dtype and g.shape == w.shape
             if g.ndim == 3:  # a region
@@ -98,7 +98,7 @@ def _check_paths_match_the_host_reader(index, columns_of) -> tuple[set[int], set
     for k, cfg in enumerate(_cases(index)):
         source, _ = build_source(cfg)
         expected, tiles = _expected(source, shard, 2, cfg.augment)
-        for got, want in zip(columns_of(k, shard, 2), expected):
+        for got, want in zip(columns_of(k, shard, 2), expected, strict=True):
             assert_same_columns(got, want)
         read, on_border = _coverage(source, tiles)
         levels |= read
@@ -168,7 +168,7 @@ def test_new_paths_fail_regions_on_a_damaged_tile_and_retry_them(synthetic_slide
     assert not any(touches(t) for t in batched) and any(touches(t) for t in host)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
         cuslide2 = fresh.submit(_cuslide2_tiles, source, gs).result()
-    for (spec, retries, region), want in zip(cuslide2, batched):
+    for (spec, retries, region), want in zip(cuslide2, batched, strict=True):
         assert spec == want.spec and retries == want.retries
         assert np.abs(region.astype(int) - want.region).max() <= GREY_LEVELS
     reader = DaliTileReader(source, 96, Shard(), workers=0, device="cpu")
@@ -227,7 +227,7 @@ def test_dali_graph_fed_by_the_dali_decoder_matches_the_host_fed_graph(synthetic
     fed.build()
     host.build()
     for _ in range(2):
-        for a, b in zip(fed.run(), host.run()):
+        for a, b in zip(fed.run(), host.run(), strict=True):
             a, b = np.asarray(a.as_tensor()), np.asarray(b.as_tensor())
             assert a.shape == b.shape and np.allclose(a, b, atol=GREY_LEVELS / 255 / 0.2)
 
@@ -260,8 +260,8 @@ def test_dali_decoder_on_the_gpu_matches_its_cpu_twin(synthetic_slides) -> None:
     source, _ = build_source(cfg)
     gpu = DaliTileReader(source, B, Shard(), workers=0, device="cuda")(0)
     cpu = DaliTileReader(source, B, Shard(), workers=0, device="cpu")(0)
-    for column_gpu, column_cpu in zip(gpu[1:], cpu[1:]):
-        assert all(np.array_equal(x.get(), y) for x, y in zip(column_gpu, column_cpu))
-    for x, y in zip(gpu[0], cpu[0]):
+    for column_gpu, column_cpu in zip(gpu[1:], cpu[1:], strict=True):
+        assert all(np.array_equal(x.get(), y) for x, y in zip(column_gpu, column_cpu, strict=True))
+    for x, y in zip(gpu[0], cpu[0], strict=True):
         mse = float(np.mean((x.get().astype(np.float64) - y) ** 2))
         assert 10 * np.log10(255.0**2 / max(mse, 1e-9)) > 30.0

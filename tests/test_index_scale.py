@@ -130,10 +130,10 @@ def test_index_workers_die_with_their_parent_and_the_run_resumes(many, tmp_path,
     assert summary.total == 12 and summary.indexed + summary.resumed == 12
 
 
-def test_a_full_disk_is_one_line_naming_the_path_with_no_temporary_file_left(many, tmp_path, capsys) -> None:
+def test_a_full_disk_is_one_line_naming_the_path_with_no_temporary_file_left(many, tmp_path, capsys, dev_full) -> None:
     folder, labels = many
     out = tmp_path / "index.h5"
-    (tmp_path / "index.h5.tmp").symlink_to("/dev/full")  # writing the index runs out of space
+    (tmp_path / "index.h5.tmp").symlink_to(dev_full)  # writing the index runs out of space
     assert main(["index", str(folder), "--out", str(out), "--workers", "1"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "index.h5: cannot write (No space left on device)" in err and "Traceback" not in err
@@ -143,7 +143,7 @@ def test_a_full_disk_is_one_line_naming_the_path_with_no_temporary_file_left(man
     assert summary.resumed == 12 and summary.indexed == 0
 
     journal_full = tmp_path / "j.h5"
-    (tmp_path / "j.h5.journal").symlink_to("/dev/full")
+    (tmp_path / "j.h5.journal").symlink_to(dev_full)
     progress = []
     with pytest.raises(InputError, match="j.h5.journal: cannot write \\(No space left on device\\)"):
         build_index([folder], journal_full, on_progress=lambda d, t: progress.append(d))

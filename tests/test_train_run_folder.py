@@ -31,14 +31,14 @@ def test_unwritable_out_is_refused_before_training(tmp_path: Path, capsys) -> No
     assert "results.csv" in err and "Traceback" not in err and blocker.read_text() == "a file, not a folder"
 
 
-def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temporary_file(tmp_path: Path, capsys) -> None:
-    if not os.access("/dev/full", os.W_OK):
-        pytest.skip("needs /dev/full (a device on which every write fails for want of space)")
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temporary_file(
+    tmp_path: Path, capsys, dev_full: str
+) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     # The checkpoint of iteration 2 is written under this temporary name: on /dev/full, the kernel's ENOSPC.
     target = checkpoint_path(run, 2)
-    target.with_name(target.name + ".tmp").symlink_to("/dev/full")
+    target.with_name(target.name + ".tmp").symlink_to(dev_full)
     assert gapless_main(["pretrain", "--config", "pretrain_tiny_cpu", "--out", str(run), "checkpoint.every=2"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{target}: cannot write (No space left on device)" in err and "Traceback" not in err

@@ -5,9 +5,9 @@ tokens ``[B, N, D]`` with the prefix tokens first (the class token, then any reg
 prefix tokens there are, its patch size, the input size it insists on (``None``: any multiple of the patch size)
 and the normalisation its inputs need, with where that normalisation came from.
 
-The embedding of a tile (as in the paper's evaluation code) is ``L2(CLS) ⊕ L2(mean of the patch tokens)``: every prefix token is left
-out of the mean, so register tokens never count as patches. The raw class token is kept beside it for RankMe as the
-paper's code computes it (on the class token alone).
+The embedding of a tile (as in the paper's evaluation code) is ``L2(CLS) ⊕ L2(mean of the patch tokens)``: every prefix
+token is left out of the mean, so register tokens never count as patches. The raw class token is kept beside it for
+RankMe as the paper's code computes it (on the class token alone).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from gapless.errors import InputError
+from gapless.pipeline.config import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)  # the statistics the paper and UNI2-h normalise with
 
 
 @dataclass

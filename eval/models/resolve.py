@@ -55,6 +55,11 @@ def load_model(
     from gapless.train.checkpoint import BACKBONE_FORMAT, CHECKPOINT_FORMAT
 
     if isinstance(obj, dict) and obj.get("format") in (CHECKPOINT_FORMAT, BACKBONE_FORMAT):
+        if kwargs:
+            raise InputError(
+                f"{path}: model.KEY=VALUE or --model-args given but a gapless checkpoint describes itself and takes none "
+                "(they go to timm:, hf-hub:, folder and DINOv2 models)"
+            )
         return from_gapless(path, obj, mean_std)
     dinov2 = teacher_backbone(obj)
     if dinov2:

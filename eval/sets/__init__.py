@@ -1,1 +1,1 @@
-"""Evaluation sets: labelled regions cut at every evaluated mpp, with patient-disjoint folds, stored in one HDF5 file."""
+"""Evaluation sets: labelled regions cut at every evaluated mpp, with patient-disjoint folds, in one HDF5 file."""

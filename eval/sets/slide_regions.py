@@ -3,9 +3,10 @@
 Per slide, region centres are drawn on tissue with the slide's :class:`~gapless.pipeline.slides.TissueMask` so that the
 *coarsest* footprint (``tile_px · max(mpps)`` microns square) is at least ``tissue_threshold`` tissue; regions of one
 slide do not overlap (a centre closer than one footprint to an earlier one is redrawn). Each region is read once from
-the finest level (level 0) at that footprint, and every tile is cut from it (:func:`gapless.eval.sets.tiles.multiscale_tiles`).
-Slides without a label, whose finest level is coarser than the finest evaluation mpp, or that are too small for
-the coarsest footprint are skipped and counted; a slide that cannot be opened is skipped and counted too.
+the finest level (level 0) at that footprint, and every tile is cut from it
+(:func:`gapless.eval.sets.tiles.multiscale_tiles`). Slides without a label, whose finest level is coarser than the
+finest evaluation mpp, or that are too small for the coarsest footprint are skipped and counted; a slide that cannot be
+opened is skipped and counted too.
 """
 
 from __future__ import annotations
