@@ -115,7 +115,7 @@ class TileBatchCallback:
             except Exception as exc:  # as in TileSource.read: any backend failure -> the next attempt
                 log.debug("sample %d attempt %d: %s", g, attempt, exc)
         fill = self.source.skipped_tile(g).region
-        return self._whole(fill, encoded), None, self.source.max_retries + 1
+        return (*self._whole(fill, encoded), None, self.source.max_retries + 1)
 
     def _tiles(self, spec: TileSpec, encoded: list[np.ndarray], slot: dict[tuple[str, int, int], int], room: int
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
