@@ -71,10 +71,11 @@ class RegionReads:
         return bool(getattr(self.source, "resize_px", 0))
 
     def base_tiles(self, regions: Any, device: str, tile_px: int) -> Any:
-        """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so."""
+        """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so; regions the host
+        callback already resized (:attr:`resized`) are only moved there."""
         if device == "gpu" and not (self.gpu and self.batch_device == "gpu"):
             regions = regions.gpu()
-        return graph.crop_resize(regions, tile_px)
+        return regions if self.resized else graph.crop_resize(regions, tile_px)
 
 
 @pipeline_def(enable_conditionals=True)
@@ -83,7 +84,7 @@ def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentCo
     the views uint8 HWC (the loader normalises them on the output device)."""
     regions, *meta = reads.nodes()
     params = meta.pop() if len(meta) > len(META_NAMES) else None  # none when no view uses them
-    tiles = regions if reads.resized else reads.base_tiles(regions, device, tile_px)
+    tiles = reads.base_tiles(regions, device, tile_px)
     global_crops, local_crops = graph.multicrop(tiles, params, aug, tile_px)
     return (*global_crops, *local_crops, *meta)
 
@@ -92,7 +93,7 @@ def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentCo
 def eval_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentConfig, normalized: bool):
     """Regions -> base tiles, no augmentation: uint8 HWC (``normalized=False``) or normalised float CHW."""
     regions, *meta = reads.nodes()
-    tiles = regions if reads.resized else reads.base_tiles(regions, device, tile_px)
+    tiles = reads.base_tiles(regions, device, tile_px)
     if normalized:
         tiles = graph.normalize(tiles, aug)
     return (tiles, *meta)
