@@ -85,14 +85,14 @@ def first_plans(source: TileSource, gs: list[int], attempts: dict[int, int] | No
     (and whose data passes ``vet``)."""
     plans: Plans = {}
     for g in dict.fromkeys(gs):
-        spec, attempt = None, (attempts or {}).get(g, 0)
+        spec, attempt, mpp = None, (attempts or {}).get(g, 0), source.target_mpp(g)
         while spec is None and attempt <= source.max_retries:
-            spec, attempt = source.plan(g, attempt), attempt + 1
+            spec, attempt = source.plan(g, attempt, mpp), attempt + 1
             if spec is not None and vet is not None:
                 try:
                     vet(source, spec)
                 except SlideError as exc:
-                    log.debug("sample %d attempt %d: %s", g, spec.attempt, exc)
+                    source.attempt_failed(g, spec.attempt, exc)
                     spec = None
         plans[g] = spec
     return plans
@@ -124,7 +124,7 @@ def read_many(source: TileSource, gs: list[int], reader: Any | None, device: str
                 except Exception as exc:  # as in TileSource.read: any backend failure -> the next attempt
                     region = exc
             if isinstance(region, Exception):
-                log.debug("sample %d attempt %d: %s", g, spec.attempt, region)
+                source.attempt_failed(g, spec.attempt, region)
                 retry[g] = spec.attempt + 1
             else:
                 tiles[g] = Tile(region, spec, source.target_mpp(g), retries=spec.attempt, skipped=False)
