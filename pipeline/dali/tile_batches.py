@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gapless.pipeline.augparams import ParamSampler
-from gapless.pipeline.batch_read import region_request
+from gapless.pipeline.batch_read import PlanVetter, region_request
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.slides.decoding import tile_check_enabled
 from gapless.pipeline.source import Shard, TileSource, TileSpec
@@ -38,7 +38,8 @@ def pnm(region: np.ndarray) -> np.ndarray:
 
 class TileBatchCallback:
     """``callback(batch_info) -> (encoded, in_ids, in_anchors, shapes, out_anchors, output_size, mpp, level,
-    retries, skipped[, params])``, each a list of ``max(T, B)`` host arrays. Picklable; files open per process."""
+    retries, skipped[, params])``, each a list of ``max(T, B)`` host arrays. Picklable; files open per process
+    (its :class:`~gapless.pipeline.batch_read.PlanVetter`)."""
 
     def __init__(self, source: TileSource, shard: Shard, batch_size: int, capacity: int,
                  augment: AugmentConfig | None = None, verify: bool | None = None) -> None:  # fmt: skip
@@ -48,11 +49,8 @@ class TileBatchCallback:
         self.augment = augment
         self.sampler = None if augment is None else ParamSampler(augment, source.tile_px)
         self.verify = tile_check_enabled() if verify is None else bool(verify)
-        self._files: Any = None
+        self.vetter = PlanVetter()  # this process's tile files, and which of their tiles passed the check
         self.host_reads = 0  # regions read on the host (not JPEG-tiled, or past capacity), for statistics
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_files": None}
 
     @property
     def num_outputs(self) -> int:
@@ -60,19 +58,15 @@ class TileBatchCallback:
 
     @property
     def files(self) -> Any:
-        if self._files is None:
-            from gapless.pipeline.slides.tile_files import TileFiles
-
-            self._files = TileFiles()
-        return self._files
+        """This process's :class:`~gapless.pipeline.slides.tile_files.TileFiles` (opened on demand)."""
+        return self.vetter.files
 
     def sample_indices(self, iteration: int) -> list[int]:
         return self.shard.batch(self.shard.start + int(iteration), self.batch_size)
 
     def close(self) -> None:
         """Close this process's tile files (they reopen on demand)."""
-        if self._files is not None:
-            self._files.close()
+        self.vetter.close()
 
     def __call__(self, info: Any) -> tuple[list[np.ndarray], ...]:
         iteration = info.iteration if hasattr(info, "iteration") else int(info)
