@@ -4,9 +4,10 @@
 each round of attempts with one ``reader.read`` call (:class:`~gapless.pipeline.slides.tiled_decode.TiledJpegReader`,
 :class:`~gapless.pipeline.slides.cuslide2.Cuslide2Reader`), so a batch costs one decode call instead of one per
 region; without a batch reader (``gpu_decode=cucim``) it reads region by region through the slides' backend, with
-the same planning and vetting. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a fraction of a millisecond
-per tile: for batches of hundreds it would hold the DALI pipeline thread longer than the GPU decode does, so
-:class:`PlanPrefetcher` plans the next batches in worker processes while the current one decodes. Plans are pure
+the same planning and vetting. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a
+fraction of a millisecond per tile: for batches of hundreds it would hold the DALI pipeline thread longer than the
+GPU decode does, so :class:`PlanPrefetcher` plans the next batches in worker processes while the current one
+decodes. Plans are pure
 functions of ``(seed, g, attempt)``, so where they were made changes nothing.
 
 GPU decoders turn damaged JPEG data into noise without failing, so a plan is kept only when the tiles it reads pass

@@ -50,7 +50,9 @@ class TileBatchCallback:
         self.sampler = None if augment is None else ParamSampler(augment, source.tile_px)
         self.verify = tile_check_enabled() if verify is None else bool(verify)
         self.vetter = PlanVetter()  # this process's tile files, and which of their tiles passed the check
-        self.host_reads = 0  # regions read on the host (not JPEG-tiled, or past capacity), for statistics
+        # Regions read on the host (not JPEG-tiled, or past capacity), for statistics. Counted in the process that
+        # runs the callback: with DALI source workers, each worker's count stays in that worker.
+        self.host_reads = 0
 
     @property
     def num_outputs(self) -> int:
