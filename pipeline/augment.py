@@ -1,8 +1,8 @@
 """DINOv2 multi-crop augmentation on the CPU (NumPy/OpenCV) for the baseline loaders.
 
 The same views as the DALI graph (:mod:`gapless.pipeline.dali.graph`) from the same parameters
-(:func:`gapless.pipeline.augparams.sample_params`): the delivered crop window resized with an antialiased filter, the colour
-twist DALI applies (one affine map in YIQ space: brightness, contrast about mid-grey, hue as a rotation and
+(:func:`gapless.pipeline.augparams.sample_params`): the delivered crop window resized with an antialiased filter, the
+colour twist DALI applies (one affine map in YIQ space: brightness, contrast about mid-grey, hue as a rotation and
 saturation as a scaling of the IQ plane, grayscale as saturation 0), Gaussian blur, solarize, flip. Views stay
 uint8 HWC: the loader hands them across processes as bytes and normalises whole batches on the output device
 (:class:`gapless.pipeline.loader_base.ViewNormalizer`), as the DALI loader does. So the DALI loader and this one make

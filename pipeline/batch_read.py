@@ -4,9 +4,10 @@
 each round of attempts with one ``reader.read`` call (:class:`~gapless.pipeline.slides.tiled_decode.TiledJpegReader`,
 :class:`~gapless.pipeline.slides.cuslide2.Cuslide2Reader`), so a batch costs one decode call instead of one per
 region; without a batch reader (``gpu_decode=cucim``) it reads region by region through the slides' backend, with
-the same planning and vetting. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a fraction of a millisecond
-per tile: for batches of hundreds it would hold the DALI pipeline thread longer than the GPU decode does, so
-:class:`PlanPrefetcher` plans the next batches in worker processes while the current one decodes. Plans are pure
+the same planning and vetting. Planning a tile (its mpp, slide and tissue location) is Python and NumPy work of a
+fraction of a millisecond per tile: for batches of hundreds it would hold the DALI pipeline thread longer than the
+GPU decode does, so :class:`PlanPrefetcher` plans the next batches in worker processes while the current one
+decodes. Plans are pure
 functions of ``(seed, g, attempt)``, so where they were made changes nothing.
 
 GPU decoders turn damaged JPEG data into noise without failing, so a plan is kept only when the tiles it reads pass
@@ -85,14 +86,14 @@ def first_plans(source: TileSource, gs: list[int], attempts: dict[int, int] | No
     (and whose data passes ``vet``)."""
     plans: Plans = {}
     for g in dict.fromkeys(gs):
-        spec, attempt = None, (attempts or {}).get(g, 0)
+        spec, attempt, mpp = None, (attempts or {}).get(g, 0), source.target_mpp(g)
         while spec is None and attempt <= source.max_retries:
-            spec, attempt = source.plan(g, attempt), attempt + 1
+            spec, attempt = source.plan(g, attempt, mpp), attempt + 1
             if spec is not None and vet is not None:
                 try:
                     vet(source, spec)
                 except SlideError as exc:
-                    log.debug("sample %d attempt %d: %s", g, spec.attempt, exc)
+                    source.attempt_failed(g, spec.attempt, exc)
                     spec = None
         plans[g] = spec
     return plans
@@ -124,7 +125,7 @@ def read_many(source: TileSource, gs: list[int], reader: Any | None, device: str
                 except Exception as exc:  # as in TileSource.read: any backend failure -> the next attempt
                     region = exc
             if isinstance(region, Exception):
-                log.debug("sample %d attempt %d: %s", g, spec.attempt, region)
+                source.attempt_failed(g, spec.attempt, region)
                 retry[g] = spec.attempt + 1
             else:
                 tiles[g] = Tile(region, spec, source.target_mpp(g), retries=spec.attempt, skipped=False)

@@ -40,11 +40,15 @@ def run_tiles(args: argparse.Namespace) -> int:
         raise InputError(f"--tissue-threshold: must be in [0, 1], got {args.tissue_threshold}")
     if args.out.suffix.lower() != ".png":
         raise InputError(f"{args.out}: the contact sheet is written as PNG; give a .png path")
+    from gapless.io import output_file, write_bytes, write_json
+
+    for path in (args.out, args.json):  # before any tile is read, not after
+        if path is not None:
+            output_file(path)
 
     import cv2
 
     from gapless.console import console
-    from gapless.io import write_bytes, write_json
     from gapless.pipeline.tiles import contact_sheet, slide_tiles
 
     tiles, records = slide_tiles(args.slide, args.mpp, args.n, args.seed, tile_px=args.tile_px,

@@ -46,8 +46,11 @@ class AugmentConfig:
                      "solarize_p_global2"):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: a probability must be in [0, 1], got {getattr(self, name)}")
-        if min(self.brightness, self.contrast, self.saturation) < 0 or not 0.0 <= self.hue <= 0.5:
-            raise ValueError("brightness, contrast, saturation must be >= 0 and hue in [0, 0.5]")
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: a jitter strength must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue: must be in [0, 0.5] (in turns of the colour wheel), got {self.hue}")
         if min(self.std) <= 0:
             raise ValueError(f"std: every channel's std must be > 0, got {self.std}")
 

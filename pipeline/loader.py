@@ -10,12 +10,12 @@ Contract (both the DALI and the baseline loader keep it):
 - ``loader.stats()`` -> {reads, retries, skipped_tiles, skipped_slides}; ``loader.close()`` stops the workers
   (also a context manager);
 - sample ``i`` of ``rank``, its augmented views included, is a pure function of (seed, rank, i), whatever the
-  worker count: see :mod:`gapless.pipeline.source` and :mod:`gapless.pipeline.augparams`; so a run resumed at iteration k gets
-  the batches an uninterrupted run gets there, bit for bit (on the same kind of device).
+  worker count: see :mod:`gapless.pipeline.source` and :mod:`gapless.pipeline.augparams`; so a run resumed at
+  iteration k gets the batches an uninterrupted run gets there, bit for bit (on the same kind of device).
 
 ``cfg.loader``: dali -> DALI (operators on the GPU when there is one, else CPU operators), baseline -> PyTorch
-DataLoader, synthetic -> in-memory batches with no I/O (:mod:`gapless.pipeline.synthetic`), auto -> the faster of
-DALI and the DataLoader on this machine (:func:`resolve_loader`).
+DataLoader, synthetic -> in-memory batches with no I/O (:mod:`gapless.pipeline.synthetic`), auto -> DALI when CUDA
+is available, the DataLoader when not (:func:`resolve_loader`).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def load_slides(index_path: str | Path, check: bool = True) -> tuple[Sequence[Sl
     Skipped: slides the index itself marks as failed, and, with ``check``, slides whose file is gone, or has changed
     since it was indexed and no longer opens (missing, truncated, corrupt). A slide with the size and modification
     time the index recorded costs one ``stat`` (a DICOM folder one per instance file), so an index of 200,000 slides
-    is checked in seconds; a changed one is opened (one header read). Skipped slides are logged, counted and never drawn. A file that goes bad later is
-    handled by the source's retries.
+    is checked in seconds; a changed one is opened (one header read). Skipped slides are logged, counted and never
+    drawn. A file that goes bad later is handled by the source's retries.
     """
     from gapless.pipeline.slides import SlideIndex
 

@@ -237,11 +237,17 @@ class TileSource(ParentBound):
             try:
                 region = self.read_spec(spec, device)
             except Exception as exc:  # any backend failure (I/O, decode, vanished file) -> another location
-                bug = isinstance(exc, RegionOutsideError)  # a planning bug, not bad data: never silent
-                log.log(logging.WARNING if bug else logging.DEBUG, "sample %d attempt %d: %s", g, attempt, exc)
+                self.attempt_failed(g, attempt, exc)
                 continue
             return Tile(region, spec, mpp, retries=attempt, skipped=False)
         return self.skipped_tile(g, device)
+
+    @staticmethod
+    def attempt_failed(g: int, attempt: int, exc: BaseException) -> None:
+        """Log a failed attempt of sample ``g`` before the next one: bad data is expected (DEBUG), a region
+        planned outside its level is a planning bug, never silent (WARNING). Every read path logs through here."""
+        bug = isinstance(exc, RegionOutsideError)
+        log.log(logging.WARNING if bug else logging.DEBUG, "sample %d attempt %d: %s", g, attempt, exc)
 
     def skipped_tile(self, g: int, device: str = "cpu") -> Tile:
         """The flat tile delivered for a sample whose every attempt failed."""

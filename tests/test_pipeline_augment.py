@@ -141,3 +141,21 @@ def test_resize_window_is_antialiased_along_each_shrinking_axis() -> None:
     assert np.all(np.abs(out.astype(int) - 128) <= 20)
     mixed = resize_window(stripes, (0, 0, 48, TILE), 96)  # x shrinks, y grows: two passes
     assert mixed.shape == (96, 96, 3) and np.all(np.abs(mixed.astype(int) - 128) <= 20)
+
+
+@pytest.mark.parametrize(
+    "augment, message",
+    [
+        ({"hue": 0.9}, "augment.hue: must be in [0, 0.5] (in turns of the colour wheel), got 0.9"),
+        ({"hue": -0.1}, "augment.hue: must be in [0, 0.5] (in turns of the colour wheel), got -0.1"),
+        ({"contrast": -0.5}, "augment.contrast: a jitter strength must be >= 0, got -0.5"),
+        ({"saturation": -1}, "augment.saturation: a jitter strength must be >= 0, got -1.0"),
+    ],
+)
+def test_a_bad_colour_jitter_value_is_named_with_its_value(augment: dict, message: str) -> None:
+    from gapless.config import from_dict
+    from gapless.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        from_dict(DataConfig, {"augment": augment})
+    assert str(raised.value) == message

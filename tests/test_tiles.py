@@ -43,6 +43,19 @@ def test_tiles_command_rejects_bad_input(synthetic_slides, tmp_path) -> None:
     assert main(["tiles", str(tmp_path / "missing.tiff"), "--mpp", "0.5", "--out", str(tmp_path / "a.png")]) == 2
 
 
+def test_tiles_command_refuses_a_bad_out_before_reading_the_slide(tmp_path, capsys) -> None:
+    """The outputs are checked first: with a slide that does not exist, the error names the bad output."""
+    missing = str(tmp_path / "missing.tiff")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("")
+    for out, json_out in (("folder.png", None), ("file/sheet.png", None), ("sheet.png", "file/meta.json")):
+        args = ["tiles", missing, "--mpp", "0.5", "--out", str(tmp_path / out)]
+        assert main(args + (["--json", str(tmp_path / json_out)] if json_out else [])) == 2
+        error = capsys.readouterr().err
+        assert str(tmp_path / (json_out or out).split("/")[0]) in error and "missing.tiff" not in error, error
+    assert not (tmp_path / "sheet.png").exists()
+
+
 def test_contact_sheet_layout() -> None:
     tiles = np.zeros((7, 10, 10, 3), np.uint8)
     assert contact_sheet(tiles, gap=2).shape == (3 * 12 + 2, 3 * 12 + 2, 3)

@@ -111,8 +111,8 @@ class GpuBatchReader:
 class BatchParams:
     """``params(iteration) -> [B host arrays]``: the augmentation parameters of the reader's samples of ``iteration``.
 
-    The same :func:`gapless.pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so the GPU
-    and CPU read paths make the same views; drawn with one :class:`~gapless.pipeline.augparams.ParamSampler`.
+    The same :func:`gapless.pipeline.augparams.sample_params` values the CPU callback delivers with each sample, so
+    the GPU and CPU read paths make the same views; drawn with one :class:`~gapless.pipeline.augparams.ParamSampler`.
     """
 
     def __init__(self, reader: GpuBatchReader, augment: AugmentConfig) -> None:

@@ -1,8 +1,8 @@
 """Graph-building functions over DALI DataNodes: crop-and-resize and DINOv2 multi-crop augmentation.
 
 These functions only describe operations; they are called inside a ``pipeline_def`` (see
-:mod:`gapless.pipeline.dali.pipelines`) and know nothing about where the regions come from. DALI places an operator on the
-device of its input, so the same code builds a GPU graph (regions moved with ``.gpu()``, or read by cuCIM on the
+:mod:`gapless.pipeline.dali.pipelines`) and know nothing about where the regions come from. DALI places an operator
+on the device of its input, so the same code builds a GPU graph (regions moved with ``.gpu()``, or read by cuCIM on the
 GPU) and a CPU graph (``device_id=None``).
 
 The graph draws no random numbers. Every random parameter of a sample's views arrives with the sample as a CPU

@@ -2,14 +2,19 @@
 
 Both read regions through an external source and differ only in what the graph does with them:
 
-- CPU reads (:class:`gapless.pipeline.source.SampleCallback`): a per-sample callback; with ``workers > 0`` it runs in DALI's
-  parallel external source (``py_num_workers`` spawned processes, each with its own slide-handle cache), with
-  ``workers == 0`` in the pipeline's own thread (fast start; tests and tiny jobs). For training it also delivers
-  each sample's augmentation parameters (a sixth output, a small host array).
-- GPU reads (:class:`gapless.pipeline.dali.gpu_source.GpuBatchReader`, ``read_device=cuda``): the batch's JPEG tiles are
-  decoded on the GPU in one call and its regions handed as CuPy arrays to a ``device="gpu"`` external source: no
-  host round trip. GPU input cannot be parallel, so this source runs in the pipeline thread. The augmentation parameters of the same samples come from a second,
-  CPU external source (:class:`gapless.pipeline.dali.gpu_source.BatchParams`): argument inputs must be CPU data.
+- CPU reads (:class:`gapless.pipeline.source.SampleCallback`): a per-sample callback; with ``workers > 0`` it runs
+  in DALI's parallel external source (``py_num_workers`` spawned processes, each with its own slide-handle cache),
+  with ``workers == 0`` in the pipeline's own thread (fast start; tests and tiny jobs). For training it also
+  delivers each sample's augmentation parameters (a sixth output, a small host array) when some view uses them
+  (:func:`gapless.pipeline.augparams.views_vary`).
+- GPU reads (``read_device=cuda``): a batch callable hands the batch's regions, decoded on the GPU, to a
+  ``device="gpu"`` external source: no host round trip. ``data.gpu_decode`` says how they are decoded: ``batched``,
+  ``cuslide2`` and ``cucim`` by :class:`gapless.pipeline.dali.gpu_source.GpuBatchReader` (the batch's JPEG tiles in
+  one nvImageCodec call, cuCIM's nvImageCodec plugin per slide, or cuCIM region by region), ``dali`` by DALI's own
+  decoder in a tile-decode pipeline beside this one (:class:`gapless.pipeline.dali.tile_decode.DaliTileReader`).
+  GPU input cannot be parallel, so this source runs in the pipeline thread. The augmentation parameters of the
+  same samples come from a second, CPU external source (:class:`gapless.pipeline.dali.gpu_source.BatchParams`, or
+  ``DaliTileReader.params``): argument inputs must be CPU data.
 
 ``device`` ("cpu" | "gpu") says where crop-and-resize and augmentation run; with "cpu" the pipeline is built with
 ``device_id=None`` and needs no CUDA at all, and the host callback resizes each region to its base tile in the
@@ -71,10 +76,11 @@ class RegionReads:
         return bool(getattr(self.source, "resize_px", 0))
 
     def base_tiles(self, regions: Any, device: str, tile_px: int) -> Any:
-        """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so."""
+        """Regions -> base tiles (tile_px², antialiased), on the GPU when ``device`` says so; regions the host
+        callback already resized (:attr:`resized`) are only moved there."""
         if device == "gpu" and not (self.gpu and self.batch_device == "gpu"):
             regions = regions.gpu()
-        return graph.crop_resize(regions, tile_px)
+        return regions if self.resized else graph.crop_resize(regions, tile_px)
 
 
 @pipeline_def(enable_conditionals=True)
@@ -83,7 +89,7 @@ def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentCo
     the views uint8 HWC (the loader normalises them on the output device)."""
     regions, *meta = reads.nodes()
     params = meta.pop() if len(meta) > len(META_NAMES) else None  # none when no view uses them
-    tiles = regions if reads.resized else reads.base_tiles(regions, device, tile_px)
+    tiles = reads.base_tiles(regions, device, tile_px)
     global_crops, local_crops = graph.multicrop(tiles, params, aug, tile_px)
     return (*global_crops, *local_crops, *meta)
 
@@ -92,7 +98,7 @@ def train_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentCo
 def eval_pipeline(reads: RegionReads, device: str, tile_px: int, aug: AugmentConfig, normalized: bool):
     """Regions -> base tiles, no augmentation: uint8 HWC (``normalized=False``) or normalised float CHW."""
     regions, *meta = reads.nodes()
-    tiles = regions if reads.resized else reads.base_tiles(regions, device, tile_px)
+    tiles = reads.base_tiles(regions, device, tile_px)
     if normalized:
         tiles = graph.normalize(tiles, aug)
     return (tiles, *meta)

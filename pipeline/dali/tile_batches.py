@@ -15,19 +15,15 @@ the rest are empty canvases (and a 1-pixel image where T < B) that the reader dr
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 
-from gapless.errors import SlideError
 from gapless.pipeline.augparams import ParamSampler
-from gapless.pipeline.batch_read import region_request
+from gapless.pipeline.batch_read import PlanVetter, region_request
 from gapless.pipeline.config import AugmentConfig
 from gapless.pipeline.slides.decoding import tile_check_enabled
 from gapless.pipeline.source import Shard, TileSource, TileSpec
-
-log = logging.getLogger(__name__)
 
 PASTE_NAMES = ("encoded", "in_ids", "in_anchors", "shapes", "out_anchors", "output_size")
 META_DTYPES = (np.float32, np.int32, np.int32, np.int32)  # mpp, level, retries, skipped
@@ -42,7 +38,8 @@ def pnm(region: np.ndarray) -> np.ndarray:
 
 class TileBatchCallback:
     """``callback(batch_info) -> (encoded, in_ids, in_anchors, shapes, out_anchors, output_size, mpp, level,
-    retries, skipped[, params])``, each a list of ``max(T, B)`` host arrays. Picklable; files open per process."""
+    retries, skipped[, params])``, each a list of ``max(T, B)`` host arrays. Picklable; files open per process
+    (its :class:`~gapless.pipeline.batch_read.PlanVetter`)."""
 
     def __init__(self, source: TileSource, shard: Shard, batch_size: int, capacity: int,
                  augment: AugmentConfig | None = None, verify: bool | None = None) -> None:  # fmt: skip
@@ -52,11 +49,10 @@ class TileBatchCallback:
         self.augment = augment
         self.sampler = None if augment is None else ParamSampler(augment, source.tile_px)
         self.verify = tile_check_enabled() if verify is None else bool(verify)
-        self._files: Any = None
-        self.host_reads = 0  # regions read on the host (not JPEG-tiled, or past capacity), for statistics
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_files": None}
+        self.vetter = PlanVetter()  # this process's tile files, and which of their tiles passed the check
+        # Regions read on the host (not JPEG-tiled, or past capacity), for statistics. Counted in the process that
+        # runs the callback: with DALI source workers, each worker's count stays in that worker.
+        self.host_reads = 0
 
     @property
     def num_outputs(self) -> int:
@@ -64,19 +60,15 @@ class TileBatchCallback:
 
     @property
     def files(self) -> Any:
-        if self._files is None:
-            from gapless.pipeline.slides.tile_files import TileFiles
-
-            self._files = TileFiles()
-        return self._files
+        """This process's :class:`~gapless.pipeline.slides.tile_files.TileFiles` (opened on demand)."""
+        return self.vetter.files
 
     def sample_indices(self, iteration: int) -> list[int]:
         return self.shard.batch(self.shard.start + int(iteration), self.batch_size)
 
     def close(self) -> None:
         """Close this process's tile files (they reopen on demand)."""
-        if self._files is not None:
-            self._files.close()
+        self.vetter.close()
 
     def __call__(self, info: Any) -> tuple[list[np.ndarray], ...]:
         iteration = info.iteration if hasattr(info, "iteration") else int(info)
@@ -86,10 +78,11 @@ class TileBatchCallback:
         pastes, meta = [], []
         for j, g in enumerate(gs):
             room = self.capacity - len(encoded) - (len(gs) - j - 1)  # keep one stream for each region to come
-            ids, boxes, spec, attempt = self._read(g, encoded, slot, room)
+            mpp = self.source.target_mpp(g)
+            ids, boxes, spec, attempt = self._read(g, mpp, encoded, slot, room)
             pastes.append((ids, boxes, spec))
             skipped = spec is None
-            meta.append((self.source.target_mpp(g), -1 if skipped else spec.plan.level, attempt, int(skipped)))
+            meta.append((mpp, -1 if skipped else spec.plan.level, attempt, int(skipped)))
         n = max(len(encoded), len(gs))
         encoded += [pnm(np.zeros((1, 1, 3), np.uint8))] * (n - len(encoded))
         columns = self._paste_columns(pastes, n)
@@ -100,22 +93,21 @@ class TileBatchCallback:
             columns.append(params + [np.zeros_like(params[0])] * (n - len(gs)))
         return (encoded, *columns)
 
-    def _read(self, g: int, encoded: list[np.ndarray], slot: dict[tuple[str, int, int], int], room: int
+    def _read(self, g: int, mpp: float, encoded: list[np.ndarray], slot: dict[tuple[str, int, int], int], room: int
               ) -> tuple[np.ndarray, np.ndarray, TileSpec | None, int]:  # fmt: skip
-        """Sample ``g``'s first attempt that can be read: (stream ids, paste boxes, spec, attempt); the streams
-        it needs are appended to ``encoded``. Every attempt failing gives the skipped sample's flat tile."""
+        """Sample ``g``'s (target ``mpp``) first attempt that can be read: (stream ids, paste boxes, spec, attempt);
+        the streams it needs are appended to ``encoded``. Every attempt failing gives the skipped sample's flat
+        tile."""
         for attempt in range(self.source.max_retries + 1):
-            spec = self.source.plan(g, attempt)
+            spec = self.source.plan(g, attempt, mpp)
             if spec is None:
                 continue
             try:
                 return (*self._tiles(spec, encoded, slot, room), spec, attempt)
-            except SlideError as exc:
-                log.debug("sample %d attempt %d: %s", g, attempt, exc)
             except Exception as exc:  # as in TileSource.read: any backend failure -> the next attempt
-                log.debug("sample %d attempt %d: %s", g, attempt, exc)
+                self.source.attempt_failed(g, attempt, exc)
         fill = self.source.skipped_tile(g).region
-        return self._whole(fill, encoded), None, self.source.max_retries + 1
+        return (*self._whole(fill, encoded), None, self.source.max_retries + 1)
 
     def _tiles(self, spec: TileSpec, encoded: list[np.ndarray], slot: dict[tuple[str, int, int], int], room: int
                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
