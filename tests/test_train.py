@@ -16,8 +16,9 @@ from gapless.errors import InputError, NonFiniteLossError
 from gapless.pipeline.loader import build_loader
 from gapless.pipeline.source import Shard
 from gapless.pipeline.synthetic import SyntheticLoader
-from gapless.train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
+from gapless.train.checkpoint import export_backbone, latest_checkpoint, list_checkpoints, load_teacher_backbone
 from gapless.train.config import PretrainConfig
+from gapless.train.export import export_timm
 from gapless.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,3 +193,41 @@ def test_compiled_blocks_train_as_eager_ones(tmp_path: Path) -> None:
     compiled = train(tiny("epochs=0.3", "checkpoint.every=100", "compile=true"), tmp_path / "compiled")
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
+
+
+def test_export_replaces_only_an_export(tmp_path: Path) -> None:
+    """--out may be a new file or an earlier export, never the checkpoint or another file; for timm a new folder,
+    an empty one or an earlier export, never the checkpoint's folder or a folder of other files."""
+    train(tiny("epochs=0.2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    before = ckpt.read_bytes()
+    assert gapless_main(["export", str(ckpt), "--out", str(ckpt)]) == 2
+    alias = tmp_path / "alias.pt"
+    alias.hardlink_to(ckpt)  # the same file by another name
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me")
+    for out in (alias, other):
+        with pytest.raises(InputError, match=f"{out.name}: (is the checkpoint|exists and is not an exported backbone)"):
+            export_backbone(ckpt, out)
+    assert ckpt.read_bytes() == before and other.read_text() == "keep me"
+    backbone = tmp_path / "backbone.pt"
+    assert gapless_main(["export", str(ckpt), "--out", str(backbone)]) == 0
+    assert gapless_main(["export", str(ckpt), "--out", str(backbone)]) == 0  # an export is replaced
+
+    folder = tmp_path / "timm"
+    assert gapless_main(["export", str(ckpt), "--format", "timm", "--out", str(folder)]) == 0
+    assert gapless_main(["export", str(ckpt), "--format", "timm", "--out", str(folder)]) == 0
+    with pytest.raises(InputError, match="is the checkpoint's folder"):
+        export_timm(ckpt, ckpt.parent)
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        export_timm(ckpt, ckpt)
+    released = tmp_path / "released"  # a model folder of the same layout that gapless did not write
+    released.mkdir()
+    (released / "config.json").write_text('{"architecture": "vit_small_patch16_224"}')
+    (folder / "README.md").write_text("mine")
+    for out in (released, folder):
+        with pytest.raises(InputError, match=f"{out.name}: holds other files than a timm export"):
+            export_timm(ckpt, out)
+    assert (released / "config.json").read_text() == '{"architecture": "vit_small_patch16_224"}'
+    assert gapless_main(["export", str(ckpt), "--format", "timm", "--out", str(tmp_path / "run")]) == 2
+    assert ckpt.read_bytes() == before
