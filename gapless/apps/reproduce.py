@@ -10,7 +10,8 @@ standard mpps only, so part of any dip at the others is the protocol's own and n
 
 ``--seeds 0,1,2`` repeats every training with those seeds (model initialisation, tiles, masks); the verdict is then
 given over seeds as well as per seed (:mod:`gapless.apps.reproduce_report`). ``--gpus N`` trains each run under
-torchrun on N GPUs (default: every visible GPU). Every training resumes from its checkpoints and every finished
+torchrun on N GPUs (default: every visible GPU; one process when ``pretrain.device`` is cpu, which refuses more).
+Every training resumes from its checkpoints and every finished
 stage is reused on a rerun, so a stopped or preempted reproduction continues where it stopped.
 """
 
@@ -101,6 +102,19 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def training_processes(requested: int | None, device: str) -> int:
+    """Processes per training run: ``--gpus`` (``requested``), else every visible GPU; one on the CPU (``device``
+    cpu), where more would split the same cores and change the global batch and the lr with them."""
+    if requested is not None and requested < 0:
+        raise InputError(f"--gpus must be >= 0, got {requested}")
+    if device != "cpu":
+        return requested if requested is not None else visible_gpus()
+    if requested is not None and requested > 1:
+        raise InputError(f"--gpus {requested}: pretrain.device is cpu, which trains in one process; drop --gpus or "
+                         "set pretrain.device=cuda")  # fmt: skip
+    return 1 if requested is None else requested
+
+
 def run_reproduce(args: argparse.Namespace) -> int:
     from gapless.eval.config import protocol_settings
     from gapless.eval.evaluate import evaluate_features
@@ -113,9 +127,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     samplings = {n: sampling_for(cfg.pretrain.data.sampling, n) for n in names}
     base_seed = cfg.pretrain.seed
     seeds = parse_list(getattr(args, "seeds", None), "--seeds", int) or [base_seed]
-    gpus = args.gpus if getattr(args, "gpus", None) is not None else visible_gpus()
-    if gpus < 0:
-        raise InputError(f"--gpus must be >= 0, got {gpus}")
+    gpus = training_processes(getattr(args, "gpus", None), cfg.pretrain.device)
     out: Path = args.out
     stages = xp.Stages(out, cfg, args.fresh, f"reproduce-{args.budget}")
     started = time.perf_counter()
