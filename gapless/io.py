@@ -19,7 +19,7 @@ from typing import Any
 from gapless.errors import InputError
 
 # errno values that mean "this place cannot take the file", as opposed to a bug in the writer.
-_PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
 
 
 def output_folder(path: str | Path) -> Path:
@@ -81,7 +81,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
+        if isinstance(exc, OSError) and exc.errno in PLACE_ERRORS:
             raise InputError(f"{path}: cannot write ({os.strerror(exc.errno)})") from exc
         raise
 

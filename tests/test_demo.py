@@ -115,6 +115,15 @@ def test_fresh_deletes_only_the_demo_outputs(tmp_path: Path) -> None:
     assert stages.manifest["done"] == {}
 
 
+def test_a_file_as_out_is_refused_and_kept(tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    out.write_text("a,b")
+    for fresh in (False, True):
+        with pytest.raises(InputError, match="results.csv: exists and is not a folder"):
+            Stages(out, ExperimentConfig(), fresh=fresh, kind="demo")
+    assert out.read_text() == "a,b"
+
+
 def test_fresh_never_touches_another_experiments_folder(tmp_path: Path, capsys) -> None:
     """A reproduction's folder given to the demo is refused, with --fresh as without: its checkpoints stay."""
     out = tmp_path / "runs"
