@@ -108,10 +108,11 @@ def test_stop_and_resume_through_the_dali_pipeline(tmp_path: Path, synthetic_sli
 
 
 class NaNAfter:
-    """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation."""
+    """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation; it counts
+    its closes."""
 
     def __init__(self, loader: SyntheticLoader, bad: int) -> None:
-        self.loader, self.bad = loader, bad
+        self.loader, self.bad, self.closes = loader, bad, 0
 
     def __iter__(self):
         for batch in self.loader:
@@ -123,16 +124,22 @@ class NaNAfter:
         return self.loader.stats()
 
     def close(self) -> None:
+        self.closes += 1
         self.loader.close()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = tiny("checkpoint.every=2", "checkpoint.keep=5")
+    loader = NaNAfter(SyntheticLoader(cfg.data), bad=5)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 5.*ckpt_00000004\.pt"):
-        train(cfg, tmp_path, loader=NaNAfter(SyntheticLoader(cfg.data), bad=5))
+        train(cfg, tmp_path, loader=loader)
+    assert loader.closes == 1  # a caller's loader is closed once, however the run ends
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     _, _, step = load_teacher_backbone(latest_checkpoint(tmp_path))
     assert step == 4
+    clean = NaNAfter(SyntheticLoader(cfg.data), bad=10**9)
+    train(tiny("epochs=0.1"), tmp_path / "clean", loader=clean)
+    assert clean.closes == 1
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
