@@ -237,6 +237,7 @@ def test_reproduce_states_its_gpu_hours_from_the_measured_rate() -> None:
     text = estimate_gpu_hours(cfg, runs=8, gpus=8)
     # 8 runs x 12,500 iterations x 1,024 tiles / 669 tiles/s per H100
     assert "about 42.5 GPU-hours" in text and "5.3 h on 8 GPU(s)" in text
+    assert "measured on an earlier form of the recipe" in text  # an estimate for the recipe as it is
     assert estimate_gpu_hours(load_experiment("reproduce_tiny", []), runs=5, gpus=0) is None  # not the measured model
 
 

@@ -44,7 +44,9 @@ from gapless.pipeline.sampling.magnifications import STANDARD_MPPS, mpp_key
 __all__ = ["fold_values", "run_reproduce", "strategy_verdict"]
 
 FULL_STRATEGIES = (*PAPER_STRATEGIES, *(f"fixed_{mpp_key(m)}" for m in STANDARD_MPPS))
-# The trainer's measured rate on one H100 (ViT-S/16, bf16, batch 128, synthetic source): benchmarks/results/RESULTS.md.
+# The trainer's rate on one H100 (ViT-S/16, bf16, batch 128, synthetic source; benchmarks/results/RESULTS.md),
+# measured on an earlier form of the recipe (before LayerScale, stochastic depth on a batch subset and the prototype
+# layer's trained gains): an estimate for the recipe as it is.
 H100_TILES_PER_S = 669.0
 
 
@@ -83,7 +85,8 @@ def run_name(name: str, seed: int, base_seed: int) -> str:
 
 
 def estimate_gpu_hours(cfg, runs: int, gpus: int) -> str | None:
-    """GPU-hours of the training from the measured H100 rate, for the model that rate was measured on."""
+    """GPU-hours of the training from the H100 rate (an estimate: measured on an earlier form of the recipe), for the
+    model that rate was measured on."""
     p = cfg.pretrain
     if p.model.arch != "vit_small" or p.model.patch_size != 16:
         return None
@@ -91,7 +94,8 @@ def estimate_gpu_hours(cfg, runs: int, gpus: int) -> str | None:
     hours = runs * tiles / H100_TILES_PER_S / 3600
     return (
         f"{runs} training run(s) of {p.total_iterations:,} iterations x {p.data.batch_size * max(gpus, 1):,} tiles: "
-        f"about {hours:.1f} GPU-hours at the trainer's measured {H100_TILES_PER_S:.0f} tiles/s per H100, "
+        f"about {hours:.1f} GPU-hours at {H100_TILES_PER_S:.0f} tiles/s per H100 (measured on an earlier form of "
+        "the recipe), "
         f"{hours / max(gpus, 1):.1f} h on {max(gpus, 1)} GPU(s), if the loader keeps up"
     )
 
