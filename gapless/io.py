@@ -56,7 +56,7 @@ def replaceable_file(
         return path
     for what, item in inputs:
         if item is not None and Path(item).exists() and os.path.samefile(path, item):
-            raise InputError(f"{path}: is {what}, which this command reads; write the {kind} to another file")
+            raise InputError(f"{path}: is {what}, which this command reads; give another file name for {kind}")
     if not is_kind(path):
         raise InputError(f"{path}: exists and is not {kind}; give a new file name (or {kind} to replace)")
     return path
