@@ -17,11 +17,16 @@ console = Console(stderr=True)
 
 def end_interrupted_output() -> None:
     """Flush what an exception left half-written (a signal that lands while a progress bar renders leaves the
-    console buffering), and start a new line, so that the next message stands on a line of its own."""
-    if getattr(console, "_buffer_index", 0):
+    console buffering), and start a new line, so that the next message stands on a line of its own. This relies on
+    rich's internals (its buffer depth and flush); a rich without them is left as it is."""
+    try:
+        if not console._buffer_index:
+            return
         console._buffer_index = 0
         console._check_buffer()
-        console.line()
+    except AttributeError:
+        return
+    console.line()
 
 
 def progress(transient: bool = False) -> Progress:

@@ -19,7 +19,7 @@ from typing import Any
 from gapless.errors import InputError
 
 # errno values that mean "this place cannot take the file", as opposed to a bug in the writer.
-_PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+PLACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
 
 
 def output_folder(path: str | Path) -> Path:
@@ -56,7 +56,7 @@ def replaceable_file(
         return path
     for what, item in inputs:
         if item is not None and Path(item).exists() and os.path.samefile(path, item):
-            raise InputError(f"{path}: is {what}, which this command reads; write the {kind} to another file")
+            raise InputError(f"{path}: is {what}, which this command reads; give another file name for {kind}")
     if not is_kind(path):
         raise InputError(f"{path}: exists and is not {kind}; give a new file name (or {kind} to replace)")
     return path
@@ -81,7 +81,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
+        if isinstance(exc, OSError) and exc.errno in PLACE_ERRORS:
             raise InputError(f"{path}: cannot write ({os.strerror(exc.errno)})") from exc
         raise
 

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from gapless.apps.experiment import OUTPUTS, ExperimentConfig, Stages, load_experiment
-from gapless.apps.reproduce import FULL_STRATEGIES, estimate_gpu_hours, sampling_for, strategy_verdict
+from gapless.apps.reproduce import (
+    FULL_STRATEGIES,
+    estimate_gpu_hours,
+    sampling_for,
+    strategy_verdict,
+    training_processes,
+)
 from gapless.apps.reproduce_report import plot_reproduction, verdicts
 from gapless.cli import main
 from gapless.errors import InputError
@@ -107,6 +113,15 @@ def test_fresh_deletes_only_the_demo_outputs(tmp_path: Path) -> None:
     assert not (out / "eval").exists() and not (out / "SUMMARY.md").exists()
     assert (out / "my_notes.txt").read_text() == "mine" and "my_notes.txt" not in OUTPUTS
     assert stages.manifest["done"] == {}
+
+
+def test_a_file_as_out_is_refused_and_kept(tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    out.write_text("a,b")
+    for fresh in (False, True):
+        with pytest.raises(InputError, match="results.csv: exists and is not a folder"):
+            Stages(out, ExperimentConfig(), fresh=fresh, kind="demo")
+    assert out.read_text() == "a,b"
 
 
 def test_fresh_never_touches_another_experiments_folder(tmp_path: Path, capsys) -> None:
@@ -222,7 +237,22 @@ def test_reproduce_states_its_gpu_hours_from_the_measured_rate() -> None:
     text = estimate_gpu_hours(cfg, runs=8, gpus=8)
     # 8 runs x 12,500 iterations x 1,024 tiles / 669 tiles/s per H100
     assert "about 42.5 GPU-hours" in text and "5.3 h on 8 GPU(s)" in text
+    assert "measured on an earlier form of the recipe" in text  # an estimate for the recipe as it is
     assert estimate_gpu_hours(load_experiment("reproduce_tiny", []), runs=5, gpus=0) is None  # not the measured model
+
+
+def test_cpu_budgets_train_in_one_process(tmp_path: Path) -> None:
+    """tiny and small train on the CPU: one process by default (not one per visible GPU, which would change the
+    global batch and the lr), more refused before any work; a GPU budget takes --gpus as given."""
+    assert training_processes(None, "cpu") == 1 and training_processes(0, "cpu") == 0
+    assert training_processes(4, "auto") == 4 and training_processes(2, "cuda") == 2
+    with pytest.raises(InputError, match="--gpus 2: pretrain.device is cpu"):
+        training_processes(2, "cpu")
+    with pytest.raises(InputError, match="--gpus must be >= 0"):
+        training_processes(-1, "auto")
+    out = tmp_path / "reproduce"
+    assert main(["reproduce", "--budget", "small", "--out", str(out), "--gpus", "2"]) == 2
+    assert not out.exists()
 
 
 def fake_run(name: str, per_mpp_folds: dict[str, list[float]]) -> dict:
@@ -252,12 +282,12 @@ def test_verdict_over_seeds_and_per_seed(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_reproduce_with_two_seeds(tmp_path: Path) -> None:
     out = tmp_path / "reproduce"
-    args = ["reproduce", "--out", str(out), "--strategies", "du,fixed_1", "--seeds", "0,1", "--gpus", "2", *MINI]
+    args = ["reproduce", "--out", str(out), "--strategies", "du,fixed_1", "--seeds", "0,1", *MINI]
     assert main(args) == 0
     result = json.loads((out / "reproduce.json").read_text())
     assert result["seeds"] == [0, 1] and result["verdict"]["linear"]["unit"] == "seeds"
     assert set(result["verdict_per_seed"]["linear"]) == {"0", "1"}
     assert (out / "pretrain" / "fixed_1-seed1" / "backbone.pt").is_file() and is_png(Path(result["figure"]))
     records = [json.loads(ln) for ln in (out / "pretrain" / "du" / "metrics.jsonl").read_text().splitlines()]
-    assert len(records[0]["rank_batch_sums"]) == 2  # trained by two torchrun ranks
+    assert len(records[0]["rank_batch_sums"]) == 1  # the CPU budgets train in one process, whatever GPUs there are
     assert main(args) == 0  # everything reused

@@ -16,8 +16,9 @@ from gapless.errors import InputError, NonFiniteLossError
 from gapless.pipeline.loader import build_loader
 from gapless.pipeline.source import Shard
 from gapless.pipeline.synthetic import SyntheticLoader
-from gapless.train.checkpoint import latest_checkpoint, list_checkpoints, load_teacher_backbone
+from gapless.train.checkpoint import export_backbone, latest_checkpoint, list_checkpoints, load_teacher_backbone
 from gapless.train.config import PretrainConfig
+from gapless.train.export import export_timm
 from gapless.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,10 +108,11 @@ def test_stop_and_resume_through_the_dali_pipeline(tmp_path: Path, synthetic_sli
 
 
 class NaNAfter:
-    """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation."""
+    """A synthetic loader whose batch number `bad` is NaN, as a corrupt tile would be after normalisation; it counts
+    its closes."""
 
     def __init__(self, loader: SyntheticLoader, bad: int) -> None:
-        self.loader, self.bad = loader, bad
+        self.loader, self.bad, self.closes = loader, bad, 0
 
     def __iter__(self):
         for batch in self.loader:
@@ -122,16 +124,22 @@ class NaNAfter:
         return self.loader.stats()
 
     def close(self) -> None:
+        self.closes += 1
         self.loader.close()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = tiny("checkpoint.every=2", "checkpoint.keep=5")
+    loader = NaNAfter(SyntheticLoader(cfg.data), bad=5)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 5.*ckpt_00000004\.pt"):
-        train(cfg, tmp_path, loader=NaNAfter(SyntheticLoader(cfg.data), bad=5))
+        train(cfg, tmp_path, loader=loader)
+    assert loader.closes == 1  # a caller's loader is closed once, however the run ends
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     _, _, step = load_teacher_backbone(latest_checkpoint(tmp_path))
     assert step == 4
+    clean = NaNAfter(SyntheticLoader(cfg.data), bad=10**9)
+    train(tiny("epochs=0.1"), tmp_path / "clean", loader=clean)
+    assert clean.closes == 1
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
@@ -192,3 +200,42 @@ def test_compiled_blocks_train_as_eager_ones(tmp_path: Path) -> None:
     compiled = train(tiny("epochs=0.3", "checkpoint.every=100", "compile=true"), tmp_path / "compiled")
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
+
+
+def test_export_replaces_only_an_export(tmp_path: Path) -> None:
+    """--out may be a new file or an earlier export, never the checkpoint or another file; for timm a new folder,
+    an empty one or an earlier export, never the checkpoint's folder or a folder of other files."""
+    train(tiny("epochs=0.2"), tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    before = ckpt.read_bytes()
+    assert gapless_main(["export", str(ckpt), "--out", str(ckpt)]) == 2
+    alias = tmp_path / "alias.pt"
+    alias.hardlink_to(ckpt)  # the same file by another name
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me")
+    with pytest.raises(InputError, match="alias.pt: is the checkpoint, .*; give another file name for an exported"):
+        export_backbone(ckpt, alias)
+    with pytest.raises(InputError, match="notes.txt: exists and is not an exported backbone"):
+        export_backbone(ckpt, other)
+    assert ckpt.read_bytes() == before and other.read_text() == "keep me"
+    backbone = tmp_path / "backbone.pt"
+    assert gapless_main(["export", str(ckpt), "--out", str(backbone)]) == 0
+    assert gapless_main(["export", str(ckpt), "--out", str(backbone)]) == 0  # an export is replaced
+
+    folder = tmp_path / "timm"
+    assert gapless_main(["export", str(ckpt), "--format", "timm", "--out", str(folder)]) == 0
+    assert gapless_main(["export", str(ckpt), "--format", "timm", "--out", str(folder)]) == 0
+    with pytest.raises(InputError, match="is the checkpoint's folder"):
+        export_timm(ckpt, ckpt.parent)
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        export_timm(ckpt, ckpt)
+    released = tmp_path / "released"  # a model folder of the same layout that gapless did not write
+    released.mkdir()
+    (released / "config.json").write_text('{"architecture": "vit_small_patch16_224"}')
+    (folder / "README.md").write_text("mine")
+    for out in (released, folder):
+        with pytest.raises(InputError, match=f"{out.name}: holds other files than a timm export"):
+            export_timm(ckpt, out)
+    assert (released / "config.json").read_text() == '{"architecture": "vit_small_patch16_224"}'
+    assert gapless_main(["export", str(ckpt), "--format", "timm", "--out", str(tmp_path / "run")]) == 2
+    assert ckpt.read_bytes() == before

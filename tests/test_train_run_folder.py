@@ -3,6 +3,7 @@ checkpoint (set aside, never deleted), and pruning past a damaged newer checkpoi
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -76,3 +77,17 @@ def test_pruning_never_deletes_the_checkpoint_just_written_past_a_damaged_newer_
     capsys.readouterr()
     assert train(cfg, tmp_path, max_steps=1)["iteration"] == 4
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_folder_where_the_lock_cannot_be_linked_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The lock is taken with a hard link; a file system without them (EPERM) is named, not a traceback."""
+
+    def no_hard_links(src: str, dst: str) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), src)
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    run = tmp_path / "run"
+    assert gapless_main(["pretrain", "--config", "pretrain_tiny_cpu", "--out", str(run), "epochs=0.1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{run}: cannot take the run folder's lock (Operation not permitted)" in err and "Traceback" not in err
+    assert not list(run.glob(f"{LOCK_NAME}*"))  # the temporary lock file is removed too

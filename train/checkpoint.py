@@ -23,7 +23,7 @@ from torch import nn
 
 from gapless.console import console
 from gapless.errors import InputError
-from gapless.io import atomic_output, load_tensors
+from gapless.io import atomic_output, load_tensors, replaceable_file
 from gapless.train.config import recipe_fingerprint, recipe_items
 from gapless.train.vit import VisionTransformer, build_vit
 
@@ -255,8 +255,18 @@ def save_backbone(
     return atomic_save(exported, Path(out))
 
 
+def is_backbone_file(path: str | Path) -> bool:
+    """Whether ``path`` holds an exported backbone (its format marker), the one kind of file an export replaces."""
+    try:
+        return load_file(path).get("format") == BACKBONE_FORMAT
+    except InputError:
+        return False
+
+
 def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the teacher backbone (weights, config, iteration) of a checkpoint to ``out``."""
+    """Write the teacher backbone (weights, config, iteration) of a checkpoint to ``out``: a new file or an exported
+    backbone, never the checkpoint itself or another file (an :class:`InputError`, before the checkpoint is read)."""
+    replaceable_file(out, [("the checkpoint", checkpoint)], "an exported backbone", is_backbone_file)
     ckpt = load_file(checkpoint)
     return save_backbone(teacher_backbone_state(ckpt), ckpt["config"], ckpt["iteration"], ckpt.get("fingerprint", ""),
                          out)  # fmt: skip

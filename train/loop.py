@@ -154,13 +154,16 @@ def _train(
         model = DistributedDataParallel(student, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
     trainee = Trainee(student, teacher, objective, optimizer, scaler, model, env.world_size)
     end = min(cfg.total_iterations, start + max_steps) if max_steps else cfg.total_iterations
-    loader = loader if loader is not None else build_loader(cfg.data, env.rank, env.world_size, start)
-    with closing(loader):
-        return _steps(cfg, run_dir, env, stop, (start, end), loader, trainee, build_schedules(cfg, env.world_size))
+    built = build_loader(cfg.data, env.rank, env.world_size, start) if loader is None else None
+    with closing(built):  # the loader built here; a caller's is closed by train(), on every way out
+        return _steps(cfg, config, amp_dtype, run_dir, env, stop, (start, end), loader if built is None else built,
+                      trainee, build_schedules(cfg, env.world_size))  # fmt: skip
 
 
 def _steps(
     cfg: PretrainConfig,
+    config: dict[str, Any],
+    amp_dtype: torch.dtype,
     run_dir: Path,
     env: DistEnv,
     stop: StopRequests,
@@ -170,8 +173,7 @@ def _steps(
     schedules: Schedules,
 ) -> dict[str, Any]:
     """The steps of ``span`` (first, end exclusive), with their logging, checks and checkpoints."""
-    (start, end), config = span, to_dict(cfg)
-    amp_dtype = autocast_dtype(cfg.precision, env.device)
+    start, end = span
     a, B = cfg.data.augment, cfg.data.batch_size
     batches = endless(loader)
     log = MetricsLog(run_dir / "metrics.jsonl", start) if env.is_main else None

@@ -8,7 +8,6 @@ failure after hours of training.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import shutil
@@ -19,7 +18,7 @@ from rich.markup import escape
 
 from gapless.console import console
 from gapless.errors import InputError
-from gapless.io import atomic_output, write_text
+from gapless.io import PLACE_ERRORS, atomic_output, output_folder, write_text
 
 PROBE_NAME = ".write-test"
 
@@ -27,11 +26,7 @@ PROBE_NAME = ".write-test"
 def check_writable(run_dir: Path, checkpoint_bytes: int, keep: int) -> None:
     """Refuse a run folder that cannot take files or one checkpoint; warn when ``keep + 1`` would not fit."""
     checkpoints = run_dir / "checkpoints"
-    try:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc})") from exc
-    for folder in (run_dir, checkpoints):
+    for folder in (output_folder(run_dir), output_folder(checkpoints)):
         with atomic_output(folder / PROBE_NAME) as tmp:  # raises InputError naming the file when it cannot
             tmp.write_bytes(b"gapless")
         (folder / PROBE_NAME).unlink()
@@ -68,6 +63,6 @@ class MetricsLog:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            if exc.errno in PLACE_ERRORS:
                 raise InputError(f"{self.path}: cannot write ({exc.strerror})") from exc
             raise

@@ -136,6 +136,9 @@ class RunLock:
                     break
                 except FileExistsError:
                     self._break_if_stale()
+                except OSError as exc:  # e.g. a file system without hard links (EPERM, ENOTSUP)
+                    raise InputError(f"{self.path.parent}: cannot take the run folder's lock "
+                                     f"({exc.strerror or exc}); choose an --out on another file system") from exc  # fmt: skip
             else:
                 raise RunError(f"{self.path}: could not take the run folder's lock (other runs keep taking it)")
         finally:

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "budget's: full trains du,cu,maxavg,minmax,fixed_0.25,fixed_0.5,fixed_1,fixed_2)")  # fmt: skip
     p.add_argument("--seeds", default=None, help="comma-separated training seeds, e.g. 0,1,2 (default: the config's)")
     p.add_argument("--gpus", type=int, default=None,
-                   help="GPUs (torchrun processes) per training run (default: every visible GPU)")  # fmt: skip
+                   help="GPUs (torchrun processes) per training run (default: every visible GPU; 1 when "
+                   "pretrain.device is cpu)")  # fmt: skip
     p.add_argument(
         "--fresh",
         action="store_true",

@@ -73,8 +73,6 @@ class Stages:
         from gapless.config import save_config
 
         self.out, self.path, self.timings = out, out / "manifest.json", {}
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: exists and is not a folder; choose another --out")
         digest = fingerprint(to_dict(cfg))
         manifest = json.loads(self.path.read_text()) if self.path.is_file() else None
         if manifest is None and out.is_dir() and any(out.iterdir()):

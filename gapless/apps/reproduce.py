@@ -10,7 +10,8 @@ standard mpps only, so part of any dip at the others is the protocol's own and n
 
 ``--seeds 0,1,2`` repeats every training with those seeds (model initialisation, tiles, masks); the verdict is then
 given over seeds as well as per seed (:mod:`gapless.apps.reproduce_report`). ``--gpus N`` trains each run under
-torchrun on N GPUs (default: every visible GPU). Every training resumes from its checkpoints and every finished
+torchrun on N GPUs (default: every visible GPU; one process when ``pretrain.device`` is cpu, which refuses more).
+Every training resumes from its checkpoints and every finished
 stage is reused on a rerun, so a stopped or preempted reproduction continues where it stopped.
 """
 
@@ -43,7 +44,9 @@ from gapless.pipeline.sampling.magnifications import STANDARD_MPPS, mpp_key
 __all__ = ["fold_values", "run_reproduce", "strategy_verdict"]
 
 FULL_STRATEGIES = (*PAPER_STRATEGIES, *(f"fixed_{mpp_key(m)}" for m in STANDARD_MPPS))
-# The trainer's measured rate on one H100 (ViT-S/16, bf16, batch 128, synthetic source): benchmarks/results/RESULTS.md.
+# The trainer's rate on one H100 (ViT-S/16, bf16, batch 128, synthetic source; benchmarks/results/RESULTS.md),
+# measured on an earlier form of the recipe (before LayerScale, stochastic depth on a batch subset and the prototype
+# layer's trained gains): an estimate for the recipe as it is.
 H100_TILES_PER_S = 669.0
 
 
@@ -82,7 +85,8 @@ def run_name(name: str, seed: int, base_seed: int) -> str:
 
 
 def estimate_gpu_hours(cfg, runs: int, gpus: int) -> str | None:
-    """GPU-hours of the training from the measured H100 rate, for the model that rate was measured on."""
+    """GPU-hours of the training from the H100 rate (an estimate: measured on an earlier form of the recipe), for the
+    model that rate was measured on."""
     p = cfg.pretrain
     if p.model.arch != "vit_small" or p.model.patch_size != 16:
         return None
@@ -90,7 +94,8 @@ def estimate_gpu_hours(cfg, runs: int, gpus: int) -> str | None:
     hours = runs * tiles / H100_TILES_PER_S / 3600
     return (
         f"{runs} training run(s) of {p.total_iterations:,} iterations x {p.data.batch_size * max(gpus, 1):,} tiles: "
-        f"about {hours:.1f} GPU-hours at the trainer's measured {H100_TILES_PER_S:.0f} tiles/s per H100, "
+        f"about {hours:.1f} GPU-hours at {H100_TILES_PER_S:.0f} tiles/s per H100 (measured on an earlier form of "
+        "the recipe), "
         f"{hours / max(gpus, 1):.1f} h on {max(gpus, 1)} GPU(s), if the loader keeps up"
     )
 
@@ -99,6 +104,19 @@ def visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def training_processes(requested: int | None, device: str) -> int:
+    """Processes per training run: ``--gpus`` (``requested``), else every visible GPU; one on the CPU (``device``
+    cpu), where more would split the same cores and change the global batch and the lr with them."""
+    if requested is not None and requested < 0:
+        raise InputError(f"--gpus must be >= 0, got {requested}")
+    if device != "cpu":
+        return requested if requested is not None else visible_gpus()
+    if requested is not None and requested > 1:
+        raise InputError(f"--gpus {requested}: pretrain.device is cpu, which trains in one process; drop --gpus or "
+                         "set pretrain.device=cuda")  # fmt: skip
+    return 1 if requested is None else requested
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
@@ -113,9 +131,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     samplings = {n: sampling_for(cfg.pretrain.data.sampling, n) for n in names}
     base_seed = cfg.pretrain.seed
     seeds = parse_list(getattr(args, "seeds", None), "--seeds", int) or [base_seed]
-    gpus = args.gpus if getattr(args, "gpus", None) is not None else visible_gpus()
-    if gpus < 0:
-        raise InputError(f"--gpus must be >= 0, got {gpus}")
+    gpus = training_processes(getattr(args, "gpus", None), cfg.pretrain.device)
     out: Path = args.out
     stages = xp.Stages(out, cfg, args.fresh, f"reproduce-{args.budget}")
     started = time.perf_counter()
